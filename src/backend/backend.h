@@ -1,0 +1,62 @@
+/* The backend interface: what the engine asks of a device, and nothing more.
+ *
+ * A backend owns the weights in its preferred form and the paged KV cache
+ * (n_blocks blocks of block_size token slots per layer). It sees a flat
+ * batch of tokens with per-sequence metadata, never a request: decodes and
+ * prefill chunks of several sequences share one forward. For every token it
+ * writes K and V to the token's slot (slot_mapping), then attends over the
+ * sequence's context through its block table; it returns logits only for the
+ * rows the batch asks for. Backends: cpu (always), cuda (when built). */
+#ifndef FOLO_BACKEND_BACKEND_H
+#define FOLO_BACKEND_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "model/model.h"
+
+typedef struct folo_batch {
+    int n_tokens;                  /* tokens in this step, all sequences */
+    const int32_t *token_ids;      /* [n_tokens] */
+    const int32_t *positions;      /* [n_tokens] position of each token in its sequence */
+    const int32_t *slot_mapping;   /* [n_tokens] KV slot = block * block_size + offset */
+    int n_seqs;
+    const int32_t *seq_starts;     /* [n_seqs + 1] offsets of each sequence's tokens */
+    const int32_t *seq_lens;       /* [n_seqs] context length after this step (cached + new) */
+    const int32_t *block_tables;   /* [n_seqs, max_blocks_per_seq] block ids, row-major */
+    int max_blocks_per_seq;
+    int n_logit_rows;              /* rows of logits wanted */
+    const int32_t *logit_rows;     /* [n_logit_rows] indices into the flat tokens */
+} folo_batch;
+
+typedef struct folo_backend_options {
+    int n_threads;                 /* <= 0: all online CPUs */
+    int kv_block_size;             /* tokens per block (default 16) */
+    int kv_n_blocks;               /* blocks in the pool */
+} folo_backend_options;
+
+typedef struct folo_backend folo_backend;
+struct folo_backend {
+    const char *name;              /* "cpu", "cuda" */
+    int kv_block_size;
+    int kv_n_blocks;
+    size_t kv_bytes;               /* bytes of the KV pool */
+    size_t scratch_bytes;          /* bytes of activation buffers (their peak) */
+    /* Runs the batch; writes logits [n_logit_rows, V] (f32). */
+    int (*forward)(folo_backend *b, const folo_batch *batch, float *logits, folo_error *err);
+    void (*destroy)(folo_backend *b);
+};
+
+folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backend_options *opt,
+                                      folo_error *err);
+
+static inline int folo_backend_forward(folo_backend *b, const folo_batch *batch, float *logits,
+                                       folo_error *err) {
+    return b->forward(b, batch, logits, err);
+}
+static inline void folo_backend_destroy(folo_backend *b) {
+    if (b) b->destroy(b);
+}
+
+#endif

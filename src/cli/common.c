@@ -1,0 +1,97 @@
+/* Helpers shared by the subcommands: flag value parsing, usage errors, and
+ * the default model (a synthetic 0.6B-shaped checkpoint made on first use). */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/file.h"
+
+int cli_parse_int(const char *cmd, const char *flag, const char *v, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "folo %s: invalid value '%s' for %s (expected an integer in [%ld, %ld])\n",
+                cmd, v, flag, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int cli_parse_u64(const char *cmd, const char *flag, const char *v, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-') {
+        fprintf(stderr, "folo %s: invalid value '%s' for %s (expected a non-negative integer)\n",
+                cmd, v, flag);
+        return -1;
+    }
+    *out = (uint64_t)x;
+    return 0;
+}
+
+int cli_parse_float(const char *cmd, const char *flag, const char *v, double lo, double hi,
+                    float *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "folo %s: invalid value '%s' for %s (expected a number in [%g, %g])\n",
+                cmd, v, flag, lo, hi);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "folo %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", usage);
+    return 2;
+}
+
+const char *cli_tokenizer_dir(void) {
+    const char *env = getenv("FOLO_TOKENIZER_DIR");
+    return env && *env ? env : FOLO_SOURCE_DIR "/models/qwen3-tokenizer";
+}
+
+static char *cache_dir(void) {
+    const char *env = getenv("FOLO_CACHE_DIR");
+    if (env && *env) return folo_strdup(env);
+    env = getenv("XDG_CACHE_HOME");
+    if (env && *env) return folo_path_join(env, "folo");
+    env = getenv("HOME");
+    char *home_cache = folo_path_join(env && *env ? env : "/tmp", ".cache");
+    char *dir = folo_path_join(home_cache, "folo");
+    free(home_cache);
+    return dir;
+}
+
+char *cli_model_dir(const char *cmd, const char *flag_value) {
+    if (flag_value) return folo_strdup(flag_value);
+    char *cache = cache_dir();
+    char *dir = folo_path_join(cache, "models/qwen3-0.6b-synthetic");
+    free(cache);
+    char *config = folo_path_join(dir, "config.json");
+    int exists = folo_file_exists(config);
+    free(config);
+    if (exists) return dir;
+    fprintf(stderr, "folo %s: no -m given; creating the default synthetic model in %s\n", cmd, dir);
+    char *argv[] = {"make-model", "--preset", "qwen3-0.6b", "--dtype", "bf16", "--out", dir, NULL};
+    if (folo_cmd_make_model(7, argv) != 0) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}

@@ -1,0 +1,56 @@
+/* config.json and generation_config.json of a Hugging Face Qwen3 checkpoint.
+ *
+ * Only the fields DESIGN §4 uses are read; each is validated (type and range)
+ * and a failure names the file and the field. Fields that are absent take
+ * the documented Qwen3 defaults where transformers has one, and are errors
+ * where it has none. */
+#ifndef FOLO_MODEL_CONFIG_H
+#define FOLO_MODEL_CONFIG_H
+
+#include <stdbool.h>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+#define FOLO_MAX_EOS 8
+
+typedef struct folo_config {
+    int hidden_size;             /* H */
+    int intermediate_size;       /* I */
+    int n_layers;                /* L, num_hidden_layers */
+    int n_heads;                 /* Hq, num_attention_heads */
+    int n_kv_heads;              /* Hkv, num_key_value_heads */
+    int head_dim;                /* D (may differ from H / Hq) */
+    int vocab_size;              /* V */
+    int max_position_embeddings; /* longest context, tokens */
+    double rope_theta;
+    float rms_norm_eps;
+    bool tie_word_embeddings;
+    folo_dtype torch_dtype;      /* declared dtype (tensors carry their own) */
+    int bos_token_id;            /* -1 when null/absent */
+    int eos_token_ids[FOLO_MAX_EOS];
+    int n_eos_token_ids;
+} folo_config;
+
+/* Sampling defaults of generation_config.json (absent file: all defaults). */
+typedef struct folo_generation_config {
+    bool do_sample;              /* false: greedy */
+    float temperature;           /* 1.0 */
+    float top_p;                 /* 1.0 */
+    int top_k;                   /* 0 = off (transformers' 50 applies only with do_sample) */
+    float min_p;                 /* 0.0 */
+    float repetition_penalty;    /* 1.0 */
+    int eos_token_ids[FOLO_MAX_EOS]; /* falls back to config.json's */
+    int n_eos_token_ids;
+} folo_generation_config;
+
+/* Parses config.json text (path is for messages only). */
+int folo_config_parse(folo_config *cfg, const char *json_text, const char *path, folo_error *err);
+int folo_config_load(folo_config *cfg, const char *model_dir, folo_error *err);
+
+/* Reads generation_config.json from model_dir when present; eos ids fall
+ * back to cfg's. */
+int folo_generation_config_load(folo_generation_config *gen, const folo_config *cfg,
+                                const char *model_dir, folo_error *err);
+
+#endif

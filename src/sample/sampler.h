@@ -1,0 +1,62 @@
+/* Sampling: turns one row of logits into a token id, with vLLM's meanings.
+ *
+ * Order, as vLLM applies it: repetition penalty (over prompt and output
+ * tokens: positive logits divided, negative multiplied), frequency and
+ * presence penalties (over output tokens: logit -= frequency*count +
+ * presence*[count > 0]), temperature (0 = greedy: the argmax, lowest id on
+ * ties), min-p, top-k, top-p, then a draw from a per-sequence RNG seeded by
+ * `seed` (same seed, same logits -> same token). Logprobs are those of the
+ * raw model distribution (log_softmax of the unprocessed logits), as vLLM
+ * returns by default. */
+#ifndef FOLO_SAMPLE_SAMPLER_H
+#define FOLO_SAMPLE_SAMPLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define FOLO_MAX_TOP_LOGPROBS 20
+
+typedef struct folo_sampling_params {
+    float temperature;         /* 0: greedy */
+    int top_k;                 /* <= 0: off */
+    float top_p;               /* (0, 1], 1: off */
+    float min_p;               /* [0, 1], 0: off */
+    float repetition_penalty;  /* > 0, 1: off */
+    float presence_penalty;    /* [-2, 2] */
+    float frequency_penalty;   /* [-2, 2] */
+    uint64_t seed;
+    bool has_seed;             /* false: seeded from the clock */
+    int logprobs;              /* < 0: none; 0: chosen token only; n: plus top n (<= 20) */
+} folo_sampling_params;
+
+/* Neutral params: greedy, no penalties, no logprobs. */
+folo_sampling_params folo_sampling_default(void);
+/* Checks ranges; the error names the parameter. */
+int folo_sampling_validate(const folo_sampling_params *p, folo_error *err);
+
+typedef struct folo_logprob {
+    int32_t token;
+    float logprob;
+} folo_logprob;
+
+typedef struct folo_sample_result {
+    int32_t token;
+    float logprob;                              /* of token, when logprobs >= 0 */
+    int n_top;                                  /* entries in top */
+    folo_logprob top[FOLO_MAX_TOP_LOGPROBS];    /* highest first */
+} folo_sample_result;
+
+/* Per-sequence sampling state: RNG and token counts for the penalties. */
+typedef struct folo_sampler folo_sampler;
+
+folo_sampler *folo_sampler_create(const folo_sampling_params *p, int vocab_size);
+void folo_sampler_free(folo_sampler *s);
+/* Records prompt tokens (repetition penalty) and output tokens (all penalties). */
+void folo_sampler_add_prompt(folo_sampler *s, const int32_t *ids, int n);
+void folo_sampler_add_output(folo_sampler *s, int32_t id);
+/* Samples from logits [vocab_size]; logits are used as scratch (modified). */
+void folo_sampler_sample(folo_sampler *s, float *logits, folo_sample_result *out);
+
+#endif
