@@ -1,9 +1,13 @@
 /* config.json and generation_config.json of a Hugging Face Qwen3 checkpoint.
  *
  * Only the fields DESIGN §4 uses are read; each is validated (type and range)
- * and a failure names the file and the field. Fields that are absent take
- * the documented Qwen3 defaults where transformers has one, and are errors
- * where it has none. */
+ * and a failure names the file and the field. The sizes (hidden_size,
+ * intermediate_size, num_hidden_layers, num_attention_heads, vocab_size) are
+ * required; other absent fields take transformers' defaults
+ * (num_key_value_heads = Hq, head_dim = H / Hq, rope_theta 10000,
+ * rms_norm_eps 1e-6, max_position_embeddings 32768, untied, float32).
+ * Features the forward pass lacks (biases, sliding windows, scaled RoPE)
+ * are refused by name. */
 #ifndef FOLO_MODEL_CONFIG_H
 #define FOLO_MODEL_CONFIG_H
 

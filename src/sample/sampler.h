@@ -7,7 +7,13 @@
  * ties), min-p, top-k, top-p, then a draw from a per-sequence RNG seeded by
  * `seed` (same seed, same logits -> same token). Logprobs are those of the
  * raw model distribution (log_softmax of the unprocessed logits), as vLLM
- * returns by default. */
+ * returns by default.
+ *
+ * Who calls it: the engine's output processor, once per sequence per step,
+ * with that sequence's row of logits. A sampler belongs to one sequence and
+ * is not shared between threads. It owns per-sequence state only (RNG, the
+ * set of seen tokens with output counts, and scratch sized to the vocabulary
+ * for random sampling), so a call never allocates. */
 #ifndef FOLO_SAMPLE_SAMPLER_H
 #define FOLO_SAMPLE_SAMPLER_H
 
@@ -17,10 +23,12 @@
 #include "core/error.h"
 
 #define FOLO_MAX_TOP_LOGPROBS 20
+/* Temperatures below this are greedy (vLLM's _SAMPLING_EPS). */
+#define FOLO_SAMPLING_EPS 1e-5f
 
 typedef struct folo_sampling_params {
     float temperature;         /* 0: greedy */
-    int top_k;                 /* <= 0: off */
+    int top_k;                 /* 0 or -1: off; keeps exactly k (ties: lower id) */
     float top_p;               /* (0, 1], 1: off */
     float min_p;               /* [0, 1], 0: off */
     float repetition_penalty;  /* > 0, 1: off */
@@ -51,12 +59,20 @@ typedef struct folo_sample_result {
 /* Per-sequence sampling state: RNG and token counts for the penalties. */
 typedef struct folo_sampler folo_sampler;
 
+/* p must have passed folo_sampling_validate. Random samplers preallocate
+ * 8 * vocab_size bytes of scratch; NULL when that allocation fails. */
 folo_sampler *folo_sampler_create(const folo_sampling_params *p, int vocab_size);
 void folo_sampler_free(folo_sampler *s);
 /* Records prompt tokens (repetition penalty) and output tokens (all penalties). */
 void folo_sampler_add_prompt(folo_sampler *s, const int32_t *ids, int n);
 void folo_sampler_add_output(folo_sampler *s, int32_t id);
-/* Samples from logits [vocab_size]; logits are used as scratch (modified). */
+/* Samples from logits [vocab_size]. The penalties are applied in place and
+ * undone before returning, so logits read the same afterwards. Greedy calls
+ * leave the RNG untouched; random calls draw one number from it. */
 void folo_sampler_sample(folo_sampler *s, float *logits, folo_sample_result *out);
+/* The final distribution a sample call would draw from, written to
+ * probs [vocab_size] (zeros for dropped tokens; one-hot for greedy), without
+ * drawing. For tests and inspection; logits are restored as in sample. */
+void folo_sampler_probs(folo_sampler *s, float *logits, float *probs);
 
 #endif

@@ -1,0 +1,250 @@
+/* Loading a Qwen3 checkpoint; see model.h.
+ *
+ * The steps: config.json and generation_config.json; then the safetensors
+ * file(s) are mapped read-only and their headers validated (a sharded
+ * checkpoint names its files in model.safetensors.index.json's weight_map);
+ * then every tensor DESIGN §4 needs is looked up, its dtype and shape
+ * checked against the config, and bound as a pointer into its mapping.
+ * Nothing is copied: the model owns the mappings and frees them last. */
+#include "model/model.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/file.h"
+#include "model/safetensors.h"
+
+struct folo_model_files {
+    int n_files;
+    folo_mapped_file *maps;   /* [n_files] */
+    folo_st_header *headers;  /* [n_files], parsed from maps[i] */
+};
+
+/* Where tensors are looked up while loading. */
+typedef struct {
+    struct folo_model_files *files;
+    const char *dir;          /* the model directory */
+    json_t *weight_map;       /* name -> shard file name; NULL for a single file */
+    const char *index_path;   /* for messages, when sharded */
+    size_t weight_bytes;
+    folo_error *err;
+} loader;
+
+/* Maps and parses one safetensors file as files->maps[n_files]. */
+static int add_file(struct folo_model_files *files, const char *path, folo_error *err) {
+    int i = files->n_files;
+    files->maps = folo_realloc(files->maps, (size_t)(i + 1) * sizeof *files->maps);
+    files->headers = folo_realloc(files->headers, (size_t)(i + 1) * sizeof *files->headers);
+    if (folo_file_map(&files->maps[i], path, err) != 0) return -1;
+    if (folo_st_parse(&files->headers[i], files->maps[i].data, files->maps[i].size, path, err) != 0) {
+        folo_file_unmap(&files->maps[i]);
+        return -1;
+    }
+    files->n_files++;
+    return 0;
+}
+
+static int file_index(const struct folo_model_files *files, const char *path) {
+    for (int i = 0; i < files->n_files; i++)
+        if (strcmp(files->maps[i].path, path) == 0) return i;
+    return -1;
+}
+
+/* Reads model.safetensors.index.json and maps every shard its weight_map
+ * names, in order of first mention. */
+static int open_shards(loader *ld, const char *index_path) {
+    folo_error *err = ld->err;
+    char *text = folo_file_read(index_path, NULL, err);
+    if (!text) return -1;
+    json_error_t jerr;
+    json_t *root = json_loads(text, 0, &jerr);
+    free(text);
+    if (!root)
+        return folo_fail(err, "%s: not valid JSON: %s (line %d, column %d)", index_path, jerr.text,
+                         jerr.line, jerr.column);
+    json_t *map = json_object_get(root, "weight_map");
+    if (!json_is_object(map)) {
+        json_decref(root);
+        return folo_fail(err, "%s: \"weight_map\" is missing or not an object", index_path);
+    }
+    ld->weight_map = json_incref(map);
+    json_decref(root);
+
+    const char *name;
+    json_t *file;
+    json_object_foreach(map, name, file) {
+        const char *shard = json_string_value(file);
+        if (!shard || !*shard || strchr(shard, '/') || strcmp(shard, "..") == 0 ||
+            strcmp(shard, ".") == 0)
+            return folo_fail(err, "%s: weight_map entry for '%s' is not a file name in the model "
+                             "directory", index_path, name);
+        char *path = folo_path_join(ld->dir, shard);
+        int rc = 0;
+        if (file_index(ld->files, path) < 0) {
+            if (!folo_file_exists(path))
+                rc = folo_fail(err, "%s: shard named in model.safetensors.index.json is missing",
+                               path);
+            else
+                rc = add_file(ld->files, path, err);
+        }
+        free(path);
+        if (rc != 0) return -1;
+    }
+    if (ld->files->n_files == 0) return folo_fail(err, "%s: \"weight_map\" is empty", index_path);
+    return 0;
+}
+
+/* Finds `name`; on success *file is the index of the file holding it. */
+static const folo_st_tensor *find_tensor(loader *ld, const char *name, int *file) {
+    if (!ld->weight_map) {
+        *file = 0;
+        const folo_st_tensor *t = folo_st_find(&ld->files->headers[0], name);
+        if (!t) folo_fail(ld->err, "%s: missing tensor '%s'", ld->files->maps[0].path, name);
+        return t;
+    }
+    const char *shard = json_string_value(json_object_get(ld->weight_map, name));
+    if (!shard) {
+        folo_fail(ld->err, "%s: weight_map has no tensor '%s'", ld->index_path, name);
+        return NULL;
+    }
+    char *path = folo_path_join(ld->dir, shard);
+    *file = file_index(ld->files, path);
+    free(path);
+    FOLO_ASSERT(*file >= 0); /* open_shards mapped every file the weight_map names */
+    const folo_st_tensor *t = folo_st_find(&ld->files->headers[*file], name);
+    if (!t)
+        folo_fail(ld->err, "%s: missing tensor '%s' (model.safetensors.index.json places it here)",
+                  ld->files->maps[*file].path, name);
+    return t;
+}
+
+static void format_shape(char *out, size_t cap, int n_dims, const int64_t *shape) {
+    size_t len = (size_t)snprintf(out, cap, "[");
+    for (int d = 0; d < n_dims && len < cap; d++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (len < cap) snprintf(out + len, cap - len, "]");
+}
+
+/* Looks up `name`, checks it is a float tensor of shape [d0] (d1 == 0) or
+ * [d0, d1], and points *out at its bytes. */
+static int bind(loader *ld, folo_tensor *out, const char *name, int64_t d0, int64_t d1) {
+    int file;
+    const folo_st_tensor *t = find_tensor(ld, name, &file);
+    if (!t) return -1;
+    const char *path = ld->files->maps[file].path;
+    if (t->dtype != FOLO_DTYPE_F32 && t->dtype != FOLO_DTYPE_F16 && t->dtype != FOLO_DTYPE_BF16)
+        return folo_fail(ld->err, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
+                         path, name, folo_dtype_name(t->dtype));
+    int64_t want[2] = {d0, d1};
+    int want_dims = d1 ? 2 : 1;
+    if (t->n_dims != want_dims || t->shape[0] != d0 || (want_dims == 2 && t->shape[1] != d1)) {
+        char got_s[160], want_s[64];
+        format_shape(got_s, sizeof got_s, t->n_dims, t->shape);
+        format_shape(want_s, sizeof want_s, want_dims, want);
+        return folo_fail(ld->err, "%s: tensor '%s' has shape %s, expected %s", path, name, got_s,
+                         want_s);
+    }
+    /* The kernels read elements in place, so each must be naturally aligned
+     * (the mapping is page-aligned; the reference writer keeps offsets so). */
+    if (t->offset % folo_dtype_size(t->dtype) != 0)
+        return folo_fail(ld->err, "%s: tensor '%s' data is not aligned to its %zu-byte elements",
+                         path, name, folo_dtype_size(t->dtype));
+    memset(out, 0, sizeof *out);
+    out->data = ld->files->maps[file].data + t->offset;
+    out->dtype = t->dtype;
+    out->n_dims = t->n_dims;
+    memcpy(out->shape, t->shape, sizeof t->shape[0] * (size_t)t->n_dims);
+    ld->weight_bytes += t->bytes;
+    return 0;
+}
+
+static int bind_layer(loader *ld, const folo_config *c, int l, folo_layer_weights *w) {
+    const int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    const int64_t q_dim = (int64_t)c->n_heads * D, kv_dim = (int64_t)c->n_kv_heads * D;
+    const struct {
+        folo_tensor *dst;
+        const char *suffix;
+        int64_t d0, d1;
+    } table[] = {
+        {&w->input_norm, "input_layernorm.weight", H, 0},
+        {&w->wq, "self_attn.q_proj.weight", q_dim, H},
+        {&w->wk, "self_attn.k_proj.weight", kv_dim, H},
+        {&w->wv, "self_attn.v_proj.weight", kv_dim, H},
+        {&w->wo, "self_attn.o_proj.weight", H, q_dim},
+        {&w->q_norm, "self_attn.q_norm.weight", D, 0},
+        {&w->k_norm, "self_attn.k_norm.weight", D, 0},
+        {&w->post_norm, "post_attention_layernorm.weight", H, 0},
+        {&w->w_gate, "mlp.gate_proj.weight", I, H},
+        {&w->w_up, "mlp.up_proj.weight", I, H},
+        {&w->w_down, "mlp.down_proj.weight", H, I},
+    };
+    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%d.%s", l, table[k].suffix);
+        if (bind(ld, table[k].dst, name, table[k].d0, table[k].d1) != 0) return -1;
+    }
+    return 0;
+}
+
+static int load_weights(folo_model *m, loader *ld) {
+    const folo_config *c = &m->config;
+    const int64_t V = c->vocab_size, H = c->hidden_size;
+    char *index_path = folo_path_join(m->dir, "model.safetensors.index.json");
+    char *single_path = folo_path_join(m->dir, "model.safetensors");
+    int rc;
+    ld->index_path = index_path;
+    if (folo_file_exists(index_path))
+        rc = open_shards(ld, index_path);
+    else if (!folo_file_exists(single_path))
+        rc = folo_fail(ld->err, "%s: missing (and there is no model.safetensors.index.json)",
+                       single_path);
+    else
+        rc = add_file(ld->files, single_path, ld->err);
+
+    if (rc == 0) rc = bind(ld, &m->embed, "model.embed_tokens.weight", V, H);
+    if (rc == 0) rc = bind(ld, &m->final_norm, "model.norm.weight", H, 0);
+    if (rc == 0) {
+        /* Tied: transformers reuses the embedding and ignores any stored head. */
+        if (c->tie_word_embeddings) m->lm_head = m->embed;
+        else rc = bind(ld, &m->lm_head, "lm_head.weight", V, H);
+    }
+    m->layers = folo_calloc((size_t)c->n_layers, sizeof *m->layers);
+    for (int l = 0; rc == 0 && l < c->n_layers; l++) rc = bind_layer(ld, c, l, &m->layers[l]);
+    m->weight_bytes = ld->weight_bytes;
+    free(index_path);
+    free(single_path);
+    return rc;
+}
+
+folo_model *folo_model_load(const char *dir, folo_error *err) {
+    folo_model *m = folo_calloc(1, sizeof *m);
+    m->dir = folo_strdup(dir);
+    m->files = folo_calloc(1, sizeof *m->files);
+    loader ld = {.files = m->files, .dir = m->dir, .err = err};
+    int rc = folo_config_load(&m->config, dir, err);
+    if (rc == 0) rc = folo_generation_config_load(&m->generation, &m->config, dir, err);
+    if (rc == 0) rc = load_weights(m, &ld);
+    json_decref(ld.weight_map);
+    if (rc != 0) {
+        folo_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void folo_model_free(folo_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->files->n_files; i++) {
+        folo_st_header_free(&m->files->headers[i]);
+        folo_file_unmap(&m->files->maps[i]);
+    }
+    free(m->files->maps);
+    free(m->files->headers);
+    free(m->files);
+    free(m->layers);
+    free(m->dir);
+    free(m);
+}
