@@ -10,7 +10,15 @@
  * back an incomplete UTF-8 sequence until its last byte arrives, so a
  * stream never shows half a character (invalid bytes become U+FFFD, as
  * `tokenizers` decodes them). A loaded tokenizer is immutable and safe to
- * share between threads. */
+ * share between threads.
+ *
+ * Known differences from `tokenizers` 0.23, both from the Unicode data of
+ * the libraries: its NFC tables are old and lack the combining class of
+ * about 100 recent marks (e.g. U+08D1, U+09FE, U+1AC1, U+1DF6), which
+ * folo (utf8proc, Unicode 15) reorders and it does not; PCRE2 10.42
+ * (Unicode 14) does not yet count the Kaktovik numerals U+1D2C0..U+1D2D3
+ * as \p{N}. tests/python/test_tokenizer.py sweeps every other code point
+ * through the pre-tokenizer and finds no difference. */
 #ifndef FOLO_TOKENIZER_TOKENIZER_H
 #define FOLO_TOKENIZER_TOKENIZER_H
 
@@ -23,7 +31,8 @@
 
 typedef struct folo_tokenizer folo_tokenizer;
 
-/* Loads model_dir/tokenizer.json (and tokenizer_config.json when present). */
+/* Loads model_dir/tokenizer.json. Unsupported settings (another normalizer,
+ * pre-tokenizer, model or decoder type) are errors naming the field. */
 folo_tokenizer *folo_tokenizer_load(const char *model_dir, folo_error *err);
 void folo_tokenizer_free(folo_tokenizer *tok);
 
@@ -37,11 +46,16 @@ int folo_tokenizer_n_vocab(const folo_tokenizer *tok);
 int folo_tokenizer_encode(const folo_tokenizer *tok, const char *text, size_t len,
                           int32_t **ids, int *n_ids, folo_error *err);
 
-/* Id of a token given its content (e.g. "<|im_end|>"), or -1. */
+/* Id of a token given its content: an added token's text (e.g.
+ * "<|im_end|>"), or the raw bytes a model token stands for (" the", not
+ * the file's "Ġthe"); -1 when there is none. */
 int32_t folo_tokenizer_token_id(const folo_tokenizer *tok, const char *content);
 /* Whether id is an added token marked "special": true in tokenizer.json. */
 bool folo_tokenizer_is_special(const folo_tokenizer *tok, int32_t id);
-/* Raw bytes id decodes to; NULL (and *n_bytes = 0) for an unknown id. */
+/* Raw bytes id decodes to; NULL (and *n_bytes = 0) for an unknown id. An
+ * added token's bytes follow `tokenizers`' ByteLevel decoder: its content
+ * read through the byte alphabet when every character is in it (all ASCII
+ * contents come out unchanged), else its UTF-8 as is. */
 const char *folo_tokenizer_token_bytes(const folo_tokenizer *tok, int32_t id, size_t *n_bytes);
 
 /* Decodes a whole sequence into out (appended), invalid UTF-8 replaced by
