@@ -1,0 +1,209 @@
+/* Plain C kernels of the CPU forward pass; see kernels.h for the contract.
+ *
+ * The inner loops are written over fixed-size lane arrays (FOLO_CPU_LANES
+ * partial sums) so that a compiler vectorizes them without reassociating
+ * floating-point sums, which it may not do on its own. */
+#include "backend/cpu/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#define LANES FOLO_CPU_LANES
+#define ROWS FOLO_CPU_MATMUL_ROWS
+
+/* ---- lane helpers -------------------------------------------------------- */
+
+static inline float lanes_sum(const float acc[LANES]) {
+    float s = acc[0];
+    for (int l = 1; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+/* Σ a[k]·b[k] in the lane order of kernels.h. */
+static float dot_lanes(const float *a, const float *b, int n) {
+    float acc[LANES] = {0};
+    int k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[k + l] * b[k + l];
+    for (int l = 0; k + l < n; l++) acc[l] += a[k + l] * b[k + l];
+    return lanes_sum(acc);
+}
+
+/* y[k] += a · x[k], in fixed blocks a compiler vectorizes. */
+static void axpy_lanes(float *y, float a, const float *x, int n) {
+    int k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; l++) y[k + l] += a * x[k + l];
+    for (; k < n; k++) y[k] += a * x[k];
+}
+
+/* ---- rmsnorm ------------------------------------------------------------- */
+
+void folo_cpu_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+    /* The mean of squares is one number per row; accumulating it in double
+     * makes it at least as accurate as PyTorch's pairwise f32 sum. */
+    double sum_sq = 0.0;
+    for (int i = 0; i < n; i++) sum_sq += (double)x[i] * (double)x[i];
+    float inv_rms = 1.0f / sqrtf((float)(sum_sq / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = weight[i] * (x[i] * inv_rms);
+}
+
+/* ---- matmul -------------------------------------------------------------- */
+
+/* out[t][r] = x_t · rows[r] for two tokens. */
+static void dot_2x_rows(float out[2][ROWS], const float *x0, const float *x1,
+                        const float *const rows[ROWS], int K) {
+    float acc[2][ROWS][LANES] = {{{0}}};
+    int k = 0;
+    for (; k + LANES <= K; k += LANES) {
+        for (int r = 0; r < ROWS; r++) {
+            const float *w = rows[r] + k;
+            for (int l = 0; l < LANES; l++) {
+                acc[0][r][l] += x0[k + l] * w[l];
+                acc[1][r][l] += x1[k + l] * w[l];
+            }
+        }
+    }
+    for (int l = 0; k + l < K; l++) {
+        for (int r = 0; r < ROWS; r++) {
+            acc[0][r][l] += x0[k + l] * rows[r][k + l];
+            acc[1][r][l] += x1[k + l] * rows[r][k + l];
+        }
+    }
+    for (int r = 0; r < ROWS; r++) {
+        out[0][r] = lanes_sum(acc[0][r]);
+        out[1][r] = lanes_sum(acc[1][r]);
+    }
+}
+
+/* out[r] = x0 · rows[r] for one token, in the same order as dot_2x_rows. */
+static void dot_1x_rows(float out[ROWS], const float *x0, const float *const rows[ROWS], int K) {
+    for (int r = 0; r < ROWS; r++) out[r] = dot_lanes(x0, rows[r], K);
+}
+
+/* Weight row [K] to f32. bf16 widens in fixed blocks, which compilers turn
+ * into vector shifts; the weight stream of a decode step passes through here. */
+static void row_to_f32(float *dst, const void *src, folo_dtype dtype, int K) {
+    if (dtype != FOLO_DTYPE_BF16) {
+        folo_to_f32(dtype, src, dst, (size_t)K);
+        return;
+    }
+    const uint16_t *bf16 = src;
+    int k = 0;
+    for (; k + LANES <= K; k += LANES)
+        for (int l = 0; l < LANES; l++) dst[k + l] = folo_bf16_to_f32(bf16[k + l]);
+    for (; k < K; k++) dst[k] = folo_bf16_to_f32(bf16[k]);
+}
+
+void folo_cpu_matmul(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
+                     folo_dtype w_dtype, int row_begin, int row_end, float *rows_f32) {
+    size_t row_bytes = (size_t)K * folo_dtype_size(w_dtype);
+    for (int r0 = row_begin; r0 < row_end; r0 += ROWS) {
+        int n_rows = row_end - r0 < ROWS ? row_end - r0 : ROWS;
+        /* Each weight row is converted once and then meets every token; a
+         * short last group repeats its last row and stores only n_rows. */
+        const float *rows[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            int src = r < n_rows ? r : n_rows - 1;
+            const char *row = (const char *)w + (size_t)(r0 + src) * row_bytes;
+            if (w_dtype == FOLO_DTYPE_F32) {
+                rows[r] = (const float *)row;
+            } else {
+                if (r < n_rows) row_to_f32(rows_f32 + (size_t)r * K, row, w_dtype, K);
+                rows[r] = rows_f32 + (size_t)src * K;
+            }
+        }
+        int t = 0;
+        for (; t + 2 <= n_tokens; t += 2) {
+            float out[2][ROWS];
+            dot_2x_rows(out, x + (size_t)t * K, x + (size_t)(t + 1) * K, rows, K);
+            memcpy(y + (size_t)t * ldy + r0, out[0], (size_t)n_rows * sizeof(float));
+            memcpy(y + (size_t)(t + 1) * ldy + r0, out[1], (size_t)n_rows * sizeof(float));
+        }
+        if (t < n_tokens) {
+            float out[ROWS];
+            dot_1x_rows(out, x + (size_t)t * K, rows, K);
+            memcpy(y + (size_t)t * ldy + r0, out, (size_t)n_rows * sizeof(float));
+        }
+    }
+}
+
+/* ---- RoPE ---------------------------------------------------------------- */
+
+void folo_cpu_rope_inv_freq(float *inv_freq, int head_dim, double theta) {
+    for (int i = 0; i < head_dim / 2; i++) {
+        float exponent = (float)(2 * i) / (float)head_dim;
+        float power = (float)pow(theta, (double)exponent);
+        inv_freq[i] = 1.0f / power;
+    }
+}
+
+void folo_cpu_rope_cos_sin(float *cos_out, float *sin_out, int pos, const float *inv_freq,
+                           int half_dim) {
+    for (int i = 0; i < half_dim; i++) {
+        float angle = (float)pos * inv_freq[i];
+        cos_out[i] = cosf(angle);
+        sin_out[i] = sinf(angle);
+    }
+}
+
+void folo_cpu_rope(float *vec, int n_heads, int head_dim, const float *cos_half,
+                   const float *sin_half) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            float a = v[i], b = v[i + half];
+            v[i] = a * cos_half[i] - b * sin_half[i];
+            v[i + half] = b * cos_half[i] + a * sin_half[i];
+        }
+    }
+}
+
+/* ---- elementwise --------------------------------------------------------- */
+
+void folo_cpu_silu_mul(float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void folo_cpu_add(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* ---- attention ----------------------------------------------------------- */
+
+void folo_cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
+                        const int32_t *block_table, int n_ctx, int block_size, int n_kv_heads,
+                        int kv_head, int head_dim, float scale) {
+    size_t slot_stride = (size_t)n_kv_heads * head_dim;
+    float running_max = -INFINITY;                    /* max score seen so far */
+    float denom = 0.0f;                               /* Σ e^(score - running_max) so far */
+    memset(out, 0, (size_t)head_dim * sizeof(float)); /* Σ e^(score - running_max) · v */
+
+    for (int p0 = 0; p0 < n_ctx; p0 += FOLO_CPU_ATTN_TILE) {
+        int n = n_ctx - p0 < FOLO_CPU_ATTN_TILE ? n_ctx - p0 : FOLO_CPU_ATTN_TILE;
+        float score[FOLO_CPU_ATTN_TILE];        /* [n] */
+        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n] */
+        float tile_max = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            int pos = p0 + j;
+            size_t slot = (size_t)block_table[pos / block_size] * block_size + pos % block_size;
+            size_t offset = slot * slot_stride + (size_t)kv_head * head_dim;
+            score[j] = dot_lanes(q, k_cache + offset, head_dim) * scale;
+            v_row[j] = v_cache + offset;
+            if (score[j] > tile_max) tile_max = score[j];
+        }
+        float new_max = tile_max > running_max ? tile_max : running_max;
+        float rescale = expf(running_max - new_max); /* 0 on the first tile */
+        denom *= rescale;
+        for (int d = 0; d < head_dim; d++) out[d] *= rescale;
+        for (int j = 0; j < n; j++) {
+            float p = expf(score[j] - new_max);
+            denom += p;
+            axpy_lanes(out, p, v_row[j], head_dim);
+        }
+        running_max = new_max;
+    }
+    float inv_denom = 1.0f / denom;
+    for (int d = 0; d < head_dim; d++) out[d] *= inv_denom;
+}

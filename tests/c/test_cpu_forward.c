@@ -1,0 +1,245 @@
+/* The CPU forward pass on the tiny model at $FOLO_TEST_MODEL: a flat batch of
+ * several sequences (one continuing its prefill, one decoding from its
+ * cache, one starting) gives the logits each sequence gets alone; a prefill
+ * fed in chunks gives the one-shot logits; malformed batches are refused
+ * with an error, not a crash. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/single_seq.h"
+#include "check.h"
+#include "model/model.h"
+
+#define BLOCK_SIZE 4
+#define N_SEQS 3
+
+static const int k_seq_len[N_SEQS] = {11, 23, 5};
+
+/* Largest |a - b| over n floats. */
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= worst)) worst = d; /* NaN sticks */
+    }
+    return worst;
+}
+
+/* Logits [n_ids, V] of ids run alone, fed `chunk` tokens per forward. */
+static float *run_alone(const folo_model *m, const int32_t *ids, int n_ids, int chunk) {
+    int V = m->config.vocab_size;
+    folo_error err = {{0}};
+    folo_backend_options bo = {.n_threads = 2, .kv_block_size = BLOCK_SIZE};
+    bo.kv_n_blocks = folo_single_seq_blocks(n_ids, BLOCK_SIZE);
+    folo_backend *b = folo_backend_cpu_create(m, &bo, &err);
+    CHECK_MSG(b != NULL, "%s", err.message);
+    if (!b) return NULL;
+    float *logits = calloc((size_t)n_ids * V, sizeof(float)); /* [n_ids, V] */
+    folo_single_seq seq;
+    folo_single_seq_init(&seq, n_ids, BLOCK_SIZE);
+    for (int first = 0; first < n_ids; first += chunk) {
+        int n = n_ids - first < chunk ? n_ids - first : chunk;
+        const folo_batch *batch = folo_single_seq_step(&seq, ids + first, n, true);
+        int rc = folo_backend_forward(b, batch, logits + (size_t)first * V, &err);
+        CHECK_MSG(rc == 0, "%s", err.message);
+        folo_single_seq_commit(&seq);
+    }
+    folo_single_seq_free(&seq);
+    folo_backend_destroy(b);
+    return logits;
+}
+
+/* One engine-like step over several sequences sharing a pool. */
+typedef struct mixed_step {
+    int n_tokens;
+    int32_t ids[64], positions[64], slots[64], logit_rows[64];
+    int n_seqs;
+    int32_t seq_starts[N_SEQS + 1], seq_lens[N_SEQS];
+    int32_t seq_index[N_SEQS]; /* which sequence each batch entry is */
+} mixed_step;
+
+/* Appends tokens [from, to) of sequence s to the step. */
+static void step_add(mixed_step *st, int s, const int32_t *ids, int from, int to,
+                     const int32_t *tables, int max_blocks) {
+    if (st->n_seqs == 0) st->seq_starts[0] = 0;
+    for (int p = from; p < to; p++) {
+        int t = st->n_tokens++;
+        st->ids[t] = ids[p];
+        st->positions[t] = p;
+        st->slots[t] = tables[s * max_blocks + p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
+        st->logit_rows[t] = t;
+    }
+    st->seq_index[st->n_seqs] = s;
+    st->seq_lens[st->n_seqs] = to;
+    st->seq_starts[++st->n_seqs] = st->n_tokens;
+}
+
+static void test_mixed_batch(const folo_model *m, int32_t *const ids[N_SEQS],
+                             float *const alone[N_SEQS]) {
+    int V = m->config.vocab_size;
+    /* The three sequences' blocks ([N_SEQS, 6]), interleaved and out of
+     * order in the pool; -1 marks entries past a sequence's length. */
+    int32_t tables[N_SEQS * 6] = {
+        13, 2, 7, -1, -1, -1, 5, 11, 1, 9, 3, 14, 6, 12, -1, -1, -1, -1,
+    };
+    folo_error err = {{0}};
+    folo_backend_options bo = {.n_threads = 2, .kv_block_size = BLOCK_SIZE, .kv_n_blocks = 16};
+    folo_backend *b = folo_backend_cpu_create(m, &bo, &err);
+    CHECK_MSG(b != NULL, "%s", err.message);
+    if (!b) return;
+
+    /* Step 1: prefill chunks of A (7 tokens) and B (20 tokens).
+     * Step 2: A finishes its prefill (4), B decodes one token, C prefills all 5.
+     * Step 3: B decodes alone, twice over two steps. */
+    static const int plan[][N_SEQS][2] = {
+        {{0, 7}, {0, 20}, {0, 0}},
+        {{7, 11}, {20, 21}, {0, 5}},
+        {{0, 0}, {21, 22}, {0, 0}},
+        {{0, 0}, {22, 23}, {0, 0}},
+    };
+    float *logits = calloc((size_t)64 * V, sizeof(float)); /* [n_tokens, V] */
+    double worst = 0.0;
+    for (size_t k = 0; k < sizeof plan / sizeof plan[0]; k++) {
+        mixed_step st = {0};
+        for (int s = 0; s < N_SEQS; s++)
+            if (plan[k][s][1] > plan[k][s][0])
+                step_add(&st, s, ids[s], plan[k][s][0], plan[k][s][1], tables, 6);
+        int32_t step_tables[N_SEQS * 6]; /* [n_seqs, 6] rows of the sequences present */
+        for (int i = 0; i < st.n_seqs; i++)
+            memcpy(step_tables + i * 6, tables + st.seq_index[i] * 6, 6 * sizeof(int32_t));
+        folo_batch batch = {
+            .n_tokens = st.n_tokens,
+            .token_ids = st.ids,
+            .positions = st.positions,
+            .slot_mapping = st.slots,
+            .n_seqs = st.n_seqs,
+            .seq_starts = st.seq_starts,
+            .seq_lens = st.seq_lens,
+            .block_tables = step_tables,
+            .max_blocks_per_seq = 6,
+            .n_logit_rows = st.n_tokens,
+            .logit_rows = st.logit_rows,
+        };
+        int rc = folo_backend_forward(b, &batch, logits, &err);
+        CHECK_MSG(rc == 0, "step %zu: %s", k, err.message);
+        for (int i = 0; i < st.n_seqs; i++) {
+            int s = st.seq_index[i];
+            for (int t = st.seq_starts[i]; t < st.seq_starts[i + 1]; t++) {
+                double d = max_abs_diff(logits + (size_t)t * V,
+                                        alone[s] + (size_t)st.positions[t] * V, (size_t)V);
+                if (d > worst) worst = d;
+            }
+        }
+    }
+    printf("mixed batch vs each sequence alone: max |diff| %g\n", worst);
+    CHECK_MSG(worst <= 1e-5, "mixed batch differs from sequences alone by %g", worst);
+    free(logits);
+    folo_backend_destroy(b);
+}
+
+static void test_chunked(const folo_model *m, const int32_t *ids, int n_ids,
+                         const float *one_shot) {
+    int chunks[] = {1, 3, 4, 8};
+    for (size_t i = 0; i < 4; i++) {
+        float *got = run_alone(m, ids, n_ids, chunks[i]);
+        if (!got) return;
+        double d = max_abs_diff(got, one_shot, (size_t)n_ids * m->config.vocab_size);
+        printf("chunk %d vs one-shot: max |diff| %g\n", chunks[i], d);
+        CHECK_MSG(d <= 1e-5, "chunk %d differs from one-shot by %g", chunks[i], d);
+        free(got);
+    }
+}
+
+/* Malformed batches are errors with a message; the backend stays usable. */
+static void test_bad_batches(const folo_model *m) {
+    folo_error err = {{0}};
+    folo_backend_options bo = {.n_threads = 1, .kv_block_size = BLOCK_SIZE, .kv_n_blocks = 2};
+    folo_backend *b = folo_backend_cpu_create(m, &bo, &err);
+    CHECK_MSG(b != NULL, "%s", err.message);
+    if (!b) return;
+    float *logits = calloc((size_t)2 * m->config.vocab_size, sizeof(float));
+    int32_t ids[2] = {1, 2}, pos[2] = {0, 1}, slots[2] = {0, 1}, starts[2] = {0, 2}, lens[1] = {2};
+    int32_t table[2] = {0, 1}, rows[1] = {1};
+    folo_batch good = {.n_tokens = 2,
+                       .token_ids = ids,
+                       .positions = pos,
+                       .slot_mapping = slots,
+                       .n_seqs = 1,
+                       .seq_starts = starts,
+                       .seq_lens = lens,
+                       .block_tables = table,
+                       .max_blocks_per_seq = 2,
+                       .n_logit_rows = 1,
+                       .logit_rows = rows};
+    CHECK(folo_backend_forward(b, &good, logits, &err) == 0);
+
+    folo_batch bad = good;
+    int32_t bad_ids[2] = {1, m->config.vocab_size};
+    bad.token_ids = bad_ids;
+    CHECK(folo_backend_forward(b, &bad, logits, &err) != 0 && strstr(err.message, "vocabulary"));
+    bad = good;
+    int32_t bad_slots[2] = {0, 5};
+    bad.slot_mapping = bad_slots;
+    CHECK(folo_backend_forward(b, &bad, logits, &err) != 0 && strstr(err.message, "slot"));
+    bad = good;
+    int32_t bad_table[2] = {0, 7};
+    int32_t long_lens[1] = {6};
+    bad.block_tables = bad_table;
+    bad.seq_lens = long_lens;
+    CHECK(folo_backend_forward(b, &bad, logits, &err) != 0 && strstr(err.message, "block table"));
+    bad = good;
+    int32_t bad_pos[2] = {0, 2};
+    bad.positions = bad_pos;
+    CHECK(folo_backend_forward(b, &bad, logits, &err) != 0 && strstr(err.message, "position"));
+    bad = good;
+    int32_t bad_starts[3] = {0, 5, 2}, two_lens[2] = {2, 2}, two_tables[4] = {0, 1, 0, 1};
+    bad.n_seqs = 2;
+    bad.seq_starts = bad_starts;
+    bad.seq_lens = two_lens;
+    bad.block_tables = two_tables;
+    CHECK(folo_backend_forward(b, &bad, logits, &err) != 0 && strstr(err.message, "spans"));
+    bad = good;
+    int32_t bad_rows[1] = {2};
+    bad.logit_rows = bad_rows;
+    CHECK(folo_backend_forward(b, &bad, logits, &err) != 0 && strstr(err.message, "logit row"));
+    CHECK(folo_backend_forward(b, &good, logits, &err) == 0);
+
+    folo_backend_options none = {.n_threads = 1, .kv_block_size = BLOCK_SIZE, .kv_n_blocks = 0};
+    CHECK(folo_backend_cpu_create(m, &none, &err) == NULL && strstr(err.message, "kv_n_blocks"));
+    free(logits);
+    folo_backend_destroy(b);
+}
+
+int main(void) {
+    const char *dir = getenv("FOLO_TEST_MODEL");
+    if (!dir) {
+        fprintf(stderr, "FOLO_TEST_MODEL is not set\n");
+        return 1;
+    }
+    folo_error err = {{0}};
+    folo_model *m = folo_model_load(dir, &err);
+    CHECK_MSG(m != NULL, "%s", err.message);
+    if (!m) return check_summary("test_cpu_forward");
+
+    int32_t *ids[N_SEQS];
+    float *alone[N_SEQS];
+    uint32_t state = 12345;
+    for (int s = 0; s < N_SEQS; s++) {
+        ids[s] = malloc(sizeof(int32_t) * k_seq_len[s]);
+        for (int i = 0; i < k_seq_len[s]; i++) {
+            state = state * 1664525u + 1013904223u;
+            ids[s][i] = (int32_t)(state % (uint32_t)m->config.vocab_size);
+        }
+        alone[s] = run_alone(m, ids[s], k_seq_len[s], k_seq_len[s]);
+    }
+    if (alone[0] && alone[1] && alone[2]) {
+        test_chunked(m, ids[1], k_seq_len[1], alone[1]);
+        test_mixed_batch(m, ids, alone);
+    }
+    test_bad_batches(m);
+    for (int s = 0; s < N_SEQS; s++) free(ids[s]), free(alone[s]);
+    folo_model_free(m);
+    return check_summary("test_cpu_forward");
+}
