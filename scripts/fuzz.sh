@@ -32,8 +32,15 @@ corpus="$build/corpus/safetensors"
 mkdir -p "$corpus" "$build/artifacts"
 cp -n "$root"/fuzz/corpus/safetensors/* "$corpus"/
 
-echo "fuzzing the safetensors parser for ${seconds}s"
+echo "fuzzing the safetensors parser for ${seconds}s (log: $build/fuzz.log)"
+status=0
 "$build/fuzz/fuzz_safetensors" "$corpus" \
   -dict="$root/fuzz/safetensors.dict" \
   -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-  -artifact_prefix="$build/artifacts/" -print_final_stats=1
+  -artifact_prefix="$build/artifacts/" -print_final_stats=1 >"$build/fuzz.log" 2>&1 || status=$?
+if [ "$status" -ne 0 ]; then
+  tail -n 60 "$build/fuzz.log"
+  echo "scripts/fuzz.sh: the fuzzer failed (exit $status); the input is in $build/artifacts/" >&2
+  exit "$status"
+fi
+grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' "$build/fuzz.log"
