@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "kv/kv_cache.h"
 #include "model/model.h"
 
 typedef struct folo_batch {
@@ -34,6 +35,7 @@ typedef struct folo_backend_options {
     int n_threads;                 /* <= 0: all online CPUs */
     int kv_block_size;             /* tokens per block (default 16) */
     int kv_n_blocks;               /* blocks in the pool */
+    int max_batch_tokens;          /* largest batch expected (sizes the scratch); <= 0: a default */
 } folo_backend_options;
 
 typedef struct folo_backend folo_backend;
@@ -45,15 +47,29 @@ struct folo_backend {
     size_t scratch_bytes;          /* bytes of activation buffers (their peak) */
     /* Runs the batch; writes logits [n_logit_rows, V] (f32). */
     int (*forward)(folo_backend *b, const folo_batch *batch, float *logits, folo_error *err);
+    /* Copies every layer's K and V of block copies[i].src into copies[i].dst
+     * (copy-on-write of shared blocks); run before the forward that writes
+     * the dst blocks. */
+    int (*copy_blocks)(folo_backend *b, const folo_kv_copy *copies, int n_copies, folo_error *err);
     void (*destroy)(folo_backend *b);
 };
 
 folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backend_options *opt,
                                       folo_error *err);
+/* A backend that computes nothing: its logits make token (position + 1) mod
+ * V the argmax of each row, at once. For measuring the engine's own cost
+ * per step (bench/engine_overhead.c) and scheduling tests; needs only the
+ * model's config. */
+folo_backend *folo_backend_stub_create(const folo_config *config, const folo_backend_options *opt,
+                                       folo_error *err);
 
 static inline int folo_backend_forward(folo_backend *b, const folo_batch *batch, float *logits,
                                        folo_error *err) {
     return b->forward(b, batch, logits, err);
+}
+static inline int folo_backend_copy_blocks(folo_backend *b, const folo_kv_copy *copies,
+                                           int n_copies, folo_error *err) {
+    return n_copies > 0 ? b->copy_blocks(b, copies, n_copies, err) : 0;
 }
 static inline void folo_backend_destroy(folo_backend *b) {
     if (b) b->destroy(b);

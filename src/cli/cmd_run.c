@@ -1,9 +1,11 @@
 /* folo run: one prompt, streamed to the terminal.
  *
  * The prompt (raw text, or with --chat a user message rendered in the
- * model's chat format) is tokenized, prefilled in one forward, then decoded
- * token by token: sample, detokenize incrementally, hold back text that
- * could begin a stop string, print. Generation ends at an eos id of
+ * model's chat format) is tokenized and handed to the engine, built with
+ * one sequence's worth of KV blocks, which prefills it (in chunks of
+ * FOLO_DEFAULT_MAX_BATCHED_TOKENS) and decodes token by token: sample,
+ * detokenize incrementally, hold back text that could begin a stop string;
+ * each step's text is printed as it comes. Generation ends at an eos id of
  * generation_config.json (unless --ignore-eos), a stop string, -n tokens or
  * the model's context. A timing summary goes to stderr with the metrics of
  * DESIGN §7: TTFT counts from the request's arrival (before tokenization)
@@ -14,14 +16,14 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "backend/single_seq.h"
+#include "backend/device.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/timer.h"
-#include "engine/stop.h"
+#include "engine/engine.h"
 #include "model/model.h"
 #include "sample/sampler.h"
 #include "tokenizer/chat.h"
@@ -34,7 +36,7 @@ static const char k_usage[] =
     "usage: folo run [-m DIR] [--chat] [--system TEXT] [--no-thinking] [-n N]\n"
     "                [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
     "                [--repetition-penalty R] [--presence-penalty P] [--frequency-penalty F]\n"
-    "                [--seed S] [--stop STR]... [--ignore-eos] [--threads N] [--device cpu|auto]\n"
+    "                [--seed S] [--stop STR]... [--ignore-eos] [--threads N] [--device D]\n"
     "                [-f FILE | PROMPT]\n";
 
 static const char k_help[] =
@@ -57,7 +59,7 @@ static const char k_help[] =
     "      --stop STR            stop before STR (repeatable, up to 16)\n"
     "      --ignore-eos          keep generating past the end-of-sequence tokens\n"
     "      --threads N           CPU threads (default: all cores)\n"
-    "      --device D            cpu or auto (default auto: the CPU in this build)\n"
+    "      --device D            cpu, cuda, or auto: cuda when built and a GPU is present (default)\n"
     "  -f, --file FILE           read the prompt from FILE\n";
 
 typedef struct run_options {
@@ -65,13 +67,14 @@ typedef struct run_options {
     const char *prompt;
     const char *prompt_file;
     const char *system;
+    const char *device; /* "cpu", "cuda" or "auto" */
     bool chat, no_thinking, ignore_eos;
     int max_tokens;
     int n_threads;
     const char *stops[MAX_STOPS];
     int n_stops;
     /* sampling flags given on the command line override generation_config */
-    bool has_temperature, has_top_p, has_top_k, has_repetition;
+    bool has_temperature, has_top_p, has_top_k, has_min_p, has_repetition;
     folo_sampling_params sampling;
 } run_options;
 
@@ -132,6 +135,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
             break;
         case OPT_MIN_P:
             if (cli_parse_float("run", "--min-p", optarg, 0, 1, &sp->min_p)) return 2;
+            o->has_min_p = true;
             break;
         case OPT_REPETITION:
             if (cli_parse_float("run", "--repetition-penalty", optarg, 1e-3, 100,
@@ -161,14 +165,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
             if (cli_parse_int("run", "--threads", optarg, 1, 1024, &o->n_threads)) return 2;
             break;
         case OPT_DEVICE:
-            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "auto") != 0) {
-                if (strcmp(optarg, "cuda") == 0)
-                    fprintf(stderr, "folo run: --device cuda: this build has no CUDA backend\n");
-                else
-                    fprintf(stderr, "folo run: invalid value '%s' for --device (expected cpu or auto)\n",
-                            optarg);
-                return 2;
-            }
+            if (cli_parse_device("run", optarg, &o->device)) return 2;
             break;
         case OPT_HELP:
             printf("%s\n%s", k_usage, k_help);
@@ -192,18 +189,27 @@ static int parse_args(int argc, char **argv, run_options *o) {
     return 0;
 }
 
-/* Sampling defaults come from generation_config.json (as vLLM and
- * transformers do), unless the flag was given. */
-static void apply_generation_defaults(run_options *o, const folo_generation_config *gen) {
-    folo_sampling_params *sp = &o->sampling;
-    if (!gen->do_sample) {
-        if (!o->has_temperature) sp->temperature = 0;
-        return;
-    }
-    if (!o->has_temperature) sp->temperature = gen->temperature;
-    if (!o->has_top_p) sp->top_p = gen->top_p;
-    if (!o->has_top_k) sp->top_k = gen->top_k;
-    if (!o->has_repetition) sp->repetition_penalty = gen->repetition_penalty;
+/* The request's parameters: the model's generation_config.json defaults
+ * (folo_engine_default_params, as vLLM and transformers apply them), then
+ * every flag that was given. */
+static folo_request_params request_params(const run_options *o, const folo_engine *e) {
+    folo_request_params p = folo_engine_default_params(e);
+    folo_sampling_params *sp = &p.sampling;
+    const folo_sampling_params *flags = &o->sampling;
+    if (o->has_temperature) sp->temperature = flags->temperature;
+    if (o->has_top_p) sp->top_p = flags->top_p;
+    if (o->has_top_k) sp->top_k = flags->top_k;
+    if (o->has_min_p) sp->min_p = flags->min_p;
+    if (o->has_repetition) sp->repetition_penalty = flags->repetition_penalty;
+    sp->presence_penalty = flags->presence_penalty;
+    sp->frequency_penalty = flags->frequency_penalty;
+    sp->seed = flags->seed;
+    sp->has_seed = flags->has_seed;
+    p.max_tokens = o->max_tokens;
+    p.stop = o->stops;
+    p.n_stop = o->n_stops;
+    p.ignore_eos = o->ignore_eos;
+    return p;
 }
 
 static int build_prompt(const run_options *o, const folo_tokenizer *tok, int32_t **ids, int *n_ids,
@@ -240,137 +246,88 @@ static int build_prompt(const run_options *o, const folo_tokenizer *tok, int32_t
     return rc;
 }
 
-static bool is_eos(const folo_generation_config *gen, int32_t id) {
-    for (int i = 0; i < gen->n_eos_token_ids; i++)
-        if (gen->eos_token_ids[i] == id) return true;
-    return false;
-}
-
-/* Writes text to stdout at once, so the stream is visible token by token. */
-static void emit(folo_buf *text) {
-    if (text->len) {
-        fwrite(text->data, 1, text->len, stdout);
-        fflush(stdout);
-    }
-    folo_buf_clear(text);
-}
-
 typedef struct run_state {
     folo_model *model;
     folo_tokenizer *tok;
-    folo_backend *backend;
-    folo_sampler *sampler;
-    folo_stop_matcher *stop;
-    folo_single_seq seq;
+    folo_engine *engine;
     int32_t *prompt_ids;
-    float *logits; /* [V] */
 } run_state;
 
 static void run_state_free(run_state *s) {
-    folo_stop_matcher_free(s->stop);
-    folo_sampler_free(s->sampler);
-    folo_backend_destroy(s->backend);
-    folo_single_seq_free(&s->seq);
+    folo_engine_destroy(s->engine);
     folo_tokenizer_free(s->tok);
     folo_model_free(s->model);
     free(s->prompt_ids);
-    free(s->logits);
+}
+
+/* An engine with one sequence's worth of KV blocks and one seat. */
+static int make_engine(const run_options *o, run_state *s, int capacity, folo_error *err) {
+    folo_backend_options bo = {.n_threads = o->n_threads,
+                               .kv_block_size = FOLO_DEFAULT_BLOCK_SIZE,
+                               .max_batch_tokens = FOLO_DEFAULT_MAX_BATCHED_TOKENS};
+    bo.kv_n_blocks = (capacity + bo.kv_block_size - 1) / bo.kv_block_size;
+    folo_backend *backend = folo_backend_create(o->device, s->model, &bo, err);
+    if (!backend) return -1;
+    folo_engine_options eo = {.n_threads = o->n_threads, .max_num_seqs = 1};
+    s->engine = folo_engine_create_from(s->model, s->tok, backend, &eo, err);
+    return s->engine ? 0 : -1;
 }
 
 static int generate(run_options *o, run_state *s, folo_error *err) {
     double t_start = folo_now_s();
+    folo_log_level level = folo_log_get_level();
     s->model = folo_model_load(o->model, err);
     if (!s->model) return -1;
     s->tok = folo_tokenizer_load(o->model, err);
     if (!s->tok) return -1;
-    const folo_config *cfg = &s->model->config;
-    const folo_generation_config *gen = &s->model->generation;
-    apply_generation_defaults(o, gen);
-    if (folo_sampling_validate(&o->sampling, err) != 0) return -1;
     double t_loaded = folo_now_s();
 
     /* The request arrives now: TTFT counts tokenization and prefill. */
     double t_arrival = folo_now_s();
     int n_prompt = 0;
     if (build_prompt(o, s->tok, &s->prompt_ids, &n_prompt, err) != 0) return -1;
-    int context = cfg->max_position_embeddings;
+    int context = s->model->config.max_position_embeddings;
     if (n_prompt >= context)
         return folo_fail(err, "the prompt has %d tokens; the model's context is %d", n_prompt, context);
-    int max_tokens = o->max_tokens;
-    if (n_prompt + max_tokens > context) max_tokens = context - n_prompt;
+    if (n_prompt + o->max_tokens > context) o->max_tokens = context - n_prompt;
+    /* The engine's start-up line is noise for a single prompt. */
+    if (level == FOLO_LOG_INFO) folo_log_set_level(FOLO_LOG_WARN);
+    int rc = make_engine(o, s, n_prompt + o->max_tokens, err);
+    folo_log_set_level(level);
+    if (rc != 0) return -1;
+    folo_request_params params = request_params(o, s->engine);
+    if (folo_engine_add_tokens(s->engine, s->prompt_ids, n_prompt, &params, NULL, err) != 0)
+        return -1;
 
-    int capacity = n_prompt + max_tokens;
-    folo_backend_options bo = {.n_threads = o->n_threads, .kv_block_size = 16};
-    bo.kv_n_blocks = folo_single_seq_blocks(capacity, bo.kv_block_size);
-    s->backend = folo_backend_cpu_create(s->model, &bo, err);
-    if (!s->backend) return -1;
-    folo_single_seq_init(&s->seq, capacity, bo.kv_block_size);
-    s->sampler = folo_sampler_create(&o->sampling, cfg->vocab_size);
-    folo_sampler_add_prompt(s->sampler, s->prompt_ids, n_prompt);
-    s->stop = folo_stop_matcher_create(o->stops, o->n_stops);
-    s->logits = folo_calloc((size_t)cfg->vocab_size, sizeof(float));
-
-    folo_detokenizer detok;
-    folo_detokenizer_init(&detok, s->tok, true);
-    folo_buf decoded = {0}, out = {0};
-    const char *finish = "length";
-    double t_first = 0, t_last = 0;
-    int n_out = 0;
-    int32_t token = 0;
-    const int32_t *step_ids = s->prompt_ids;
-    int n_step = n_prompt;
-    for (;;) {
-        const folo_batch *b = folo_single_seq_step(&s->seq, step_ids, n_step, false);
-        if (folo_backend_forward(s->backend, b, s->logits, err) != 0) break;
-        folo_single_seq_commit(&s->seq);
-        folo_sample_result r;
-        folo_sampler_sample(s->sampler, s->logits, &r);
-        token = r.token;
-        t_last = folo_now_s();
-        if (n_out == 0) t_first = t_last;
-        n_out++;
-        if (!o->ignore_eos && is_eos(gen, token)) {
-            finish = "stop";
-            break;
+    folo_request_metrics m = {0};
+    folo_finish_reason finish = FOLO_FINISH_NONE;
+    while (finish == FOLO_FINISH_NONE) {
+        const folo_output *outs;
+        int n_outs;
+        if (folo_engine_step(s->engine, &outs, &n_outs, err) != 0) return -1;
+        for (int i = 0; i < n_outs; i++) {
+            fwrite(outs[i].text, 1, outs[i].text_len, stdout);
+            fflush(stdout);
+            finish = outs[i].finish_reason;
+            if (finish == FOLO_FINISH_ERROR) return folo_fail(err, "%s", outs[i].error_message);
+            if (finish != FOLO_FINISH_NONE) m = *outs[i].metrics;
         }
-        folo_sampler_add_output(s->sampler, token);
-        folo_detokenizer_push(&detok, token, &decoded);
-        int hit = folo_stop_matcher_feed(s->stop, decoded.data ? decoded.data : "", decoded.len, &out);
-        folo_buf_clear(&decoded);
-        emit(&out);
-        if (hit >= 0) {
-            finish = "stop";
-            break;
-        }
-        if (n_out >= max_tokens) break;
-        step_ids = &token;
-        n_step = 1;
     }
-    int failed = err->message[0] != '\0';
-    if (!failed) {
-        folo_detokenizer_flush(&detok, &decoded);
-        folo_stop_matcher_feed(s->stop, folo_buf_str(&decoded), decoded.len, &out);
-        folo_stop_matcher_flush(s->stop, &out);
-        emit(&out);
-        printf("\n");
-    }
-    folo_buf_free(&decoded);
-    folo_buf_free(&out);
-    if (failed) return -1;
+    printf("\n");
 
-    double ttft_ms = (t_first - t_arrival) * 1e3;
-    double tpot_ms = n_out > 1 ? (t_last - t_first) * 1e3 / (n_out - 1) : 0;
+    double ttft_ms = (m.first_token_s - t_arrival) * 1e3;
     fprintf(stderr,
             "\nfolo run: load %.2f s | prompt %d tokens | output %d tokens (%s)\n"
             "folo run: TTFT %.1f ms (prefill %.1f tokens/s) | TPOT %.2f ms | decode %.2f tokens/s | "
             "E2E %.2f s\n",
-            t_loaded - t_start, n_prompt, n_out, finish, ttft_ms, n_prompt / (ttft_ms * 1e-3),
-            tpot_ms, tpot_ms > 0 ? 1e3 / tpot_ms : 0, t_last - t_arrival);
+            t_loaded - t_start, n_prompt, m.n_output_tokens, folo_finish_reason_name(finish),
+            ttft_ms, n_prompt / (ttft_ms * 1e-3), m.tpot_ms, m.tpot_ms > 0 ? 1e3 / m.tpot_ms : 0,
+            m.finish_s - t_arrival);
     return 0;
 }
 
 int folo_cmd_run(int argc, char **argv) {
-    run_options o = {.max_tokens = 128, .sampling = folo_sampling_default()};
+    run_options o = {.max_tokens = 128, .device = "auto", .sampling = folo_sampling_default()};
     o.sampling.temperature = 1.0f;
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc == HELP_SHOWN ? 0 : rc;

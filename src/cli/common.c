@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/device.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/file.h"
@@ -48,6 +49,40 @@ int cli_parse_float(const char *cmd, const char *flag, const char *v, double lo,
         return -1;
     }
     *out = (float)x;
+    return 0;
+}
+
+int cli_parse_bytes(const char *cmd, const char *flag, const char *v, size_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    int shift = 0;
+    const char *units = "KMGT";
+    const char *unit = *end ? strchr(units, *end) : NULL;
+    if (unit) {
+        shift = 10 * (int)(unit - units + 1);
+        end++;
+        if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0) end += strlen(end);
+    }
+    if (errno || end == v || *end || v[0] == '-' || x == 0 ||
+        (shift && x > (SIZE_MAX >> shift))) {
+        fprintf(stderr,
+                "folo %s: invalid value '%s' for %s (expected a positive byte count such as "
+                "268435456, 256M or 4G)\n",
+                cmd, v, flag);
+        return -1;
+    }
+    *out = (size_t)x << shift;
+    return 0;
+}
+
+int cli_parse_device(const char *cmd, const char *v, const char **out) {
+    if (!folo_device_name_valid(v)) {
+        fprintf(stderr, "folo %s: invalid value '%s' for --device (expected cpu, cuda or auto)\n",
+                cmd, v);
+        return -1;
+    }
+    *out = v;
     return 0;
 }
 

@@ -1,0 +1,220 @@
+/* folo: the engine API (libfolo), in the spirit of vLLM's LLMEngine and
+ * llama.h.
+ *
+ * An engine owns a model, its tokenizer, a backend with its paged KV cache,
+ * and the scheduler; it serves many requests at once by continuous batching
+ * (DESIGN §2): every folo_engine_step schedules the running and waiting
+ * requests within a token budget, runs ONE forward over all of them (decodes
+ * and prefill chunks together), samples, and reports what each request
+ * gained as folo_output records.
+ *
+ *     folo_engine_options opt = {.model_dir = "Qwen3-0.6B"};
+ *     folo_engine *e = folo_engine_create(&opt, &err);
+ *     folo_request_params p = folo_engine_default_params(e);
+ *     folo_engine_add_text(e, "Hello", &p, &id, &err);
+ *     while (folo_engine_has_unfinished(e)) {
+ *         folo_engine_step(e, &outs, &n_outs, &err);
+ *         for (int i = 0; i < n_outs; i++) fwrite(outs[i].text, 1, outs[i].text_len, stdout);
+ *     }
+ *     folo_engine_destroy(e);
+ *
+ * Two ways to drive it:
+ *   - synchronously: the caller calls folo_engine_step in a loop; the
+ *     outputs it returns stay valid until the next step;
+ *   - on its own thread: folo_engine_start runs the step loop and hands
+ *     every output to a callback on that thread (copy what you keep; return
+ *     quickly, the next step waits for you); folo_engine_stop ends it.
+ * folo_engine_add_* and folo_engine_abort are thread-safe in both modes:
+ * they tokenize and validate on the caller's thread and queue the request;
+ * the engine takes it in at its next step. Errors are values: functions
+ * that can fail return 0 or -1 and fill a folo_error naming the parameter.
+ *
+ * Greedy outputs do not depend on batching, chunking, prefix caching or
+ * preemption (tests/c/test_engine.c). Times are seconds of the monotonic
+ * clock (folo_now_s); metrics follow DESIGN §7. */
+#ifndef FOLO_H
+#define FOLO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "sample/sampler.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Token budget of one step when none is given. On the CPU a prefill token
+ * of Qwen3-0.6B costs ~0.9 GFLOP, so 512 tokens are ~2 s of compute on the
+ * 2-core machines here: large enough that the matmuls reuse each weight row
+ * across hundreds of tokens (arithmetic-bound, not bandwidth-bound), small
+ * enough that decodes sharing the step are not stalled for the 8+ s a
+ * 2048-token chunk would take (nano-vllm's 16384 is a GPU figure). */
+#define FOLO_DEFAULT_MAX_BATCHED_TOKENS 512
+#define FOLO_DEFAULT_MAX_NUM_SEQS 256
+#define FOLO_DEFAULT_BLOCK_SIZE 16
+/* Default KV pool: this much at most (vLLM's CPU backend reserves 4 GiB,
+ * VLLM_CPU_KVCACHE_SPACE), and no more than half the machine's RAM minus the
+ * weights. */
+#define FOLO_DEFAULT_KV_BYTES ((size_t)4 << 30)
+/* max_tokens of a request that gives none (vLLM's SamplingParams default). */
+#define FOLO_DEFAULT_MAX_TOKENS 16
+
+typedef struct folo_engine folo_engine;
+
+/* Zero means "the default" for every field. */
+typedef struct folo_engine_options {
+    const char *model_dir;        /* Hugging Face Qwen3 checkpoint directory (required) */
+    const char *device;           /* "cpu", "cuda" or "auto" (NULL): cuda when built and present */
+    int n_threads;                /* backend threads; <= 0: every online CPU */
+    int block_size;               /* tokens per KV block (16) */
+    size_t kv_memory_bytes;       /* bytes of the KV pool (see FOLO_DEFAULT_KV_BYTES) */
+    int max_num_batched_tokens;   /* token budget per step (FOLO_DEFAULT_MAX_BATCHED_TOKENS) */
+    int max_num_seqs;             /* sequences running at once (256) */
+    int max_model_len;            /* context per sequence (the model's max_position_embeddings) */
+    bool disable_prefix_caching;  /* prefix caching is on unless this is set */
+} folo_engine_options;
+
+/* What to generate for one request. */
+typedef struct folo_request_params {
+    folo_sampling_params sampling;  /* temperature 0 = greedy; logprobs >= 0 reports them */
+    int max_tokens;                 /* output tokens at most; 0: FOLO_DEFAULT_MAX_TOKENS */
+    int n;                          /* parallel samples sharing the prompt's blocks; 0: 1 */
+    const char *const *stop;        /* [n_stop] stop strings (not emitted); copied */
+    int n_stop;
+    const int32_t *stop_token_ids;  /* [n_stop_token_ids] ids that end a sample; copied */
+    int n_stop_token_ids;
+    bool ignore_eos;                /* keep going past the model's eos ids */
+    bool include_special;           /* keep special tokens in the text (skipped by default) */
+} folo_request_params;
+
+typedef enum folo_finish_reason {
+    FOLO_FINISH_NONE = 0,  /* still running */
+    FOLO_FINISH_STOP,      /* eos, a stop token id or a stop string */
+    FOLO_FINISH_LENGTH,    /* max_tokens or the context */
+    FOLO_FINISH_ABORT,     /* folo_engine_abort */
+    FOLO_FINISH_ERROR,     /* the forward failed; error_message says why */
+} folo_finish_reason;
+
+/* "stop", "length", "abort", "error", or NULL for NONE. */
+const char *folo_finish_reason_name(folo_finish_reason reason);
+
+/* DESIGN §7 timestamps (folo_now_s seconds) and derived latencies of one
+ * sample stream, complete when it finishes. */
+typedef struct folo_request_metrics {
+    double arrival_s;             /* folo_engine_add_* was called */
+    double first_scheduled_s;     /* first step that computed any of its tokens */
+    double first_token_s;         /* its first output token was sampled (0: none) */
+    double finish_s;
+    const double *token_times_s;  /* [n_output_tokens] when each output token was sampled */
+    int n_prompt_tokens;
+    int n_cached_tokens;          /* prompt tokens served by the prefix cache (first admission) */
+    int n_output_tokens;
+    int n_preemptions;
+    double ttft_ms;               /* first token - arrival */
+    double tpot_ms;               /* (finish - first token) / (n_output_tokens - 1); 0 for < 2 */
+    double e2e_ms;                /* finish - arrival */
+} folo_request_metrics;
+
+/* What one sample stream of a request gained in a step. Pointers stay
+ * valid until the next folo_engine_step (or the callback returns). */
+typedef struct folo_output {
+    uint64_t request_id;
+    int sample_index;                   /* 0 .. n-1 */
+    const int32_t *token_ids;           /* [n_token_ids] new this step (0 or 1) */
+    int n_token_ids;
+    const folo_sample_result
+        *logprobs; /* [n_token_ids] when params asked for logprobs, else NULL */
+    const char *text;                   /* new text, NUL-terminated (held back near stop strings) */
+    size_t text_len;
+    const int32_t *all_token_ids;       /* [n_all_token_ids] every output token so far */
+    int n_all_token_ids;
+    int n_prompt_tokens;
+    folo_finish_reason finish_reason;   /* NONE until the last output of this sample */
+    const char *error_message;          /* FOLO_FINISH_ERROR only */
+    const folo_request_metrics *metrics;/* when finished, else NULL */
+} folo_output;
+
+typedef struct folo_engine_stats {
+    int n_waiting;                /* sequences queued (preempted ones included) */
+    int n_running;                /* sequences holding blocks */
+    int n_unfinished_requests;    /* added and not yet finished, queued ones included */
+    int kv_block_size;            /* tokens per block */
+    int kv_blocks_total;
+    int kv_blocks_used;           /* held by sequences */
+    int kv_blocks_cached;         /* free but holding a reusable prefix */
+    int kv_blocks_peak_used;      /* the most ever held at once */
+    double kv_usage;              /* used / total */
+    int64_t prefix_queried_tokens;/* prompt tokens looked up in the prefix cache */
+    int64_t prefix_hit_tokens;    /* of those, served from it */
+    int64_t n_preemptions;
+    int64_t n_steps;              /* steps that ran a forward */
+    int64_t n_scheduled_tokens;   /* tokens computed by forwards (prefill and decode) */
+    int64_t n_output_tokens;      /* tokens sampled */
+    int64_t n_finished_requests;
+    double schedule_s;            /* seconds spent in each phase of the steps, summed */
+    double prepare_s;             /* building the flat batch */
+    double forward_s;             /* backend copy_blocks + forward */
+    double sample_s;              /* sampling the logit rows */
+    double output_s;              /* stop checks, detokenization, outputs */
+} folo_engine_stats;
+
+/* Loads the model and tokenizer, sizes the KV pool and logs its token
+ * capacity. */
+folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err);
+/* Stops the thread if started; frees everything, unfinished requests too. */
+void folo_engine_destroy(folo_engine *e);
+
+/* Neutral params (greedy, FOLO_DEFAULT_MAX_TOKENS, n = 1). */
+folo_request_params folo_request_params_default(void);
+/* The same with the model's generation_config.json sampling defaults, as
+ * vLLM and transformers apply them. */
+folo_request_params folo_engine_default_params(const folo_engine *e);
+
+/* Add a request: token ids, text (tokenized as is, no chat format), or an
+ * OpenAI-style messages JSON array or object (folo_chat_parse_json;
+ * rendered with the generation prompt; enable_thinking from the document,
+ * default on). Refuses requests that could never fit (prompt + max_tokens
+ * beyond the KV pool or the context). *request_id receives the id used by
+ * outputs and folo_engine_abort. Thread-safe. */
+int folo_engine_add_tokens(folo_engine *e, const int32_t *ids, int n_ids,
+                           const folo_request_params *params, uint64_t *request_id,
+                           folo_error *err);
+int folo_engine_add_text(folo_engine *e, const char *text, const folo_request_params *params,
+                         uint64_t *request_id, folo_error *err);
+int folo_engine_add_chat(folo_engine *e, const char *messages_json,
+                         const folo_request_params *params, uint64_t *request_id,
+                         folo_error *err);
+/* Aborts a request wherever it is (queued, in prefill, decoding): its
+ * blocks are freed at the next step, which reports it finished with
+ * FOLO_FINISH_ABORT. Unknown or finished ids are ignored. Thread-safe. */
+void folo_engine_abort(folo_engine *e, uint64_t request_id);
+
+/* One step; *outputs receives [*n_outputs] records (valid until the next
+ * step). Returns -1 only when the engine cannot go on; a failed forward
+ * instead finishes the requests it carried with FOLO_FINISH_ERROR. Not
+ * while the engine thread runs. */
+int folo_engine_step(folo_engine *e, const folo_output **outputs, int *n_outputs,
+                     folo_error *err);
+/* Whether any request is queued or unfinished. */
+bool folo_engine_has_unfinished(folo_engine *e);
+
+/* Runs the step loop on a new thread, calling on_output(user, out) there
+ * for every output; idle when there is nothing to do. */
+typedef void (*folo_output_fn)(void *user, const folo_output *out);
+int folo_engine_start(folo_engine *e, folo_output_fn on_output, void *user, folo_error *err);
+/* Ends the thread after its current step (unfinished requests stay). */
+void folo_engine_stop(folo_engine *e);
+
+/* A consistent snapshot (taken at the end of the last step). Thread-safe. */
+void folo_engine_get_stats(folo_engine *e, folo_engine_stats *out);
+/* Tokens the KV pool holds (blocks x block size). */
+int folo_engine_token_capacity(const folo_engine *e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

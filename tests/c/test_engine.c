@@ -1,0 +1,492 @@
+/* The engine on a tiny untied model (made here, so greedy continuations
+ * vary from token to token).
+ *
+ * The oracle is batch invariance: a workload of random requests (random
+ * prompt lengths, a shared prefix for some, random arrival steps, some
+ * aborted mid-way, some with n > 1 at temperature 0) run together under
+ * several configurations (token budgets small enough to chunk every
+ * prefill, prefix caching on and off, block sizes, a pool small enough to
+ * force preemption) must give exactly the token ids each request gets when
+ * it runs alone; so must seeded random sampling, whose draws belong to
+ * each sequence. After every step the block pool's invariants hold; at the
+ * end no block is in use. Also: aborts in prefill and in decode free
+ * everything; prefix-cache hits on a shared system prompt; stop strings;
+ * the engine thread with its callback; refusal of impossible requests. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "core/buf.h"
+#include "core/log.h"
+#include "engine/engine.h"
+#include "model/make_model.h"
+#include "tokenizer/tokenizer.h"
+
+#define N_REQS 14
+#define MAX_PROMPT 72
+#define MAX_OUT 24
+#define MAX_N 3
+#define KV_BYTES_PER_TOKEN                                                                         \
+    512 /* tiny preset: 2 (K, V) x 2 layers x 2 kv heads x 16 dims x 4 bytes */
+
+static char g_model_dir[256];
+
+typedef struct req_spec {
+    int32_t prompt[MAX_PROMPT];
+    int n_prompt;
+    int max_tokens;
+    int n;
+    int arrive_step;
+    int abort_step; /* -1: never */
+    bool ignore_eos;
+    bool seeded_random; /* temperature 0.9, top-p 0.9, seed: as batch-invariant as greedy */
+} req_spec;
+
+typedef struct req_result {
+    uint64_t id;
+    bool added;
+    int32_t tokens[MAX_N][MAX_OUT];
+    int n_tokens[MAX_N];
+    folo_finish_reason finish[MAX_N];
+    folo_buf text[MAX_N];
+} req_result;
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static int rnd(int lo, int hi) { /* [lo, hi] */
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + (int)((g_rng >> 33) % (uint64_t)(hi - lo + 1));
+}
+
+static void make_workload(req_spec *specs) {
+    int32_t shared[40];
+    for (int i = 0; i < 40; i++) shared[i] = rnd(100, 50000);
+    for (int r = 0; r < N_REQS; r++) {
+        req_spec *s = &specs[r];
+        memset(s, 0, sizeof *s);
+        s->n_prompt = rnd(1, MAX_PROMPT);
+        int n_shared = r % 2 == 0 ? (s->n_prompt < 40 ? s->n_prompt : 40) : 0;
+        for (int i = 0; i < s->n_prompt; i++)
+            s->prompt[i] = i < n_shared ? shared[i] : rnd(100, 50000);
+        s->max_tokens = rnd(1, MAX_OUT);
+        s->n = r % 5 == 3 ? rnd(2, MAX_N) : 1;
+        s->arrive_step = rnd(0, 12);
+        s->abort_step = r % 6 == 1 ? s->arrive_step + rnd(0, 8) : -1;
+        s->ignore_eos = r % 3 != 0;
+        s->seeded_random = r % 4 == 2;
+    }
+}
+
+typedef struct engine_config {
+    const char *name;
+    int budget;
+    int block_size;
+    int n_blocks;
+    int max_seqs;
+    bool no_prefix_cache;
+} engine_config;
+
+static folo_engine *make_engine(const engine_config *c) {
+    folo_engine_options opt = {
+        .model_dir = g_model_dir,
+        .device = "cpu", /* its logits are bit-identical however a token is batched */
+        .n_threads = 2,
+        .block_size = c->block_size,
+        .kv_memory_bytes = (size_t)c->n_blocks * c->block_size * KV_BYTES_PER_TOKEN,
+        .max_num_batched_tokens = c->budget,
+        .max_num_seqs = c->max_seqs,
+        .disable_prefix_caching = c->no_prefix_cache,
+    };
+    folo_error err = {{0}};
+    folo_engine *e = folo_engine_create(&opt, &err);
+    CHECK_MSG(e != NULL, "%s: %s", c->name, err.message);
+    CHECK(e == NULL || folo_engine_token_capacity(e) == c->n_blocks * c->block_size);
+    return e;
+}
+
+static folo_request_params params_of(const req_spec *s, int n) {
+    folo_request_params p = folo_request_params_default();
+    p.max_tokens = s->max_tokens;
+    p.n = n;
+    p.ignore_eos = s->ignore_eos;
+    if (s->seeded_random) {
+        p.sampling.temperature = 0.9f;
+        p.sampling.top_p = 0.9f;
+        p.sampling.seed = (uint64_t)s->n_prompt;
+        p.sampling.has_seed = true;
+    }
+    return p;
+}
+
+static req_result *find(req_result *res, int n, uint64_t id) {
+    for (int i = 0; i < n; i++)
+        if (res[i].added && res[i].id == id) return &res[i];
+    return NULL;
+}
+
+static void record(req_result *res, int n_res, const folo_output *o) {
+    req_result *r = find(res, n_res, o->request_id);
+    CHECK(r != NULL);
+    if (!r) return;
+    int k = o->sample_index;
+    CHECK(r->finish[k] == FOLO_FINISH_NONE);
+    for (int i = 0; i < o->n_token_ids; i++) {
+        CHECK(r->n_tokens[k] < MAX_OUT);
+        if (r->n_tokens[k] < MAX_OUT) r->tokens[k][r->n_tokens[k]++] = o->token_ids[i];
+    }
+    CHECK(o->n_all_token_ids == r->n_tokens[k]);
+    folo_buf_append(&r->text[k], o->text, o->text_len);
+    r->finish[k] = o->finish_reason;
+    if (o->finish_reason != FOLO_FINISH_NONE) {
+        CHECK(o->metrics != NULL);
+        if (o->metrics && r->n_tokens[k] > 0) {
+            CHECK(o->metrics->first_token_s >= o->metrics->first_scheduled_s);
+            CHECK(o->metrics->first_scheduled_s >= o->metrics->arrival_s);
+            CHECK(o->metrics->finish_s >= o->metrics->first_token_s);
+            CHECK(o->metrics->n_output_tokens == r->n_tokens[k]);
+        }
+    }
+}
+
+static void results_free(req_result *res, int n) {
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < MAX_N; k++) folo_buf_free(&res[i].text[k]);
+}
+
+static void check_step(folo_engine *e, const char *name, int step) {
+    folo_error err = {{0}};
+    CHECK_MSG(folo_engine_check(e, &err) == 0, "%s step %d: %s", name, step, err.message);
+}
+
+static void step_and_record(folo_engine *e, req_result *res, int n_res) {
+    const folo_output *outs;
+    int n_outs;
+    folo_error err = {{0}};
+    CHECK_MSG(folo_engine_step(e, &outs, &n_outs, &err) == 0, "%s", err.message);
+    for (int i = 0; i < n_outs; i++) record(res, n_res, &outs[i]);
+}
+
+/* Each request alone (n = 1), one after another, on a roomy engine. */
+static void run_alone(const req_spec *specs, req_result *ref) {
+    engine_config c = {"alone", 4096, 16, 256, 8, true};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    for (int r = 0; r < N_REQS; r++) {
+        folo_request_params p = params_of(&specs[r], 1);
+        folo_error err = {{0}};
+        CHECK_MSG(folo_engine_add_tokens(e, specs[r].prompt, specs[r].n_prompt, &p, &ref[r].id,
+                                         &err) == 0,
+                  "%s", err.message);
+        ref[r].added = true;
+        while (folo_engine_has_unfinished(e)) step_and_record(e, ref, N_REQS);
+        CHECK(ref[r].finish[0] == FOLO_FINISH_STOP || ref[r].finish[0] == FOLO_FINISH_LENGTH);
+    }
+    folo_engine_destroy(e);
+}
+
+static void run_together(const engine_config *c, const req_spec *specs, const req_result *ref) {
+    folo_engine *e = make_engine(c);
+    if (!e) return;
+    req_result res[N_REQS];
+    memset(res, 0, sizeof res);
+    bool aborted[N_REQS] = {false};
+    for (int step = 0; step < 2000; step++) {
+        for (int r = 0; r < N_REQS; r++) {
+            if (specs[r].arrive_step == step) {
+                folo_request_params p = params_of(&specs[r], specs[r].n);
+                folo_error err = {{0}};
+                CHECK_MSG(folo_engine_add_tokens(e, specs[r].prompt, specs[r].n_prompt, &p,
+                                                 &res[r].id, &err) == 0,
+                          "%s", err.message);
+                res[r].added = true;
+            }
+            if (specs[r].abort_step == step) {
+                folo_engine_abort(e, res[r].id);
+                aborted[r] = true;
+            }
+        }
+        if (step > 12 && !folo_engine_has_unfinished(e)) break;
+        step_and_record(e, res, N_REQS);
+        check_step(e, c->name, step);
+    }
+    for (int r = 0; r < N_REQS; r++) {
+        for (int k = 0; k < specs[r].n; k++) {
+            folo_finish_reason f = res[r].finish[k];
+            CHECK_MSG(f != FOLO_FINISH_NONE && f != FOLO_FINISH_ERROR, "%s: request %d.%d: %d",
+                      c->name, r, k, (int)f);
+            int n = res[r].n_tokens[k];
+            if (f == FOLO_FINISH_ABORT) {
+                CHECK(aborted[r]);
+                CHECK(n <= ref[r].n_tokens[0]);
+            } else {
+                CHECK_MSG(n == ref[r].n_tokens[0] && f == ref[r].finish[0],
+                          "%s: request %d.%d: %d tokens (%d alone)", c->name, r, k, n,
+                          ref[r].n_tokens[0]);
+            }
+            bool same = n <= ref[r].n_tokens[0] && memcmp(res[r].tokens[k], ref[r].tokens[0],
+                                                          (size_t)n * sizeof(int32_t)) == 0;
+            CHECK_MSG(same, "%s: request %d.%d: tokens differ from the request alone", c->name, r,
+                      k);
+            if (f != FOLO_FINISH_ABORT)
+                CHECK_STR(folo_buf_str(&res[r].text[k]), folo_buf_str(&ref[r].text[0]));
+        }
+    }
+    folo_engine_stats st;
+    folo_engine_get_stats(e, &st);
+    CHECK_MSG(st.kv_blocks_used == 0, "%s: %d blocks still used", c->name, st.kv_blocks_used);
+    CHECK(st.n_running == 0 && st.n_waiting == 0 && st.n_unfinished_requests == 0);
+    printf(
+        "%-22s steps %4lld  preemptions %3lld  prefix hits %4lld/%lld tokens  peak blocks %d/%d\n",
+        c->name, (long long)st.n_steps, (long long)st.n_preemptions,
+        (long long)st.prefix_hit_tokens, (long long)st.prefix_queried_tokens,
+        st.kv_blocks_peak_used, st.kv_blocks_total);
+    if (c->n_blocks <= 12) CHECK_MSG(st.n_preemptions > 0, "%s: no preemption", c->name);
+    results_free(res, N_REQS);
+    folo_engine_destroy(e);
+}
+
+static void test_batch_invariance(void) {
+    req_spec specs[N_REQS];
+    make_workload(specs);
+    req_result ref[N_REQS];
+    memset(ref, 0, sizeof ref);
+    run_alone(specs, ref);
+    static const engine_config configs[] = {
+        {"large budget, cache", 2048, 16, 256, 64, false},
+        {"budget 7, cache", 7, 16, 256, 64, false},
+        {"budget 16, no cache", 16, 16, 256, 64, true},
+        {"block 4, budget 5", 5, 4, 1024, 64, false},
+        {"small pool, budget 64", 64, 16, 10, 64, false},
+        {"small pool, no cache", 13, 16, 12, 4, true},
+        {"block 4, tiny pool", 9, 4, 28, 8, false},
+    };
+    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
+        run_together(&configs[i], specs, ref);
+    results_free(ref, N_REQS);
+}
+
+/* Aborting a request in prefill and one in decode frees all their blocks. */
+static void test_abort_frees(void) {
+    engine_config c = {"abort", 16, 16, 64, 8, false};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    int32_t prompt[200];
+    for (int i = 0; i < 200; i++) prompt[i] = 1000 + i;
+    folo_request_params p = folo_request_params_default();
+    p.max_tokens = 50;
+    p.ignore_eos = true;
+    req_result res[2];
+    memset(res, 0, sizeof res);
+    folo_error err = {{0}};
+    CHECK(folo_engine_add_tokens(e, prompt + 100, 5, &p, &res[1].id, &err) == 0);
+    CHECK(folo_engine_add_tokens(e, prompt, 200, &p, &res[0].id, &err) == 0);
+    res[0].added = res[1].added = true;
+    for (int i = 0; i < 4; i++) step_and_record(e, res, 2);
+    CHECK(res[0].n_tokens[0] == 0);          /* still in prefill */
+    CHECK(res[1].n_tokens[0] >= 2);          /* decoding */
+    folo_engine_abort(e, res[0].id);
+    folo_engine_abort(e, res[1].id);
+    step_and_record(e, res, 2);
+    check_step(e, "abort", 0);
+    CHECK(res[0].finish[0] == FOLO_FINISH_ABORT && res[1].finish[0] == FOLO_FINISH_ABORT);
+    folo_engine_stats st;
+    folo_engine_get_stats(e, &st);
+    CHECK(st.kv_blocks_used == 0);
+    CHECK(!folo_engine_has_unfinished(e));
+    folo_engine_abort(e, res[0].id); /* already finished: ignored */
+    step_and_record(e, res, 2);
+    results_free(res, 2);
+    folo_engine_destroy(e);
+}
+
+/* A shared system prompt: requests arriving after the first one's prefill
+ * reuse its full blocks. */
+static void test_prefix_hits(void) {
+    engine_config c = {"prefix", 512, 16, 128, 16, false};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    int32_t prompt[69];
+    for (int i = 0; i < 64; i++) prompt[i] = 2000 + i;
+    folo_request_params p = folo_request_params_default();
+    p.max_tokens = 3;
+    req_result res[6];
+    memset(res, 0, sizeof res);
+    folo_error err = {{0}};
+    for (int r = 0; r < 6; r++) {
+        for (int i = 64; i < 69; i++) prompt[i] = 9000 + 10 * r + i;
+        CHECK(folo_engine_add_tokens(e, prompt, 69, &p, &res[r].id, &err) == 0);
+        res[r].added = true;
+        if (r == 0)
+            while (folo_engine_has_unfinished(e)) step_and_record(e, res, 6);
+    }
+    while (folo_engine_has_unfinished(e)) step_and_record(e, res, 6);
+    folo_engine_stats st;
+    folo_engine_get_stats(e, &st);
+    CHECK_MSG(st.prefix_hit_tokens == 5 * 64, "%lld hit tokens", (long long)st.prefix_hit_tokens);
+    CHECK(st.prefix_queried_tokens == 6 * 69);
+    results_free(res, 6);
+    folo_engine_destroy(e);
+}
+
+/* Stop strings cut the text before them; the text equals the decoded ids. */
+static void test_stop_string(void) {
+    engine_config c = {"stop", 512, 16, 64, 8, false};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    folo_request_params p = folo_request_params_default();
+    p.max_tokens = 20;
+    p.ignore_eos = true;
+    req_result res[2];
+    memset(res, 0, sizeof res);
+    folo_error err = {{0}};
+    CHECK_MSG(folo_engine_add_text(e, "Once upon a time", &p, &res[0].id, &err) == 0, "%s",
+              err.message);
+    res[0].added = true;
+    while (folo_engine_has_unfinished(e)) step_and_record(e, res, 1);
+    const char *full = folo_buf_str(&res[0].text[0]);
+    size_t len = strlen(full);
+    CHECK(len > 6);
+    char stop[4] = {0};
+    if (len > 6) memcpy(stop, full + len / 2, 3);
+    const char *stops[] = {stop};
+    p.stop = stops;
+    p.n_stop = 1;
+    CHECK(folo_engine_add_text(e, "Once upon a time", &p, &res[1].id, &err) == 0);
+    res[1].added = true;
+    while (folo_engine_has_unfinished(e)) step_and_record(e, res, 2);
+    const char *cut = folo_buf_str(&res[1].text[0]);
+    size_t at = (size_t)(strstr(full, stop) - full);
+    CHECK(strlen(cut) == at && strncmp(cut, full, at) == 0);
+    CHECK(res[1].finish[0] == FOLO_FINISH_STOP);
+    results_free(res, 2);
+    folo_engine_destroy(e);
+}
+
+/* The engine thread: requests added from here, outputs by callback. */
+typedef struct thread_sink {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    req_result res[N_REQS];
+    int n_finished;
+} thread_sink;
+
+static void on_output(void *user, const folo_output *o) {
+    thread_sink *sink = user;
+    pthread_mutex_lock(&sink->lock);
+    record(sink->res, N_REQS, o);
+    if (o->finish_reason != FOLO_FINISH_NONE) sink->n_finished++;
+    pthread_cond_signal(&sink->done);
+    pthread_mutex_unlock(&sink->lock);
+}
+
+static void test_engine_thread(void) {
+    req_spec specs[N_REQS];
+    make_workload(specs);
+    req_result ref[N_REQS];
+    memset(ref, 0, sizeof ref);
+    run_alone(specs, ref);
+    engine_config c = {"thread", 32, 16, 256, 64, false};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    thread_sink sink;
+    memset(&sink, 0, sizeof sink);
+    pthread_mutex_init(&sink.lock, NULL);
+    pthread_cond_init(&sink.done, NULL);
+    folo_error err = {{0}};
+    CHECK(folo_engine_start(e, on_output, &sink, &err) == 0);
+    int expected = 0;
+    for (int r = 0; r < N_REQS; r++) {
+        folo_request_params p = params_of(&specs[r], specs[r].n);
+        pthread_mutex_lock(&sink.lock); /* the id must be known before its outputs */
+        CHECK(folo_engine_add_tokens(e, specs[r].prompt, specs[r].n_prompt, &p, &sink.res[r].id,
+                                     &err) == 0);
+        sink.res[r].added = true;
+        pthread_mutex_unlock(&sink.lock);
+        expected += specs[r].n;
+        if (r % 4 == 0) usleep(2000);
+    }
+    pthread_mutex_lock(&sink.lock);
+    while (sink.n_finished < expected) pthread_cond_wait(&sink.done, &sink.lock);
+    pthread_mutex_unlock(&sink.lock);
+    folo_engine_stop(e);
+    for (int r = 0; r < N_REQS; r++)
+        for (int k = 0; k < specs[r].n; k++) {
+            CHECK(sink.res[r].n_tokens[k] == ref[r].n_tokens[0]);
+            CHECK(memcmp(sink.res[r].tokens[k], ref[r].tokens[0],
+                         (size_t)ref[r].n_tokens[0] * sizeof(int32_t)) == 0);
+        }
+    folo_engine_stats st;
+    folo_engine_get_stats(e, &st);
+    CHECK(st.kv_blocks_used == 0);
+    folo_engine_destroy(e);
+    results_free(sink.res, N_REQS);
+    results_free(ref, N_REQS);
+    pthread_mutex_destroy(&sink.lock);
+    pthread_cond_destroy(&sink.done);
+}
+
+static void test_rejections(void) {
+    engine_config c = {"reject", 64, 16, 8, 4, false};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    folo_request_params p = folo_request_params_default();
+    int32_t prompt[100] = {0};
+    uint64_t id;
+    folo_error err = {{0}};
+    p.max_tokens = 40; /* 100 + 40 tokens: 9 blocks, the pool has 8 */
+    CHECK(folo_engine_add_tokens(e, prompt, 100, &p, &id, &err) != 0);
+    CHECK_MSG(strstr(err.message, "KV blocks") != NULL, "%s", err.message);
+    p.max_tokens = 4;
+    int32_t bad = 1 << 30;
+    CHECK(folo_engine_add_tokens(e, &bad, 1, &p, &id, &err) != 0);
+    CHECK_MSG(strstr(err.message, "vocabulary") != NULL, "%s", err.message);
+    CHECK(folo_engine_add_tokens(e, prompt, 0, &p, &id, &err) != 0);
+    p.sampling.top_p = 2;
+    CHECK(folo_engine_add_tokens(e, prompt, 4, &p, &id, &err) != 0);
+    CHECK_MSG(strstr(err.message, "top_p") != NULL, "%s", err.message);
+    p = folo_request_params_default();
+    p.n = 5;
+    CHECK(folo_engine_add_tokens(e, prompt, 4, &p, &id, &err) != 0);
+    CHECK(folo_engine_add_chat(e, "[{\"role\": 3}]", &p, &id, &err) != 0);
+    CHECK(!folo_engine_has_unfinished(e));
+    folo_engine_destroy(e);
+}
+
+static int make_untied_model(void) {
+    snprintf(g_model_dir, sizeof g_model_dir, "/tmp/folo-test-engine-XXXXXX");
+    if (!mkdtemp(g_model_dir)) return -1;
+    const char *tok_dir = getenv("FOLO_TOKENIZER_DIR");
+    folo_make_model_opts o = {
+        .preset = "tiny",
+        .dtype = FOLO_DTYPE_F32,
+        .seed = 11,
+        .n_shards = 1,
+        .untied = true,
+        .tokenizer_dir = tok_dir ? tok_dir : "models/qwen3-tokenizer",
+        .out_dir = g_model_dir,
+        .n_threads = 2,
+    };
+    folo_error err = {{0}};
+    if (folo_make_model(&o, &err) != 0) {
+        fprintf(stderr, "make model: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+int main(void) {
+    folo_log_set_level(FOLO_LOG_WARN);
+    if (make_untied_model() != 0) return 1;
+    test_batch_invariance();
+    test_abort_frees();
+    test_prefix_hits();
+    test_stop_string();
+    test_engine_thread();
+    test_rejections();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_model_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_model_dir);
+    return check_summary("test_engine");
+}
