@@ -2,7 +2,8 @@
  * differential tests against other implementations (tests/python/
  * test_logits.py compares them with transformers).
  *
- * The ids run as one sequence on the CPU backend, whose KV pool holds just
+ * The ids run as one sequence on the backend --device names (cpu, cuda, or
+ * auto: CUDA when built and a GPU is present), whose KV pool holds just
  * that sequence; with --chunk N they are fed N at a time over several
  * forwards, so later chunks attend to the cache the earlier ones wrote (the
  * result must equal the one-shot run). The output file is little-endian
@@ -16,6 +17,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/device.h"
 #include "backend/single_seq.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
@@ -24,7 +26,8 @@
 #include "model/model.h"
 
 static const char k_usage[] =
-    "usage: folo logits [-m DIR] --ids ID,ID,... --out FILE [--threads N] [--chunk N]\n";
+    "usage: folo logits [-m DIR] --ids ID,ID,... --out FILE [--threads N] [--chunk N]\n"
+    "                   [--device cpu|cuda|auto]\n";
 
 static const char k_help[] =
     "Runs the token ids as one sequence and writes the logits of every position to FILE\n"
@@ -34,7 +37,8 @@ static const char k_help[] =
     "      --ids LIST     comma-separated token ids, e.g. 9707,11,1879\n"
     "      --out FILE     where to write the logits\n"
     "      --threads N    CPU threads (default: all cores)\n"
-    "      --chunk N      feed the ids N at a time over several forwards (default: all at once)\n";
+    "      --chunk N      feed the ids N at a time over several forwards (default: all at once)\n"
+    "      --device D     cpu, cuda, or auto: cuda when built and a GPU is present (default)\n";
 
 typedef struct logits_options {
     const char *model;
@@ -42,6 +46,7 @@ typedef struct logits_options {
     const char *out_path;
     int n_threads; /* 0: all cores */
     int chunk;     /* 0: all ids in one forward */
+    const char *device; /* "cpu", "cuda" or "auto" (the default) */
 } logits_options;
 
 /* Parses "1,2,3" into a new array; -1 on a malformed list. */
@@ -68,13 +73,14 @@ static int parse_ids(const char *text, int32_t **ids_out, int *n_out) {
 
 /* Returns 0 to go on, -1 after printing --help (exit 0), or 2 on a usage error. */
 static int parse_args(int argc, char **argv, logits_options *o) {
-    enum { OPT_IDS = 256, OPT_OUT, OPT_THREADS, OPT_CHUNK, OPT_HELP };
+    enum { OPT_IDS = 256, OPT_OUT, OPT_THREADS, OPT_CHUNK, OPT_DEVICE, OPT_HELP };
     static const struct option longs[] = {
         {"model", required_argument, NULL, 'm'},
         {"ids", required_argument, NULL, OPT_IDS},
         {"out", required_argument, NULL, OPT_OUT},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"chunk", required_argument, NULL, OPT_CHUNK},
+        {"device", required_argument, NULL, OPT_DEVICE},
         {"help", no_argument, NULL, OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -91,6 +97,14 @@ static int parse_args(int argc, char **argv, logits_options *o) {
             break;
         case OPT_CHUNK:
             if (cli_parse_int("logits", "--chunk", optarg, 1, INT_MAX, &o->chunk)) return 2;
+            break;
+        case OPT_DEVICE:
+            if (!folo_device_name_valid(optarg))
+                return cli_usage_error("logits", k_usage,
+                                       "invalid value '%s' for --device (expected cpu, cuda "
+                                       "or auto)",
+                                       optarg);
+            o->device = optarg;
             break;
         case OPT_HELP: printf("%s\n%s", k_usage, k_help); return -1;
         case '?':
@@ -124,7 +138,7 @@ static int write_f32_le(FILE *f, const float *x, size_t n) {
     return 0;
 }
 
-/* Runs ids through a fresh CPU backend and streams the logits to o->out_path. */
+/* Runs ids through a fresh backend on o->device and streams the logits to o->out_path. */
 static int run_logits(const logits_options *o, const folo_model *model, const int32_t *ids,
                       int n_ids, folo_error *err) {
     const folo_config *c = &model->config;
@@ -139,7 +153,7 @@ static int run_logits(const logits_options *o, const folo_model *model, const in
     int chunk = o->chunk > 0 && o->chunk < n_ids ? o->chunk : n_ids;
     folo_backend_options bo = {.n_threads = o->n_threads, .kv_block_size = 16};
     bo.kv_n_blocks = folo_single_seq_blocks(n_ids, bo.kv_block_size);
-    folo_backend *backend = folo_backend_cpu_create(model, &bo, err);
+    folo_backend *backend = folo_backend_create(o->device, model, &bo, err);
     if (!backend) return -1;
     float *logits =
         folo_alloc_large((size_t)chunk * c->vocab_size * sizeof(float)); /* [chunk, V] */
@@ -167,8 +181,9 @@ static int run_logits(const logits_options *o, const folo_model *model, const in
         double elapsed_s = folo_now_s() - start_s;
         folo_single_seq_free(&seq);
         if (rc == 0)
-            folo_log(FOLO_LOG_INFO, "logits: %d tokens in %d forward(s), %.3f s (%.1f tokens/s)",
-                     n_ids, n_forwards, elapsed_s, n_ids / elapsed_s);
+            folo_log(FOLO_LOG_INFO,
+                     "logits: %d tokens in %d forward(s) on %s, %.3f s (%.1f tokens/s)", n_ids,
+                     n_forwards, backend->name, elapsed_s, n_ids / elapsed_s);
     }
     if (out && fclose(out) != 0 && rc == 0)
         rc = folo_fail(err, "%s: %s", o->out_path, strerror(errno));
@@ -178,7 +193,7 @@ static int run_logits(const logits_options *o, const folo_model *model, const in
 }
 
 int folo_cmd_logits(int argc, char **argv) {
-    logits_options o = {0};
+    logits_options o = {.device = "auto"};
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc < 0 ? 0 : rc;
     int32_t *ids;

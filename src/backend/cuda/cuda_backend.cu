@@ -1,0 +1,608 @@
+/* The CUDA backend: the Qwen3 forward pass of DESIGN §4 on one GPU, over a
+ * flat batch of tokens from several sequences, behind the vtable of
+ * backend/backend.h. It computes what the CPU backend computes
+ * (cpu/cpu_backend.c is the reference the GPU tests compare with), in the
+ * number formats of cuda/kernels.h: bf16 weights, KV cache and matmul
+ * inputs, f32 everywhere else.
+ *
+ * It owns, all allocated at creation:
+ *   - the weights, one device allocation, uploaded once: each layer's q, k,
+ *     v projections stacked into one [(Hq + 2·Hkv)·D, H] matrix and gate/up
+ *     into one [2I, H] (one matmul each), every matrix bf16 (f32 and f16
+ *     checkpoints rounded to bf16 on upload), norm weights f32; a tied
+ *     lm_head is the embedding itself;
+ *   - the paged KV pool, bf16, K and V each [L, n_slots, Hkv, D] with
+ *     slot = block · block_size + offset;
+ *   - the activation scratch for min(KV slots, max_batch_tokens or
+ *     DEFAULT_MAX_TOKENS) tokens, the logits buffer and the batch metadata
+ *     buffers; each grows only when a batch needs more, so the steady-state
+ *     step allocates nothing;
+ *   - a stream, a cuBLAS handle and its workspace.
+ *
+ * A forward checks the batch on the host (ids, positions, slots and block
+ * tables in range, slot_mapping consistent with the block tables) so that
+ * no kernel indexes out of bounds, sends its metadata in one copy, runs the
+ * layers (the residual add of each block is fused into the norm that
+ * follows it), and copies the logits of logit_rows back to the host. Every
+ * call ends with the stream synchronized, so the host buffers it was given
+ * may be reused as soon as it returns, and a failure leaves nothing in
+ * flight. Called by the engine's model runner and the single-sequence tools
+ * through backend/device.h; it never sees requests. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/common.cuh"
+
+extern "C" {
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cuda/cuda_backend.h"
+#include "core/alloc.h"
+#include "core/dtype.h"
+#include "core/log.h"
+}
+
+/* Batch size the scratch is first sized for when the pool holds more slots. */
+#define DEFAULT_MAX_TOKENS 1024
+/* Elements converted to bf16 on the host per upload copy (f32/f16 weights). */
+#define UPLOAD_CHUNK ((size_t)4 << 20)
+/* cuBLAS workspace: given once, so no matmul allocates. */
+#define CUBLAS_WORKSPACE_BYTES ((size_t)32 << 20)
+/* Alignment of every buffer carved out of a device allocation. */
+#define DEVICE_ALIGN 256
+
+typedef struct cuda_layer {
+    uint16_t *w_qkv;     /* [(Hq + 2·Hkv)·D, H] bf16: q rows, then k, then v */
+    uint16_t *w_o;       /* [H, Hq·D] bf16 */
+    uint16_t *w_gate_up; /* [2I, H] bf16: gate rows, then up rows */
+    uint16_t *w_down;    /* [H, I] bf16 */
+    float *input_norm;   /* [H] */
+    float *post_norm;    /* [H] */
+    float *q_norm;       /* [D] */
+    float *k_norm;       /* [D] */
+} cuda_layer;
+
+/* Activations of one forward (device), row-major over the batch's tokens. */
+typedef struct cuda_scratch {
+    int cap_tokens; /* rows every buffer below holds */
+    void *block;    /* the one allocation they point into */
+    size_t bytes;
+    float *x;       /* [T, H] residual stream */
+    float *y;       /* [T, H] attention / MLP output, added into x by the next norm */
+    float *qkv;     /* [T, (Hq + 2·Hkv)·D] fused projection output; q normed and roped in place */
+    float *gate_up; /* [T, 2I] */
+    uint16_t *h;    /* [T, H] bf16 normed input of the next matmul */
+    uint16_t *att;  /* [T, Hq·D] bf16 attention output */
+    uint16_t *act;  /* [T, I] bf16 silu(gate) · up */
+} cuda_scratch;
+
+/* Device views of one batch's metadata, all inside meta_dev. */
+typedef struct cuda_batch_meta {
+    const int32_t *token_ids;    /* [T] */
+    const int32_t *positions;    /* [T] */
+    const int32_t *slot_mapping; /* [T] */
+    const int32_t *token_seq;    /* [T] sequence index of each token */
+    const int32_t *logit_rows;   /* [R] */
+    const int32_t *block_tables; /* [n_seqs, max_blocks_per_seq] */
+} cuda_batch_meta;
+
+typedef struct cuda_backend {
+    folo_backend base; /* first, so a folo_backend * is a cuda_backend * */
+    const folo_model *model;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    void *cublas_workspace; /* [CUBLAS_WORKSPACE_BYTES] */
+    int n_slots;            /* kv_n_blocks · kv_block_size */
+    void *weight_block;     /* the one allocation every weight below points into */
+    size_t weight_bytes;
+    cuda_layer *layers; /* [L] (host array of device pointers) */
+    uint16_t *embed;    /* [V, H] bf16 */
+    uint16_t *lm_head;  /* [V, H] bf16; == embed when tied */
+    float *final_norm;  /* [H] */
+    float *inv_freq;    /* [D/2] RoPE inverse frequencies */
+    uint16_t *k_cache;  /* [L, n_slots, Hkv, D] bf16 */
+    uint16_t *v_cache;  /* [L, n_slots, Hkv, D] bf16 */
+    cuda_scratch s;
+    float *logits; /* [logits_cap_rows, V] device */
+    int logits_cap_rows;
+    int32_t *meta_dev;  /* [meta_cap] batch metadata (layout: upload_batch) */
+    int32_t *meta_host; /* [meta_cap] pinned staging of the same */
+    size_t meta_cap;
+} cuda_backend;
+
+/* ---- device memory ------------------------------------------------------- */
+
+static int device_alloc(void **ptr, size_t bytes, const char *what, folo_error *err) {
+    cudaError_t rc = cudaMalloc(ptr, bytes);
+    if (rc != cudaSuccess) {
+        *ptr = NULL;
+        cudaGetLastError();
+        return folo_fail(err, "cuda backend: cannot allocate %zu bytes of device memory for %s: %s",
+                         bytes, what, cudaGetErrorString(rc));
+    }
+    return 0;
+}
+
+/* Carves aligned buffers out of one allocation: a first pass with base NULL
+ * only counts the bytes. */
+typedef struct carver {
+    char *base;
+    size_t used;
+} carver;
+
+static void *carve(carver *c, size_t bytes) {
+    size_t offset = (c->used + DEVICE_ALIGN - 1) & ~(size_t)(DEVICE_ALIGN - 1);
+    c->used = offset + bytes;
+    return c->base ? c->base + offset : NULL;
+}
+
+/* ---- weights ------------------------------------------------------------- */
+
+static void carve_weights(cuda_backend *b, carver *c) {
+    const folo_config *cfg = &b->model->config;
+    size_t H = cfg->hidden_size, I = cfg->intermediate_size, D = cfg->head_dim;
+    size_t V = cfg->vocab_size, Hq = cfg->n_heads, Hkv = cfg->n_kv_heads;
+    size_t bf16 = sizeof(uint16_t);
+    for (int layer = 0; layer < cfg->n_layers; layer++) {
+        cuda_layer *w = &b->layers[layer];
+        w->w_qkv = (uint16_t *)carve(c, (Hq + 2 * Hkv) * D * H * bf16);
+        w->w_o = (uint16_t *)carve(c, H * Hq * D * bf16);
+        w->w_gate_up = (uint16_t *)carve(c, 2 * I * H * bf16);
+        w->w_down = (uint16_t *)carve(c, H * I * bf16);
+        w->input_norm = (float *)carve(c, H * sizeof(float));
+        w->post_norm = (float *)carve(c, H * sizeof(float));
+        w->q_norm = (float *)carve(c, D * sizeof(float));
+        w->k_norm = (float *)carve(c, D * sizeof(float));
+    }
+    b->embed = (uint16_t *)carve(c, V * H * bf16);
+    b->lm_head = cfg->tie_word_embeddings ? b->embed : (uint16_t *)carve(c, V * H * bf16);
+    b->final_norm = (float *)carve(c, H * sizeof(float));
+    b->inv_freq = (float *)carve(c, D / 2 * sizeof(float));
+}
+
+/* Host buffers for converting f32/f16 weights on their way up. */
+typedef struct upload_staging {
+    float *f32;     /* [UPLOAD_CHUNK] */
+    uint16_t *bf16; /* [UPLOAD_CHUNK] */
+} upload_staging;
+
+/* dst [n] bf16 on the device = tensor t's first n elements, rounded to bf16
+ * (to nearest even, as PyTorch's .to(bfloat16)) unless already bf16. */
+static int upload_bf16(uint16_t *dst, const folo_tensor *t, size_t n, upload_staging *st,
+                       folo_error *err) {
+    if (t->dtype == FOLO_DTYPE_BF16) {
+        CUDA_CHECK(cudaMemcpy(dst, t->data, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+        return 0;
+    }
+    size_t elem = folo_dtype_size(t->dtype);
+    for (size_t first = 0; first < n; first += UPLOAD_CHUNK) {
+        size_t count = n - first < UPLOAD_CHUNK ? n - first : UPLOAD_CHUNK;
+        folo_to_f32(t->dtype, (const char *)t->data + first * elem, st->f32, count);
+        for (size_t i = 0; i < count; i++) st->bf16[i] = folo_f32_to_bf16(st->f32[i]);
+        CUDA_CHECK(
+            cudaMemcpy(dst + first, st->bf16, count * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    }
+    return 0;
+}
+
+/* dst [n] f32 on the device = tensor t (a norm weight, n <= UPLOAD_CHUNK). */
+static int upload_f32(float *dst, const folo_tensor *t, size_t n, upload_staging *st,
+                      folo_error *err) {
+    folo_to_f32(t->dtype, t->data, st->f32, n);
+    CUDA_CHECK(cudaMemcpy(dst, st->f32, n * sizeof(float), cudaMemcpyHostToDevice));
+    return 0;
+}
+
+static size_t numel(const folo_tensor *t) {
+    size_t n = 1;
+    for (int i = 0; i < t->n_dims; i++) n *= (size_t)t->shape[i];
+    return n;
+}
+
+static int upload_layer(cuda_backend *b, int layer, upload_staging *st, folo_error *err) {
+    const folo_config *cfg = &b->model->config;
+    const folo_layer_weights *src = &b->model->layers[layer];
+    cuda_layer *w = &b->layers[layer];
+    size_t H = cfg->hidden_size, D = cfg->head_dim;
+    /* Stacked matrices: each part's rows follow the previous part's. */
+    size_t q_elems = numel(&src->wq), k_elems = numel(&src->wk), gate_elems = numel(&src->w_gate);
+    if (upload_bf16(w->w_qkv, &src->wq, q_elems, st, err) != 0 ||
+        upload_bf16(w->w_qkv + q_elems, &src->wk, k_elems, st, err) != 0 ||
+        upload_bf16(w->w_qkv + q_elems + k_elems, &src->wv, numel(&src->wv), st, err) != 0 ||
+        upload_bf16(w->w_o, &src->wo, numel(&src->wo), st, err) != 0 ||
+        upload_bf16(w->w_gate_up, &src->w_gate, gate_elems, st, err) != 0 ||
+        upload_bf16(w->w_gate_up + gate_elems, &src->w_up, numel(&src->w_up), st, err) != 0 ||
+        upload_bf16(w->w_down, &src->w_down, numel(&src->w_down), st, err) != 0 ||
+        upload_f32(w->input_norm, &src->input_norm, H, st, err) != 0 ||
+        upload_f32(w->post_norm, &src->post_norm, H, st, err) != 0 ||
+        upload_f32(w->q_norm, &src->q_norm, D, st, err) != 0 ||
+        upload_f32(w->k_norm, &src->k_norm, D, st, err) != 0)
+        return folo_fail_prefix(err, "uploading layer %d", layer);
+    return 0;
+}
+
+static int upload_weights(cuda_backend *b, folo_error *err) {
+    const folo_model *m = b->model;
+    const folo_config *cfg = &m->config;
+    b->layers = (cuda_layer *)folo_calloc((size_t)cfg->n_layers, sizeof *b->layers);
+    carver count = {NULL, 0};
+    carve_weights(b, &count);
+    if (device_alloc(&b->weight_block, count.used, "the weights", err) != 0) return -1;
+    b->weight_bytes = count.used;
+    carver place = {(char *)b->weight_block, 0};
+    carve_weights(b, &place);
+
+    upload_staging st;
+    st.f32 = (float *)folo_alloc_large(UPLOAD_CHUNK * sizeof(float));
+    st.bf16 = (uint16_t *)folo_alloc_large(UPLOAD_CHUNK * sizeof(uint16_t));
+    int rc = 0;
+    if (!st.f32 || !st.bf16)
+        rc = folo_fail(err, "cuda backend: cannot allocate the upload staging buffers");
+    for (int layer = 0; rc == 0 && layer < cfg->n_layers; layer++)
+        rc = upload_layer(b, layer, &st, err);
+    if (rc == 0) rc = upload_bf16(b->embed, &m->embed, numel(&m->embed), &st, err);
+    if (rc == 0 && !cfg->tie_word_embeddings)
+        rc = upload_bf16(b->lm_head, &m->lm_head, numel(&m->lm_head), &st, err);
+    if (rc == 0) rc = upload_f32(b->final_norm, &m->final_norm, (size_t)cfg->hidden_size, &st, err);
+    if (rc == 0) {
+        folo_cpu_rope_inv_freq(st.f32, cfg->head_dim, cfg->rope_theta);
+        cudaError_t copy = cudaMemcpy(
+            b->inv_freq, st.f32, (size_t)cfg->head_dim / 2 * sizeof(float), cudaMemcpyHostToDevice);
+        if (copy != cudaSuccess)
+            rc = folo_fail(err, "cuda backend: uploading RoPE frequencies: %s",
+                           cudaGetErrorString(copy));
+    }
+    folo_free_large(st.f32);
+    folo_free_large(st.bf16);
+    return rc;
+}
+
+/* ---- scratch and metadata ------------------------------------------------ */
+
+static void carve_scratch(cuda_scratch *s, const folo_config *cfg, carver *c) {
+    size_t T = (size_t)s->cap_tokens, H = cfg->hidden_size, I = cfg->intermediate_size;
+    size_t D = cfg->head_dim, Hq = cfg->n_heads, Hkv = cfg->n_kv_heads;
+    s->x = (float *)carve(c, T * H * sizeof(float));
+    s->y = (float *)carve(c, T * H * sizeof(float));
+    s->qkv = (float *)carve(c, T * (Hq + 2 * Hkv) * D * sizeof(float));
+    s->gate_up = (float *)carve(c, T * 2 * I * sizeof(float));
+    s->h = (uint16_t *)carve(c, T * H * sizeof(uint16_t));
+    s->att = (uint16_t *)carve(c, T * Hq * D * sizeof(uint16_t));
+    s->act = (uint16_t *)carve(c, T * I * sizeof(uint16_t));
+}
+
+static int ensure_scratch(cuda_backend *b, int n_tokens, folo_error *err) {
+    if (n_tokens <= b->s.cap_tokens) return 0;
+    cuda_scratch grown = b->s;
+    grown.cap_tokens = n_tokens;
+    carver count = {NULL, 0};
+    carve_scratch(&grown, &b->model->config, &count);
+    if (device_alloc(&grown.block, count.used, "activations", err) != 0) return -1;
+    cudaFree(b->s.block);
+    grown.bytes = count.used;
+    carver place = {(char *)grown.block, 0};
+    carve_scratch(&grown, &b->model->config, &place);
+    b->s = grown;
+    b->base.scratch_bytes =
+        b->s.bytes + CUBLAS_WORKSPACE_BYTES +
+        (size_t)b->logits_cap_rows * b->model->config.vocab_size * sizeof(float);
+    return 0;
+}
+
+static int ensure_logits(cuda_backend *b, int n_rows, folo_error *err) {
+    if (n_rows <= b->logits_cap_rows) return 0;
+    size_t V = (size_t)b->model->config.vocab_size;
+    void *grown;
+    if (device_alloc(&grown, (size_t)n_rows * V * sizeof(float), "logits", err) != 0) return -1;
+    cudaFree(b->logits);
+    b->logits = (float *)grown;
+    b->logits_cap_rows = n_rows;
+    b->base.scratch_bytes =
+        b->s.bytes + CUBLAS_WORKSPACE_BYTES + (size_t)n_rows * V * sizeof(float);
+    return 0;
+}
+
+static int ensure_meta(cuda_backend *b, size_t n_ints, folo_error *err) {
+    if (n_ints <= b->meta_cap) return 0;
+    void *dev, *host;
+    if (device_alloc(&dev, n_ints * sizeof(int32_t), "batch metadata", err) != 0) return -1;
+    cudaError_t rc = cudaMallocHost(&host, n_ints * sizeof(int32_t));
+    if (rc != cudaSuccess) {
+        cudaFree(dev);
+        return folo_fail(err, "cuda backend: cannot allocate %zu bytes of pinned memory: %s",
+                         n_ints * sizeof(int32_t), cudaGetErrorString(rc));
+    }
+    cudaFree(b->meta_dev);
+    cudaFreeHost(b->meta_host);
+    b->meta_dev = (int32_t *)dev;
+    b->meta_host = (int32_t *)host;
+    b->meta_cap = n_ints;
+    return 0;
+}
+
+/* Packs the batch's arrays (and each token's sequence index) into the pinned
+ * buffer as [ids T | positions T | slots T | token_seq T | logit_rows R |
+ * block_tables n_seqs·max_blocks] and sends them in one copy. */
+static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_meta *m,
+                        folo_error *err) {
+    size_t T = (size_t)batch->n_tokens, R = (size_t)batch->n_logit_rows;
+    size_t table_ints = (size_t)batch->n_seqs * batch->max_blocks_per_seq;
+    size_t n_ints = 4 * T + R + table_ints;
+    if (ensure_meta(b, n_ints, err) != 0) return -1;
+    int32_t *host = b->meta_host;
+    memcpy(host, batch->token_ids, T * sizeof(int32_t));
+    memcpy(host + T, batch->positions, T * sizeof(int32_t));
+    memcpy(host + 2 * T, batch->slot_mapping, T * sizeof(int32_t));
+    for (int seq = 0; seq < batch->n_seqs; seq++)
+        for (int t = batch->seq_starts[seq]; t < batch->seq_starts[seq + 1]; t++)
+            host[3 * T + (size_t)t] = seq;
+    if (R > 0) memcpy(host + 4 * T, batch->logit_rows, R * sizeof(int32_t));
+    memcpy(host + 4 * T + R, batch->block_tables, table_ints * sizeof(int32_t));
+    CUDA_CHECK(cudaMemcpyAsync(b->meta_dev, host, n_ints * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               b->stream));
+    const int32_t *dev = b->meta_dev;
+    m->token_ids = dev;
+    m->positions = dev + T;
+    m->slot_mapping = dev + 2 * T;
+    m->token_seq = dev + 3 * T;
+    m->logit_rows = dev + 4 * T;
+    m->block_tables = dev + 4 * T + R;
+    return 0;
+}
+
+/* ---- batch checks -------------------------------------------------------- */
+
+static int validate_batch(const cuda_backend *b, const folo_batch *batch, const float *logits,
+                          folo_error *err) {
+    const folo_config *c = &b->model->config;
+    int bs = b->base.kv_block_size;
+    if (batch->n_tokens < 1 || batch->n_seqs < 1 || batch->n_seqs > batch->n_tokens)
+        return folo_fail(err, "batch: %d tokens in %d sequences (need 1 <= sequences <= tokens)",
+                         batch->n_tokens, batch->n_seqs);
+    if (!batch->token_ids || !batch->positions || !batch->slot_mapping || !batch->seq_starts ||
+        !batch->seq_lens || !batch->block_tables)
+        return folo_fail(err,
+                         "batch: missing token, position, slot, sequence or block-table array");
+    if (batch->max_blocks_per_seq < 1)
+        return folo_fail(err, "batch: max_blocks_per_seq is %d", batch->max_blocks_per_seq);
+    if (batch->n_logit_rows < 0 || batch->n_logit_rows > batch->n_tokens ||
+        (batch->n_logit_rows > 0 && (!batch->logit_rows || !logits)))
+        return folo_fail(err, "batch: %d logit rows for %d tokens (or no rows/logits buffer)",
+                         batch->n_logit_rows, batch->n_tokens);
+    if (batch->seq_starts[0] != 0 || batch->seq_starts[batch->n_seqs] != batch->n_tokens)
+        return folo_fail(err, "batch: seq_starts must run from 0 to n_tokens (%d)",
+                         batch->n_tokens);
+    for (int seq = 0; seq < batch->n_seqs; seq++) {
+        int start = batch->seq_starts[seq], end = batch->seq_starts[seq + 1];
+        if (end <= start || end > batch->n_tokens)
+            return folo_fail(err, "batch: sequence %d spans tokens %d..%d of %d", seq, start, end,
+                             batch->n_tokens);
+        int len = batch->seq_lens[seq];
+        if (len < 1 || (long long)len > (long long)batch->max_blocks_per_seq * bs)
+            return folo_fail(err, "batch: sequence %d length %d outside [1, %lld]", seq, len,
+                             (long long)batch->max_blocks_per_seq * bs);
+        const int32_t *table = batch->block_tables + (size_t)seq * batch->max_blocks_per_seq;
+        for (int blk = 0; blk < (len + bs - 1) / bs; blk++)
+            if (table[blk] < 0 || table[blk] >= b->base.kv_n_blocks)
+                return folo_fail(
+                    err, "batch: sequence %d block table entry %d is %d (pool has %d blocks)", seq,
+                    blk, table[blk], b->base.kv_n_blocks);
+        for (int t = start; t < end; t++) {
+            int id = batch->token_ids[t], pos = batch->positions[t];
+            if (id < 0 || id >= c->vocab_size)
+                return folo_fail(err, "batch: token %d id %d outside the vocabulary [0, %d)", t, id,
+                                 c->vocab_size);
+            if (pos < 0 || pos >= len)
+                return folo_fail(err,
+                                 "batch: token %d position %d outside its sequence's length %d", t,
+                                 pos, len);
+            int32_t expected = table[pos / bs] * bs + pos % bs;
+            if (batch->slot_mapping[t] != expected)
+                return folo_fail(err,
+                                 "batch: token %d slot %d does not match its block table (slot %d)",
+                                 t, batch->slot_mapping[t], expected);
+        }
+    }
+    for (int r = 0; r < batch->n_logit_rows; r++)
+        if (batch->logit_rows[r] < 0 || batch->logit_rows[r] >= batch->n_tokens)
+            return folo_fail(err, "batch: logit row %d is token %d of %d", r, batch->logit_rows[r],
+                             batch->n_tokens);
+    return 0;
+}
+
+/* ---- the forward pass ---------------------------------------------------- */
+
+/* DESIGN §4 steps 1-7 for one layer. On entry x holds the residual stream
+ * and, after the first layer, y the previous MLP's output still to be
+ * added; on exit y holds this layer's MLP output. */
+static int run_layer(cuda_backend *b, int layer, const folo_batch *batch, const cuda_batch_meta *m,
+                     folo_error *err) {
+    const folo_config *c = &b->model->config;
+    const cuda_layer *w = &b->layers[layer];
+    cuda_scratch *s = &b->s;
+    cudaStream_t st = b->stream;
+    int T = batch->n_tokens, H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int Hq = c->n_heads, Hkv = c->n_kv_heads;
+    float eps = c->rms_norm_eps;
+    size_t layer_elems = (size_t)b->n_slots * Hkv * D;
+    uint16_t *k_cache = b->k_cache + (size_t)layer * layer_elems; /* [n_slots, Hkv, D] */
+    uint16_t *v_cache = b->v_cache + (size_t)layer * layer_elems; /* [n_slots, Hkv, D] */
+
+    if (folo_cuda_rmsnorm(s->h, s->x, layer > 0 ? s->y : NULL, NULL, T, w->input_norm, H, eps, st,
+                          err) != 0 ||
+        folo_cuda_gemm(b->cublas, s->qkv, s->h, w->w_qkv, T, (Hq + 2 * Hkv) * D, H, err) != 0 ||
+        folo_cuda_qk_norm_rope_cache(s->qkv, k_cache, v_cache, w->q_norm, w->k_norm, b->inv_freq,
+                                     m->positions, m->slot_mapping, T, Hq, Hkv, D, eps, st,
+                                     err) != 0 ||
+        folo_cuda_attention(s->att, s->qkv, k_cache, v_cache, m->block_tables,
+                            batch->max_blocks_per_seq, m->token_seq, m->positions, T, Hq, Hkv, D,
+                            b->base.kv_block_size, st, err) != 0 ||
+        folo_cuda_gemm(b->cublas, s->y, s->att, w->w_o, T, H, Hq * D, err) != 0 ||
+        folo_cuda_rmsnorm(s->h, s->x, s->y, NULL, T, w->post_norm, H, eps, st, err) != 0 ||
+        folo_cuda_gemm(b->cublas, s->gate_up, s->h, w->w_gate_up, T, 2 * I, H, err) != 0 ||
+        folo_cuda_silu_mul(s->act, s->gate_up, T, I, st, err) != 0 ||
+        folo_cuda_gemm(b->cublas, s->y, s->act, w->w_down, T, H, I, err) != 0)
+        return folo_fail_prefix(err, "layer %d", layer);
+    return 0;
+}
+
+static int run_forward(cuda_backend *b, const folo_batch *batch, float *logits, folo_error *err) {
+    const folo_config *c = &b->model->config;
+    int T = batch->n_tokens, R = batch->n_logit_rows, H = c->hidden_size, V = c->vocab_size;
+    if (ensure_scratch(b, T, err) != 0 || ensure_logits(b, R, err) != 0) return -1;
+    cuda_batch_meta m = {};
+    if (upload_batch(b, batch, &m, err) != 0) return -1;
+    if (folo_cuda_embed(b->s.x, b->embed, m.token_ids, T, H, b->stream, err) != 0) return -1;
+    for (int layer = 0; layer < c->n_layers; layer++)
+        if (run_layer(b, layer, batch, &m, err) != 0) return -1;
+    if (R == 0) return 0;
+    /* The last residual add and the final norm, for the logit rows only. */
+    if (folo_cuda_rmsnorm(b->s.h, b->s.x, b->s.y, m.logit_rows, R, b->final_norm, H,
+                          c->rms_norm_eps, b->stream, err) != 0 ||
+        folo_cuda_gemm(b->cublas, b->logits, b->s.h, b->lm_head, R, V, H, err) != 0)
+        return -1;
+    CUDA_CHECK(cudaMemcpyAsync(logits, b->logits, (size_t)R * V * sizeof(float),
+                               cudaMemcpyDeviceToHost, b->stream));
+    return 0;
+}
+
+static int cuda_forward(folo_backend *base, const folo_batch *batch, float *logits,
+                        folo_error *err) {
+    cuda_backend *b = (cuda_backend *)base;
+    if (validate_batch(b, batch, logits, err) != 0) return -1;
+    int rc = run_forward(b, batch, logits, err);
+    cudaError_t sync = cudaStreamSynchronize(b->stream);
+    if (rc == 0 && sync != cudaSuccess)
+        rc = folo_fail(err, "cuda backend: forward failed: %s", cudaGetErrorString(sync));
+    return rc;
+}
+
+/* Copy-on-write of shared blocks: K and V of every layer, block by block,
+ * ordered on the stream before the next forward. */
+static int cuda_copy_blocks(folo_backend *base, const folo_kv_copy *copies, int n_copies,
+                            folo_error *err) {
+    cuda_backend *b = (cuda_backend *)base;
+    const folo_config *c = &b->model->config;
+    int n_blocks = base->kv_n_blocks;
+    for (int i = 0; i < n_copies; i++)
+        if (copies[i].src < 0 || copies[i].src >= n_blocks || copies[i].dst < 0 ||
+            copies[i].dst >= n_blocks)
+            return folo_fail(err, "copy_blocks: pair %d (%d -> %d) outside the pool of %d blocks",
+                             i, copies[i].src, copies[i].dst, n_blocks);
+    size_t block_elems = (size_t)base->kv_block_size * c->n_kv_heads * c->head_dim;
+    size_t layer_elems = (size_t)b->n_slots * c->n_kv_heads * c->head_dim;
+    size_t bytes = block_elems * sizeof(uint16_t);
+    for (int layer = 0; layer < c->n_layers; layer++) {
+        for (int i = 0; i < n_copies; i++) {
+            size_t src = layer * layer_elems + (size_t)copies[i].src * block_elems;
+            size_t dst = layer * layer_elems + (size_t)copies[i].dst * block_elems;
+            CUDA_CHECK(cudaMemcpyAsync(b->k_cache + dst, b->k_cache + src, bytes,
+                                       cudaMemcpyDeviceToDevice, b->stream));
+            CUDA_CHECK(cudaMemcpyAsync(b->v_cache + dst, b->v_cache + src, bytes,
+                                       cudaMemcpyDeviceToDevice, b->stream));
+        }
+    }
+    return 0;
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+static void cuda_destroy(folo_backend *base) {
+    cuda_backend *b = (cuda_backend *)base;
+    if (b->stream) cudaStreamSynchronize(b->stream);
+    if (b->cublas) cublasDestroy(b->cublas);
+    if (b->stream) cudaStreamDestroy(b->stream);
+    cudaFree(b->cublas_workspace);
+    cudaFree(b->weight_block);
+    cudaFree(b->k_cache);
+    cudaFree(b->v_cache);
+    cudaFree(b->s.block);
+    cudaFree(b->logits);
+    cudaFree(b->meta_dev);
+    cudaFreeHost(b->meta_host);
+    free(b->layers);
+    free(b);
+}
+
+int folo_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver or no device: not sticky, but clear it */
+        return 0;
+    }
+    return n;
+}
+
+static int cuda_init(cuda_backend *b, const folo_backend_options *opt, folo_error *err) {
+    const folo_config *c = &b->model->config;
+    CUDA_CHECK(cudaSetDevice(0));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&b->cublas));
+    CUBLAS_CHECK(cublasSetStream(b->cublas, b->stream));
+    if (device_alloc(&b->cublas_workspace, CUBLAS_WORKSPACE_BYTES, "the cuBLAS workspace", err))
+        return -1;
+    CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
+
+    if (upload_weights(b, err) != 0) return -1;
+
+    size_t cache_bytes =
+        (size_t)c->n_layers * b->n_slots * c->n_kv_heads * c->head_dim * sizeof(uint16_t);
+    if (device_alloc((void **)&b->k_cache, cache_bytes, "the K cache", err) != 0 ||
+        device_alloc((void **)&b->v_cache, cache_bytes, "the V cache", err) != 0)
+        return -1;
+    b->base.kv_bytes = 2 * cache_bytes;
+
+    int cap = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : DEFAULT_MAX_TOKENS;
+    if (b->n_slots < cap) cap = b->n_slots;
+    if (ensure_scratch(b, cap, err) != 0) return -1;
+
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    folo_log(FOLO_LOG_INFO,
+             "cuda backend: %s (sm_%d%d), weights %.2f GB bf16, KV pool %.2f GB (%d blocks of %d)",
+             prop.name, prop.major, prop.minor, (double)b->weight_bytes / 1e9,
+             (double)b->base.kv_bytes / 1e9, b->base.kv_n_blocks, b->base.kv_block_size);
+    return 0;
+}
+
+folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backend_options *opt,
+                                       folo_error *err) {
+    const folo_config *c = &model->config;
+    int block_size = opt->kv_block_size > 0 ? opt->kv_block_size : 16;
+    if (opt->kv_n_blocks < 1) {
+        folo_fail(err, "cuda backend: kv_n_blocks must be at least 1 (got %d)", opt->kv_n_blocks);
+        return NULL;
+    }
+    if ((long long)opt->kv_n_blocks * block_size > INT32_MAX) {
+        folo_fail(err, "cuda backend: %d blocks of %d tokens overflow the slot index",
+                  opt->kv_n_blocks, block_size);
+        return NULL;
+    }
+    if (c->head_dim % 2 != 0 || c->head_dim > FOLO_CUDA_MAX_HEAD_DIM || c->n_kv_heads < 1 ||
+        c->n_heads % c->n_kv_heads != 0) {
+        folo_fail(err,
+                  "cuda backend: unsupported head layout (head_dim %d, at most %d and even; %d "
+                  "query heads, %d kv heads)",
+                  c->head_dim, FOLO_CUDA_MAX_HEAD_DIM, c->n_heads, c->n_kv_heads);
+        return NULL;
+    }
+    if (folo_cuda_device_count() < 1) {
+        folo_fail(err, "cuda backend: no CUDA device is available (no GPU, or no driver)");
+        return NULL;
+    }
+    cuda_backend *b = (cuda_backend *)folo_calloc(1, sizeof *b);
+    b->base.name = "cuda";
+    b->base.kv_block_size = block_size;
+    b->base.kv_n_blocks = opt->kv_n_blocks;
+    b->base.forward = cuda_forward;
+    b->base.copy_blocks = cuda_copy_blocks;
+    b->base.destroy = cuda_destroy;
+    b->model = model;
+    b->n_slots = opt->kv_n_blocks * block_size;
+    if (cuda_init(b, opt, err) != 0) {
+        cuda_destroy(&b->base);
+        return NULL;
+    }
+    return &b->base;
+}

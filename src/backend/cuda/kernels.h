@@ -1,0 +1,88 @@
+/* The CUDA backend's kernels, callable from C: one launch function per
+ * kernel family, each on device pointers and a stream, each returning 0 or
+ * -1 with err filled (a failed launch names file and line). The backend
+ * (cuda_backend.cu) strings them into the forward pass of DESIGN §4;
+ * tests/gpu/test_cuda_backend.c checks each against its plain-C twin in
+ * backend/cpu/kernels.h.
+ *
+ * Number formats: the residual stream and every matmul output are f32;
+ * matmul inputs (normed activations, the SiLU product, the attention output)
+ * and weights are bf16, stored as raw uint16_t; norm weights, RoPE
+ * frequencies and all reductions and softmax arithmetic are f32. The KV cache
+ * of one layer is [n_slots, Hkv, D] bf16, slot = block * block_size + offset,
+ * the CPU backend's layout in a narrower type.
+ *
+ * Limit the launchers check: head_dim even and at most
+ * FOLO_CUDA_MAX_HEAD_DIM. */
+#ifndef FOLO_BACKEND_CUDA_KERNELS_H
+#define FOLO_BACKEND_CUDA_KERNELS_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define FOLO_CUDA_MAX_HEAD_DIM 256
+
+/* ---- embed.cu ---- */
+
+/* x[t, :] = f32(table[ids[t], :]) for t < n_tokens; table [V, H] bf16. */
+int folo_cuda_embed(float *x, const uint16_t *table, const int32_t *ids, int n_tokens, int H,
+                    cudaStream_t stream, folo_error *err);
+
+/* ---- norm.cu ---- */
+
+/* out[r, :] = bf16(weight ⊙ v / sqrt(mean(v²) + eps)) for r < n_rows, where
+ * src = r, or rows[r] when rows is not NULL, and v = x[src, :] (x [*, H]),
+ * plus residual[src, :] when residual is not NULL: the residual connection
+ * fused with the next norm. Without rows the sum is stored back into x;
+ * with rows (the final norm of the logit rows) x is left as it was, since
+ * nothing reads it afterwards. out: [n_rows, H] bf16. */
+int folo_cuda_rmsnorm(uint16_t *out, float *x, const float *residual, const int32_t *rows,
+                      int n_rows, const float *weight, int H, float eps, cudaStream_t stream,
+                      folo_error *err);
+
+/* ---- rope.cu ---- */
+
+/* For every token t of qkv [T, (Hq + 2·Hkv)·D] f32 (q heads, then k heads,
+ * then v heads, as the fused QKV matmul writes them): each q head gets
+ * rmsnorm with q_norm [D] then rotate-half RoPE at positions[t], in place;
+ * each k head the same with k_norm, written to k_cache[slot_mapping[t]] as
+ * bf16; each v head is written to v_cache[slot_mapping[t]] as bf16.
+ * inv_freq [D/2] as folo_cpu_rope_inv_freq computes it. */
+int folo_cuda_qk_norm_rope_cache(float *qkv, uint16_t *k_cache, uint16_t *v_cache,
+                                 const float *q_norm, const float *k_norm, const float *inv_freq,
+                                 const int32_t *positions, const int32_t *slot_mapping,
+                                 int n_tokens, int Hq, int Hkv, int D, float eps,
+                                 cudaStream_t stream, folo_error *err);
+
+/* ---- attention.cu ---- */
+
+/* Causal paged attention of every token of a flat batch: for token t of
+ * sequence token_seq[t], each query head j (read from qkv's q part, row
+ * stride (Hq + 2·Hkv)·D) attends positions 0..positions[t] of kv head
+ * j / (Hq / Hkv), read through the sequence's row of block_tables
+ * [n_seqs, max_blocks_per_seq]. Online softmax in f32 with scale
+ * 1/sqrt(D); no score matrix is stored. out: [T, Hq·D] bf16. */
+int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache,
+                        const uint16_t *v_cache, const int32_t *block_tables,
+                        int max_blocks_per_seq, const int32_t *token_seq, const int32_t *positions,
+                        int n_tokens, int Hq, int Hkv, int D, int block_size, cudaStream_t stream,
+                        folo_error *err);
+
+/* ---- activation.cu ---- */
+
+/* out[t, i] = bf16(silu(g) · u) with g = gate_up[t, i], u = gate_up[t, I + i];
+ * gate_up [T, 2I] f32 (the fused gate/up matmul's output), out [T, I]. */
+int folo_cuda_silu_mul(uint16_t *out, const float *gate_up, int n_tokens, int I,
+                       cudaStream_t stream, folo_error *err);
+
+/* ---- gemm.cu ---- */
+
+/* y[T, N] (f32) = x[T, K] · wᵀ with x bf16 and w [N, K] bf16 row-major,
+ * accumulated in f32 (cuBLAS, on the handle's stream). */
+int folo_cuda_gemm(cublasHandle_t cublas, float *y, const uint16_t *x, const uint16_t *w,
+                   int n_tokens, int N, int K, folo_error *err);
+
+#endif
