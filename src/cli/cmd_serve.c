@@ -1,0 +1,168 @@
+/* folo serve: the OpenAI-compatible HTTP server, like `vllm serve`.
+ *
+ * Loads the model into one engine, starts the server (src/server/) and
+ * waits for SIGINT or SIGTERM, which it takes synchronously with sigwait:
+ * both signals are blocked before any thread starts, so no thread is ever
+ * interrupted and the shutdown runs here, in order (stop accepting, abort
+ * the requests in flight, stop the engine), and the process exits 0. */
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "folo.h"
+#include "server/server.h"
+
+#define HELP_SHOWN 1
+
+static const char k_cmd[] = "serve";
+static const char k_usage[] =
+    "usage: folo serve [-m DIR] [--host HOST] [--port PORT] [--served-model-name NAME]\n"
+    "                  [--max-seqs N] [--max-batched-tokens N] [--kv-memory BYTES]\n"
+    "                  [--threads N] [--device D] [--log-level LEVEL]\n";
+static const char k_help[] =
+    "Serves the model over an OpenAI-compatible HTTP API: GET /health, GET /v1/models,\n"
+    "POST /v1/completions, POST /v1/chat/completions (with \"stream\": true as SSE).\n"
+    "SIGINT or SIGTERM stops it: requests in flight are aborted, the exit code is 0.\n\n"
+    "  -m, --model DIR            Hugging Face Qwen3 checkpoint directory\n"
+    "                             (default: a synthetic Qwen3-0.6B-shaped model, made on first "
+    "use)\n"
+    "      --host HOST            address to bind (default 127.0.0.1)\n"
+    "      --port PORT            port to listen on (default 8000)\n"
+    "      --served-model-name N  the model name of the API (default: the directory's name)\n"
+    "      --max-seqs N           sequences running at once (default 256)\n"
+    "      --max-batched-tokens N token budget of one engine step (default 512)\n"
+    "      --kv-memory BYTES      KV cache size, e.g. 2G (default: min(4 GiB, RAM/2 - weights))\n"
+    "      --threads N            CPU threads (default: all cores)\n"
+    "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present\n"
+    "                             (default)\n"
+    "      --log-level LEVEL      debug, info, warn, error or off (default info)\n";
+
+typedef struct serve_options {
+    const char *model;
+    folo_server_options server;
+    folo_engine_options engine;
+} serve_options;
+
+enum {
+    OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_MAX_SEQS, OPT_MAX_BATCHED, OPT_KV_MEMORY, OPT_THREADS,
+    OPT_DEVICE, OPT_LOG_LEVEL, OPT_HELP
+};
+
+static int parse_args(int argc, char **argv, serve_options *o) {
+    static const struct option longs[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"host", required_argument, NULL, OPT_HOST},
+        {"port", required_argument, NULL, OPT_PORT},
+        {"served-model-name", required_argument, NULL, OPT_NAME},
+        {"max-seqs", required_argument, NULL, OPT_MAX_SEQS},
+        {"max-batched-tokens", required_argument, NULL, OPT_MAX_BATCHED},
+        {"kv-memory", required_argument, NULL, OPT_KV_MEMORY},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"device", required_argument, NULL, OPT_DEVICE},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, OPT_HELP},
+        {0, 0, 0, 0},
+    };
+    folo_engine_options *e = &o->engine;
+    folo_log_level level;
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "m:", longs, NULL)) != -1) {
+        switch (c) {
+        case 'm': o->model = optarg; break;
+        case OPT_HOST: o->server.host = optarg; break;
+        case OPT_PORT:
+            if (cli_parse_int(k_cmd, "--port", optarg, 1, 65535, &o->server.port)) return 2;
+            break;
+        case OPT_NAME: o->server.model_name = optarg; break;
+        case OPT_MAX_SEQS:
+            if (cli_parse_int(k_cmd, "--max-seqs", optarg, 1, 1 << 16, &e->max_num_seqs)) return 2;
+            break;
+        case OPT_MAX_BATCHED:
+            if (cli_parse_int(k_cmd, "--max-batched-tokens", optarg, 1, 1 << 20,
+                              &e->max_num_batched_tokens))
+                return 2;
+            break;
+        case OPT_KV_MEMORY:
+            if (cli_parse_bytes(k_cmd, "--kv-memory", optarg, &e->kv_memory_bytes)) return 2;
+            break;
+        case OPT_THREADS:
+            if (cli_parse_int(k_cmd, "--threads", optarg, 1, 1024, &e->n_threads)) return 2;
+            break;
+        case OPT_DEVICE:
+            if (cli_parse_device(k_cmd, optarg, &e->device)) return 2;
+            break;
+        case OPT_LOG_LEVEL:
+            if (folo_log_parse_level(optarg, &level) != 0)
+                return cli_usage_error(k_cmd, k_usage, "invalid --log-level '%s'", optarg);
+            folo_log_set_level(level);
+            break;
+        case OPT_HELP:
+            printf("%s\n%s", k_usage, k_help);
+            return HELP_SHOWN;
+        default:
+            return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
+                                   argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(k_cmd, k_usage, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+/* The directory's last component, as vLLM names a model served from a
+ * path (trailing slashes ignored). */
+static char *default_model_name(const char *dir) {
+    char *copy = folo_strdup(dir);
+    char *name = folo_strdup(basename(copy));
+    free(copy);
+    return name;
+}
+
+int folo_cmd_serve(int argc, char **argv) {
+    serve_options o = {0};
+    int rc = parse_args(argc, argv, &o);
+    if (rc != 0) return rc == HELP_SHOWN ? 0 : rc;
+    char *dir = cli_model_dir(k_cmd, o.model);
+    if (!dir) return 1;
+    char *name = o.server.model_name ? NULL : default_model_name(dir);
+    if (name) o.server.model_name = name;
+
+    /* Blocked here, inherited by every thread started below. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    folo_error err = {{0}};
+    o.engine.model_dir = dir;
+    folo_engine *engine = folo_engine_create(&o.engine, &err);
+    folo_server *server = engine ? folo_server_start(engine, &o.server, &err) : NULL;
+    rc = 0;
+    if (!server) {
+        fprintf(stderr, "folo serve: %s\n", err.message);
+        rc = 1;
+    } else {
+        fprintf(stderr, "folo serve: model %s served as \"%s\" on http://%s:%d\n", dir,
+                o.server.model_name, o.server.host ? o.server.host : "127.0.0.1",
+                o.server.port ? o.server.port : 8000);
+        int sig = 0;
+        sigwait(&signals, &sig);
+        fprintf(stderr, "folo serve: %s received, shutting down\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM");
+        folo_server_stop(server);
+    }
+    folo_engine_destroy(engine);
+    free(name);
+    free(dir);
+    return rc;
+}

@@ -1,0 +1,94 @@
+/* The OpenAI wire format of `folo serve`: request bodies of
+ * /v1/completions and /v1/chat/completions read into folo_request_params,
+ * and the response, stream chunk and error documents written back, in the
+ * shapes vLLM's OpenAI-compatible server uses.
+ *
+ * Pure functions over Jansson documents: no sockets, no threads, no engine
+ * (server.c owns those). A parse failure is a value carrying the HTTP
+ * status, the OpenAI error type and the offending parameter; unknown
+ * fields are ignored, wrong types and out-of-range values are refused. */
+#ifndef FOLO_SERVER_OPENAI_H
+#define FOLO_SERVER_OPENAI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "folo.h"
+
+#define FOLO_OAI_MAX_STOPS 16
+#define FOLO_OAI_MAX_STOP_IDS 64
+#define FOLO_OAI_MAX_N 128
+
+typedef enum folo_oai_kind { FOLO_OAI_COMPLETION, FOLO_OAI_CHAT } folo_oai_kind;
+
+/* An error as the API reports it: {"error": {message, type, param, code}}. */
+typedef struct folo_oai_error {
+    int status;           /* HTTP status: 400, 404, 405, 413, 500 */
+    char param[64];       /* the request field at fault; "" when none */
+    char message[1024];
+} folo_oai_error;
+
+/* A parsed request. Its strings point into root; free with
+ * folo_oai_request_free. */
+typedef struct folo_oai_request {
+    folo_oai_kind kind;
+    json_t *root;                 /* the body, owned */
+    const char *model;            /* NULL when absent */
+    const char *prompt;           /* FOLO_OAI_COMPLETION: the prompt text */
+    bool stream;
+    bool include_usage;           /* stream_options.include_usage */
+    bool max_tokens_given;        /* max_tokens or max_completion_tokens was set */
+    folo_request_params params;   /* stop and stop_token_ids point into the arrays below */
+    const char *stops[FOLO_OAI_MAX_STOPS];
+    int32_t stop_ids[FOLO_OAI_MAX_STOP_IDS];
+} folo_oai_request;
+
+/* Reads body [body_len] bytes; params start from defaults (the model's
+ * generation_config). Chat messages are only checked to be an array here:
+ * the engine's chat reader (tokenizer/chat.h) validates them when the
+ * request is added. */
+int folo_oai_parse(folo_oai_kind kind, const char *body, size_t body_len,
+                   const folo_request_params *defaults, folo_oai_request *out,
+                   folo_oai_error *err);
+void folo_oai_request_free(folo_oai_request *r);
+
+/* Fills err and returns -1, so a failure reads `return folo_oai_fail(...)`. */
+int folo_oai_fail(folo_oai_error *err, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The error document of err (compact JSON, owned by the caller). */
+char *folo_oai_error_json(const folo_oai_error *err);
+
+/* "stop", "length", "abort", or NULL while running ("error" reads "abort":
+ * the client sees a cut-short answer; the server logs why). */
+const char *folo_oai_finish_name(folo_finish_reason reason);
+
+/* One choice of a whole (non-streamed) response. */
+typedef struct folo_oai_choice {
+    const char *text;
+    size_t text_len;
+    folo_finish_reason finish;
+} folo_oai_choice;
+
+typedef struct folo_oai_usage {
+    int prompt_tokens;
+    int completion_tokens;
+} folo_oai_usage;
+
+/* The whole response: "text_completion" or "chat.completion". */
+json_t *folo_oai_response(folo_oai_kind kind, const char *id, int64_t created, const char *model,
+                          const folo_oai_choice *choices, int n_choices,
+                          const folo_oai_usage *usage);
+/* One stream chunk for one choice: text (may be empty) and its finish
+ * reason (FOLO_FINISH_NONE while running). A chat stream's first chunk
+ * of a choice carries role "assistant" (first = true). include_usage adds
+ * "usage": null, as OpenAI does on every chunk but the last. */
+json_t *folo_oai_chunk(folo_oai_kind kind, const char *id, int64_t created, const char *model,
+                       int index, const char *text, size_t text_len, folo_finish_reason finish,
+                       bool first, bool include_usage);
+/* The final usage chunk of stream_options.include_usage (empty choices). */
+json_t *folo_oai_usage_chunk(folo_oai_kind kind, const char *id, int64_t created,
+                             const char *model, const folo_oai_usage *usage);
+
+#endif
