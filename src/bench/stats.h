@@ -1,0 +1,117 @@
+/* Benchmark statistics: the serving metrics of DESIGN §7, with the names and
+ * meanings of vLLM's `vllm bench serve` (benchmark_serving.py), so folo's
+ * JSON results line up with vLLM's key for key.
+ *
+ * Input is one folo_bench_record per request: the engine's monotonic
+ * timestamps (seconds) and token counts. From them, per request:
+ *   TTFT  = first token - arrival                       (ms)
+ *   TPOT  = (finish - first token) / (n_output - 1)     (ms; undefined for
+ *           one output token, so such requests are left out of TPOT)
+ *   ITL   = each gap between consecutive output tokens  (ms, n_output - 1 gaps)
+ *   E2EL  = finish - arrival                            (ms)
+ * and over a run of `duration_s` seconds, counting completed requests only:
+ * request, output and total token throughput, and goodput, the completed
+ * requests per second that met every SLO given (vLLM counts a one-token
+ * request's TPOT as 0 there, and so does folo).
+ *
+ * Every distribution is summarized as vLLM does with numpy: mean, median,
+ * population standard deviation (np.std) and percentiles with numpy's
+ * default linear interpolation (np.percentile, method "linear"); an empty
+ * distribution summarizes to zeros (vLLM's `np.mean(x or 0)`).
+ *
+ * The module computes and formats; it never runs the engine nor prints. */
+#ifndef FOLO_BENCH_STATS_H
+#define FOLO_BENCH_STATS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+/* The percentiles every distribution reports: p50, p90, p95, p99, p99.9. */
+#define FOLO_BENCH_N_PERCENTILES 5
+extern const double folo_bench_percentiles[FOLO_BENCH_N_PERCENTILES];
+
+/* One request as the engine reported it (folo_request_metrics). */
+typedef struct folo_bench_record {
+    bool ok;                  /* finished by stop or length (not error or abort) */
+    int n_prompt_tokens;      /* tokens */
+    int n_output_tokens;      /* tokens */
+    double arrival_s;         /* s, folo_now_s clock */
+    double first_scheduled_s; /* s */
+    double first_token_s;     /* s */
+    double finish_s;          /* s */
+    double *token_times_s;    /* [n_output_tokens] s, owned (folo_bench_record_free) */
+} folo_bench_record;
+
+/* Copies n token times out of the engine's array into r (token_times_s
+ * owned) and sets r->n_output_tokens to n. */
+void folo_bench_record_set_times(folo_bench_record *r, const double *token_times_s, int n);
+void folo_bench_record_free(folo_bench_record *r);
+
+double folo_bench_ttft_ms(const folo_bench_record *r);  /* ms */
+double folo_bench_e2el_ms(const folo_bench_record *r);  /* ms */
+/* ms; false (and *tpot_ms untouched) when n_output_tokens < 2. */
+bool folo_bench_tpot_ms(const folo_bench_record *r, double *tpot_ms);
+
+/* Service-level objectives for goodput, in ms; <= 0 means "not given". */
+typedef struct folo_bench_slo {
+    double ttft_ms;
+    double tpot_ms;
+    double e2el_ms;
+} folo_bench_slo;
+
+/* Parses "ttft:200,tpot:50" (any of ttft, tpot, e2el, ms values > 0) into
+ * slo, keeping the fields it does not name. */
+int folo_bench_slo_parse(const char *spec, folo_bench_slo *slo, folo_error *err);
+bool folo_bench_slo_any(const folo_bench_slo *slo);
+
+/* One distribution's summary, in the unit of its values. */
+typedef struct folo_bench_dist {
+    int n;                                 /* values summarized */
+    double mean;
+    double median;
+    double std;                            /* population (ddof = 0) */
+    double p[FOLO_BENCH_N_PERCENTILES];    /* at folo_bench_percentiles */
+} folo_bench_dist;
+
+/* numpy's linear-interpolation percentile of sorted[0..n), p in [0, 100]. */
+double folo_bench_percentile(const double *sorted, int n, double p);
+/* Summarizes values[0..n) (sorted in place). */
+void folo_bench_dist_compute(double *values, int n, folo_bench_dist *out);
+
+/* vLLM's BenchmarkMetrics. */
+typedef struct folo_bench_summary {
+    int completed;                 /* requests finished ok */
+    int failed;                    /* requests finished by error or abort */
+    double duration_s;             /* s, wall time of the run */
+    int64_t total_input_tokens;    /* tokens, completed requests */
+    int64_t total_output_tokens;   /* tokens, completed requests */
+    double request_throughput;     /* requests/s */
+    bool has_goodput;              /* an SLO was given */
+    double request_goodput;        /* requests/s meeting every SLO given */
+    double output_throughput;      /* output tokens/s */
+    double total_token_throughput; /* (input + output) tokens/s */
+    folo_bench_dist ttft_ms;       /* ms */
+    folo_bench_dist tpot_ms;       /* ms, requests with >= 2 output tokens */
+    folo_bench_dist itl_ms;        /* ms, every gap of every request */
+    folo_bench_dist e2el_ms;       /* ms */
+} folo_bench_summary;
+
+/* slo may be NULL. */
+void folo_bench_summarize(const folo_bench_record *records, int n_records, double duration_s,
+                          const folo_bench_slo *slo, folo_bench_summary *out);
+
+/* The summary under vLLM's keys: completed, duration, total_input_tokens,
+ * total_output_tokens, request_throughput, request_goodput (null without
+ * SLOs), output_throughput, total_token_throughput, and for each of ttft,
+ * tpot, itl, e2el: mean_X_ms, median_X_ms, std_X_ms, p50_X_ms, p90_X_ms,
+ * p95_X_ms, p99_X_ms, p99.9_X_ms. folo adds "failed". A new reference. */
+json_t *folo_bench_summary_json(const folo_bench_summary *s);
+/* One request's raw record: prompt_tokens, output_tokens, ok, the
+ * timestamps (s), ttft_ms, tpot_ms (null for one token), e2el_ms and
+ * itl_ms (an array). A new reference. */
+json_t *folo_bench_record_json(const folo_bench_record *r);
+
+#endif
