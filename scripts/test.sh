@@ -15,7 +15,7 @@ jobs=$(nproc)
 echo "== optimized build and tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs" >/dev/null
-(cd build && ctest --output-on-failure)
+(cd build && ctest --output-on-failure -LE gpu)
 
 echo "== sanitizer build (ASan + UBSan) and tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFOLO_SANITIZE=ON -DFOLO_CUDA=OFF >/dev/null

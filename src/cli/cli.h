@@ -6,6 +6,7 @@
 #define FOLO_CLI_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 int folo_cmd_run(int argc, char **argv);
@@ -13,6 +14,9 @@ int folo_cmd_tokenize(int argc, char **argv);
 int folo_cmd_logits(int argc, char **argv);
 int folo_cmd_make_model(int argc, char **argv);
 int folo_cmd_template(int argc, char **argv);
+int folo_cmd_generate(int argc, char **argv);
+int folo_cmd_serve(int argc, char **argv);
+int folo_cmd_bench(int argc, char **argv);
 
 /* Value parsers: on failure print "folo <cmd>: invalid value 'v' for --flag
  * (expected ...)" to stderr and return -1. */
@@ -20,6 +24,12 @@ int cli_parse_int(const char *cmd, const char *flag, const char *v, long lo, lon
 int cli_parse_u64(const char *cmd, const char *flag, const char *v, uint64_t *out);
 int cli_parse_float(const char *cmd, const char *flag, const char *v, double lo, double hi,
                     float *out);
+/* A byte count: an integer with an optional K, M, G or T suffix (powers of
+ * 1024, an optional trailing "iB" or "B"), e.g. 512M, 4GiB. */
+int cli_parse_bytes(const char *cmd, const char *flag, const char *v, size_t *out);
+
+/* A --device value: "cpu", "cuda" or "auto" (backend/device.h). */
+int cli_parse_device(const char *cmd, const char *v, const char **out);
 
 /* Prints "folo <cmd>: <message>" and the usage line, returns 2. */
 int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...)

@@ -13,6 +13,9 @@ typedef struct {
 
 static const command k_commands[] = {
     {"run", folo_cmd_run, "generate from one prompt, streamed to the terminal"},
+    {"generate", folo_cmd_generate, "offline batch: JSONL prompts in, JSONL completions out"},
+    {"serve", folo_cmd_serve, "OpenAI-compatible HTTP server (completions, chat, SSE streaming)"},
+    {"bench", folo_cmd_bench, "latency and throughput benchmarks with vLLM's serving metrics"},
     {"tokenize", folo_cmd_tokenize, "print the token ids of a text as a JSON array"},
     {"template", folo_cmd_template, "render chat messages in the model's chat format"},
     {"logits", folo_cmd_logits, "write raw float32 logits of every position of a token list"},

@@ -55,7 +55,7 @@ static void test_matmul_shape(folo_dtype dtype, int T, int K, int N) {
     void *w = malloc(sizeof(float) * N * K);         /* [N, K] in dtype */
     float *y = malloc(sizeof(float) * T * N);        /* [T, N] */
     float *y_one = malloc(sizeof(float) * N);        /* [1, N] */
-    float *rows = malloc(sizeof(float) * FOLO_CPU_MATMUL_ROWS * K);
+    float *rows = malloc(sizeof(float) * folo_cpu_matmul_scratch_floats(K));
     fill_random(x, (size_t)T * K, 1.0f);
     fill_random(w_src, (size_t)N * K, 0.5f);
     store_weights(dtype, w_src, w, w_stored, (size_t)N * K);
@@ -209,6 +209,12 @@ static void test_elementwise(void) {
 
 /* ---- paged attention -------------------------------------------------------------------- */
 
+/* Row of position p, kv head kvh in a layer's cache [n_blocks, Hkv,
+ * block_size, D]. */
+static size_t kv_row(const int32_t *table, int p, int block_size, int Hkv, int kvh) {
+    return ((size_t)table[p / block_size] * Hkv + kvh) * block_size + p % block_size;
+}
+
 /* Three sequences share a pool whose blocks are handed out in a shuffled
  * order; each has a few new query tokens at the end of its context (one
  * decoding, two in prefill). Every (query, head) is compared with softmax
@@ -238,11 +244,11 @@ static void test_attention_case(int block_size, int Hq, int Hkv, int D, float q_
         for (int blk = 0; blk < (seq_lens[s] + block_size - 1) / block_size; blk++)
             tables[s * max_blocks + blk] = perm[next++];
 
-    size_t slot_floats = (size_t)Hkv * D, n_slots = (size_t)n_blocks * block_size;
-    float *k_cache = malloc(sizeof(float) * n_slots * slot_floats); /* [n_slots, Hkv, D] */
-    float *v_cache = malloc(sizeof(float) * n_slots * slot_floats); /* [n_slots, Hkv, D] */
-    fill_random(k_cache, n_slots * slot_floats, 1.0f);
-    fill_random(v_cache, n_slots * slot_floats, 1.0f);
+    size_t cache_floats = (size_t)n_blocks * Hkv * block_size * D;
+    float *k_cache = malloc(sizeof(float) * cache_floats); /* [n_blocks, Hkv, block_size, D] */
+    float *v_cache = malloc(sizeof(float) * cache_floats); /* [n_blocks, Hkv, block_size, D] */
+    fill_random(k_cache, cache_floats, 1.0f);
+    fill_random(v_cache, cache_floats, 1.0f);
     float scale = 1.0f / sqrtf((float)D);
     int group = Hq / Hkv;
 
@@ -264,8 +270,7 @@ static void test_attention_case(int block_size, int Hq, int Hkv, int D, float q_
             /* The naive twin: scores for every (query, key), masked causally. */
             for (int i = 0; i < n_new[s]; i++) {
                 for (int p = 0; p < len; p++) {
-                    size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
-                    const float *k = k_cache + slot * slot_floats + (size_t)kvh * D;
+                    const float *k = k_cache + kv_row(table, p, block_size, Hkv, kvh) * D;
                     double dot = 0.0;
                     for (int d = 0; d < D; d++)
                         dot += (double)q[((size_t)i * Hq + head) * D + d] * k[d];
@@ -279,8 +284,8 @@ static void test_attention_case(int block_size, int Hq, int Hkv, int D, float q_
                 for (int d = 0; d < D; d++) {
                     double ref = 0.0;
                     for (int p = 0; p < len; p++) {
-                        size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
-                        ref += row[p] / sum * v_cache[slot * slot_floats + (size_t)kvh * D + d];
+                        size_t r = kv_row(table, p, block_size, Hkv, kvh);
+                        ref += row[p] / sum * v_cache[r * D + d];
                     }
                     double err = fabs(out[((size_t)i * Hq + head) * D + d] - ref);
                     if (err > worst) worst = err;

@@ -2,16 +2,18 @@
  * tokens from several sequences, behind the vtable of backend/backend.h.
  *
  * It owns
- *   - the paged KV pool, f32, K and V each [L, n_blocks, block_size, Hkv, D]
- *     (a slot = block * block_size + offset indexes [n_slots, Hkv, D] of a
- *     layer), allocated once at creation;
+ *   - the paged KV pool, f32, K and V each [L, n_blocks, Hkv, block_size, D]
+ *     (a token's slot is block * block_size + offset; within a block each
+ *     kv head's positions are contiguous, see kernels.h), allocated once at
+ *     creation;
  *   - f32 copies of the norm weights (a few KB; the big matrices are read
  *     where the model mapped them, in their stored dtype);
  *   - the activation scratch, sized at creation for a worst-case batch of
- *     min(KV slots, DEFAULT_MAX_TOKENS) tokens and grown only when a batch
- *     needs more, so the steady-state step allocates nothing;
+ *     min(KV slots, max_batch_tokens or DEFAULT_MAX_TOKENS) tokens and grown
+ *     only when a batch needs more, so the steady-state step allocates
+ *     nothing;
  *   - a thread pool: matmuls split their output rows across threads,
- *     attention its (token, query head) items.
+ *     attention its (sequence, kv head, run of tokens) items.
  *
  * A forward first checks the batch (ids, positions, slots and block tables
  * in range, slot_mapping consistent with the block tables), then per layer
@@ -24,6 +26,7 @@
  * the single-sequence tools (`folo run`, `folo logits`); it never sees
  * requests. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,12 @@
 #define DEFAULT_MAX_TOKENS 1024
 /* The most weight matrices one parallel matmul region multiplies. */
 #define MAX_FUSED_MATMULS 3
+/* Matmuls of at most this many tokens are decode-sized: bound by the weight
+ * stream (and, in kernels_avx512.c, run without packing their tokens), so
+ * they are split in chunks of DECODE_CHUNK_ROWS rows (128 KiB of bf16
+ * weights at K = 1024), a multiple of FOLO_CPU_MATMUL_ROWS. */
+#define DECODE_MAX_TOKENS 6
+#define DECODE_CHUNK_ROWS 64
 
 /* Per-layer norm weights converted to f32. */
 typedef struct cpu_layer_norms {
@@ -61,7 +70,6 @@ typedef struct cpu_scratch {
     float *up;          /* [T, I] */
     float *rope_cos;    /* [T, D/2] at each token's position */
     float *rope_sin;    /* [T, D/2] */
-    int32_t *token_seq; /* [T] sequence index of each token */
 } cpu_scratch;
 
 typedef struct cpu_backend {
@@ -69,21 +77,30 @@ typedef struct cpu_backend {
     const folo_model *model;
     folo_pool *pool;
     int n_threads;
+    const folo_cpu_kernels *kernels; /* matmul and attention for this CPU (kernels.h) */
     int n_slots;            /* kv_n_blocks * kv_block_size */
-    float *k_cache;         /* [L, n_slots, Hkv, D] */
-    float *v_cache;         /* [L, n_slots, Hkv, D] */
+    float *k_cache;         /* [L, n_blocks, Hkv, block_size, D] */
+    float *v_cache;         /* [L, n_blocks, Hkv, block_size, D] */
     float *norm_block;      /* backing store of the norm weights below */
     cpu_layer_norms *norms; /* [L] */
     float *final_norm;      /* [H] */
     float *inv_freq;        /* [D/2] RoPE inverse frequencies */
-    float *rows_f32;        /* [n_threads, FOLO_CPU_MATMUL_ROWS * max K] converted weight rows */
+    float *rows_f32;        /* [n_threads, rows_f32_stride] matmul scratch (kernels.h) */
     size_t rows_f32_stride; /* floats per thread in rows_f32 */
     cpu_scratch s;
 } cpu_backend;
 
 /* ---- parallel regions ---------------------------------------------------- */
 
-/* y_i[T, N_i] = x[T, K] · w_iᵀ for up to MAX_FUSED_MATMULS weights sharing x. */
+/* y_i[T, N_i] = x[T, K] · w_iᵀ for up to MAX_FUSED_MATMULS weights sharing x,
+ * then, on the rows each chunk computed (still in cache):
+ *   silu_mul: y_0 = silu(y_0) ⊙ y_1 (the gate/up pair of the MLP, computed
+ *             chunk by chunk together);
+ *   residual: residual += y_0 (the block's output joins the stream).
+ * Threads take chunks of rows from a shared counter, so one that starts late
+ * (a busy core, a preemption) leaves its share to the others. A decode-sized
+ * call uses small chunks (DECODE_CHUNK_ROWS); a larger one about one chunk
+ * per thread, since each call packs its tokens once (kernels_avx512.c). */
 typedef struct matmul_job {
     cpu_backend *b;
     const float *x; /* [T, K] */
@@ -92,59 +109,188 @@ typedef struct matmul_job {
     int count;
     float *y[MAX_FUSED_MATMULS];             /* [T, N_i] */
     const folo_tensor *w[MAX_FUSED_MATMULS]; /* [N_i, K] */
+    int silu_mul;
+    float *residual;                     /* [T, N_0] or NULL */
+    int chunk_rows[MAX_FUSED_MATMULS];   /* set by run_matmul */
+    int n_chunks[MAX_FUSED_MATMULS];     /* set by run_matmul */
+    atomic_int next_chunk;               /* chunks handed out so far */
 } matmul_job;
 
+static void matmul_rows(const matmul_job *job, int i, int begin, int end, float *scratch) {
+    const folo_tensor *w = job->w[i];
+    job->b->kernels->matmul(job->y[i], (size_t)w->shape[0], job->x, job->n_tokens, job->K,
+                            w->data, w->dtype, begin, end, scratch);
+}
+
 static void matmul_worker(void *ctx, int thread, int n_threads) {
-    const matmul_job *job = ctx;
-    float *rows_f32 = job->b->rows_f32 + (size_t)thread * job->b->rows_f32_stride;
-    for (int i = 0; i < job->count; i++) {
-        const folo_tensor *w = job->w[i];
-        int n_rows = (int)w->shape[0];
-        size_t begin, end;
-        folo_split((size_t)n_rows, FOLO_CPU_MATMUL_ROWS, thread, n_threads, &begin, &end);
-        if (begin < end)
-            folo_cpu_matmul(job->y[i], (size_t)n_rows, job->x, job->n_tokens, job->K, w->data,
-                            w->dtype, (int)begin, (int)end, rows_f32);
+    matmul_job *job = ctx;
+    float *scratch = job->b->rows_f32 + (size_t)thread * job->b->rows_f32_stride;
+    int n_parts = job->silu_mul ? 1 : job->count; /* silu_mul: y_1 rides with y_0 */
+    for (;;) {
+        int c = atomic_fetch_add_explicit(&job->next_chunk, 1, memory_order_relaxed), i = 0;
+        while (i < n_parts && c >= job->n_chunks[i]) c -= job->n_chunks[i++];
+        if (i == n_parts) return;
+        int N = (int)job->w[i]->shape[0], begin = c * job->chunk_rows[i];
+        int end = N - begin < job->chunk_rows[i] ? N : begin + job->chunk_rows[i];
+        matmul_rows(job, i, begin, end, scratch);
+        if (job->silu_mul) matmul_rows(job, 1, begin, end, scratch);
+        for (int t = 0; t < job->n_tokens && (job->silu_mul || job->residual); t++) {
+            float *y0 = job->y[0] + (size_t)t * N + begin;
+            size_t n = (size_t)(end - begin);
+            if (job->silu_mul)
+                job->b->kernels->silu_mul(y0, job->y[1] + (size_t)t * N + begin, n);
+            if (job->residual) folo_cpu_add(job->residual + (size_t)t * N + begin, y0, n);
+        }
     }
 }
 
-static void matmul1(cpu_backend *b, float *y, const float *x, int n_tokens, const folo_tensor *w) {
+static void run_matmul(cpu_backend *b, matmul_job *job) {
+    for (int i = 0; i < job->count; i++) {
+        int N = (int)job->w[i]->shape[0], rows;
+        if (job->n_tokens <= DECODE_MAX_TOKENS) {
+            rows = DECODE_CHUNK_ROWS;
+        } else {
+            rows = (N + b->n_threads - 1) / b->n_threads;
+            rows = (rows + FOLO_CPU_MATMUL_ROWS - 1) / FOLO_CPU_MATMUL_ROWS * FOLO_CPU_MATMUL_ROWS;
+        }
+        job->chunk_rows[i] = rows;
+        job->n_chunks[i] = (N + rows - 1) / rows;
+    }
+    atomic_init(&job->next_chunk, 0);
+    folo_pool_run(b->pool, matmul_worker, job);
+}
+
+/* y = x · wᵀ, then residual += y unless residual is NULL. */
+static void matmul1(cpu_backend *b, float *y, const float *x, int n_tokens, const folo_tensor *w,
+                    float *residual) {
     matmul_job job = {.b = b,
                       .x = x,
                       .n_tokens = n_tokens,
                       .K = (int)w->shape[1],
                       .count = 1,
                       .y = {y},
-                      .w = {w}};
-    folo_pool_run(b->pool, matmul_worker, &job);
+                      .w = {w},
+                      .residual = residual};
+    run_matmul(b, &job);
 }
 
-/* Causal attention of every (token, query head) of the batch for one layer. */
+/* out[t] = rmsnorm(x[rows[t]]) · weight for t < n_rows (rows NULL: row t),
+ * tokens split across threads. */
+typedef struct rmsnorm_job {
+    float *out;       /* [n_rows, n] */
+    const float *x;   /* [*, n] */
+    const int32_t *rows;
+    int n_rows;
+    const float *weight; /* [n] */
+    int n;
+    float eps;
+} rmsnorm_job;
+
+static void rmsnorm_worker(void *ctx, int thread, int n_threads) {
+    const rmsnorm_job *job = ctx;
+    size_t begin, end;
+    folo_split((size_t)job->n_rows, 1, thread, n_threads, &begin, &end);
+    for (size_t t = begin; t < end; t++) {
+        size_t src = job->rows ? (size_t)job->rows[t] : t;
+        folo_cpu_rmsnorm(job->out + t * job->n, job->x + src * job->n, job->weight, job->n,
+                         job->eps);
+    }
+}
+
+static void rmsnorm_rows(cpu_backend *b, float *out, const float *x, const int32_t *rows,
+                         int n_rows, const float *weight, int n, float eps) {
+    rmsnorm_job job = {.out = out, .x = x, .rows = rows, .n_rows = n_rows, .weight = weight,
+                       .n = n, .eps = eps};
+    folo_pool_run(b->pool, rmsnorm_worker, &job);
+}
+
+/* Per token: q/k head norms, RoPE on q and k, and K, V into the cache
+ * (DESIGN §4 steps 3-4), fused in one pass, tokens split across threads. */
+typedef struct qk_job {
+    cpu_backend *b;
+    const folo_batch *batch;
+    const cpu_layer_norms *norms;
+    float *k_cache; /* [n_blocks, Hkv, block_size, D] this layer */
+    float *v_cache; /* [n_blocks, Hkv, block_size, D] this layer */
+} qk_job;
+
+static void qk_worker(void *ctx, int thread, int n_threads) {
+    const qk_job *job = ctx;
+    const folo_config *c = &job->b->model->config;
+    const cpu_scratch *s = &job->b->s;
+    int Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, half = D / 2;
+    float eps = c->rms_norm_eps;
+    int block_size = job->b->base.kv_block_size;
+    size_t begin, end;
+    folo_split((size_t)job->batch->n_tokens, 1, thread, n_threads, &begin, &end);
+    for (size_t t = begin; t < end; t++) {
+        float *q = s->q + t * Hq * D;  /* [Hq, D] */
+        float *k = s->k + t * Hkv * D; /* [Hkv, D] */
+        for (int head = 0; head < Hq; head++)
+            folo_cpu_rmsnorm(q + head * D, q + head * D, job->norms->q, D, eps);
+        for (int head = 0; head < Hkv; head++)
+            folo_cpu_rmsnorm(k + head * D, k + head * D, job->norms->k, D, eps);
+        const float *cos_half = s->rope_cos + t * half, *sin_half = s->rope_sin + t * half;
+        folo_cpu_rope(q, Hq, D, cos_half, sin_half);
+        folo_cpu_rope(k, Hkv, D, cos_half, sin_half);
+        int slot = job->batch->slot_mapping[t];
+        const float *v = s->v + t * Hkv * D; /* [Hkv, D] */
+        for (int head = 0; head < Hkv; head++) {
+            size_t row =
+                ((size_t)(slot / block_size) * Hkv + head) * block_size + slot % block_size;
+            memcpy(job->k_cache + row * D, k + head * D, (size_t)D * sizeof(float));
+            memcpy(job->v_cache + row * D, v + head * D, (size_t)D * sizeof(float));
+        }
+    }
+}
+
+/* Causal attention of every (token, query head) of the batch for one layer.
+ * An item is one kv head of a run of up to FOLO_CPU_ATTN_QUERIES / group
+ * consecutive tokens of one sequence, with all the query heads that read
+ * that kv head: the kernel reads each key and value once for the item's
+ * queries. */
 typedef struct attention_job {
     const cpu_backend *b;
     const folo_batch *batch;
-    const float *k_cache; /* [n_slots, Hkv, D] this layer */
-    const float *v_cache; /* [n_slots, Hkv, D] this layer */
+    const float *k_cache; /* [n_blocks, Hkv, block_size, D] this layer */
+    const float *v_cache; /* [n_blocks, Hkv, block_size, D] this layer */
 } attention_job;
 
 static void attention_worker(void *ctx, int thread, int n_threads) {
     const attention_job *job = ctx;
+    const folo_batch *batch = job->batch;
     const folo_config *c = &job->b->model->config;
     const cpu_scratch *s = &job->b->s;
-    int Hq = c->n_heads, D = c->head_dim, group = c->n_heads / c->n_kv_heads;
+    int Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, group = Hq / Hkv;
+    int run = FOLO_CPU_ATTN_QUERIES / group; /* tokens per item */
     float scale = 1.0f / sqrtf((float)D);
-    int n_items = job->batch->n_tokens * Hq;
+    float *out[FOLO_CPU_ATTN_QUERIES];
+    const float *q[FOLO_CPU_ATTN_QUERIES];
+    int n_ctx[FOLO_CPU_ATTN_QUERIES];
     /* Items interleave across threads: late tokens of a prefill have long
      * contexts, and striding spreads them evenly. */
-    for (int item = thread; item < n_items; item += n_threads) {
-        int t = item / Hq, head = item % Hq;
-        int seq = s->token_seq[t];
-        const int32_t *table =
-            job->batch->block_tables + (size_t)seq * job->batch->max_blocks_per_seq;
-        size_t offset = (size_t)t * Hq * D + (size_t)head * D;
-        folo_cpu_attention(s->att + offset, s->q + offset, job->k_cache, job->v_cache, table,
-                           job->batch->positions[t] + 1, job->b->base.kv_block_size, c->n_kv_heads,
-                           head / group, D, scale);
+    int item = 0;
+    for (int seq = 0; seq < batch->n_seqs; seq++) {
+        const int32_t *table = batch->block_tables + (size_t)seq * batch->max_blocks_per_seq;
+        int end = batch->seq_starts[seq + 1];
+        for (int t0 = batch->seq_starts[seq]; t0 < end; t0 += run) {
+            int t1 = end - t0 < run ? end : t0 + run;
+            for (int kv_head = 0; kv_head < Hkv; kv_head++, item++) {
+                if (item % n_threads != thread) continue;
+                int n = 0;
+                for (int t = t0; t < t1; t++) {
+                    for (int head = kv_head * group; head < (kv_head + 1) * group; head++, n++) {
+                        size_t offset = (size_t)t * Hq * D + (size_t)head * D;
+                        out[n] = s->att + offset;
+                        q[n] = s->q + offset;
+                        n_ctx[n] = batch->positions[t] + 1;
+                    }
+                }
+                job->b->kernels->attention_group(out, q, n_ctx, n, job->k_cache, job->v_cache,
+                                                 table, job->b->base.kv_block_size, Hkv, kv_head,
+                                                 D, scale);
+            }
+        }
     }
 }
 
@@ -164,9 +310,6 @@ static void prepare_positions(cpu_backend *b, const folo_batch *batch) {
     for (int t = 0; t < batch->n_tokens; t++)
         folo_cpu_rope_cos_sin(b->s.rope_cos + (size_t)t * half, b->s.rope_sin + (size_t)t * half,
                               batch->positions[t], b->inv_freq, half);
-    for (int seq = 0; seq < batch->n_seqs; seq++)
-        for (int t = batch->seq_starts[seq]; t < batch->seq_starts[seq + 1]; t++)
-            b->s.token_seq[t] = seq;
 }
 
 /* DESIGN §4 steps 1-6: h = rmsnorm(x); q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ;
@@ -176,12 +319,9 @@ static void attention_block(cpu_backend *b, int layer, const folo_batch *batch) 
     const folo_layer_weights *w = &b->model->layers[layer];
     const cpu_layer_norms *n = &b->norms[layer];
     cpu_scratch *s = &b->s;
-    int T = batch->n_tokens, H = c->hidden_size, D = c->head_dim, half = D / 2;
-    int Hq = c->n_heads, Hkv = c->n_kv_heads;
-    float eps = c->rms_norm_eps;
+    int T = batch->n_tokens, H = c->hidden_size, D = c->head_dim, Hkv = c->n_kv_heads;
 
-    for (int t = 0; t < T; t++)
-        folo_cpu_rmsnorm(s->h + (size_t)t * H, s->x + (size_t)t * H, n->input, H, eps);
+    rmsnorm_rows(b, s->h, s->x, NULL, T, n->input, H, c->rms_norm_eps);
 
     matmul_job qkv = {.b = b,
                       .x = s->h,
@@ -190,34 +330,18 @@ static void attention_block(cpu_backend *b, int layer, const folo_batch *batch) 
                       .count = 3,
                       .y = {s->q, s->k, s->v},
                       .w = {&w->wq, &w->wk, &w->wv}};
-    folo_pool_run(b->pool, matmul_worker, &qkv);
+    run_matmul(b, &qkv);
 
-    size_t slot_floats = (size_t)Hkv * D;
-    size_t layer_floats = (size_t)b->n_slots * slot_floats;
-    float *k_cache = b->k_cache + (size_t)layer * layer_floats; /* [n_slots, Hkv, D] */
-    float *v_cache = b->v_cache + (size_t)layer * layer_floats; /* [n_slots, Hkv, D] */
-    for (int t = 0; t < T; t++) {
-        float *q = s->q + (size_t)t * Hq * D;  /* [Hq, D] */
-        float *k = s->k + (size_t)t * Hkv * D; /* [Hkv, D] */
-        for (int head = 0; head < Hq; head++)
-            folo_cpu_rmsnorm(q + head * D, q + head * D, n->q, D, eps);
-        for (int head = 0; head < Hkv; head++)
-            folo_cpu_rmsnorm(k + head * D, k + head * D, n->k, D, eps);
-        const float *cos_half = s->rope_cos + (size_t)t * half,
-                    *sin_half = s->rope_sin + (size_t)t * half;
-        folo_cpu_rope(q, Hq, D, cos_half, sin_half);
-        folo_cpu_rope(k, Hkv, D, cos_half, sin_half);
-        size_t slot = (size_t)batch->slot_mapping[t];
-        memcpy(k_cache + slot * slot_floats, k, slot_floats * sizeof(float));
-        memcpy(v_cache + slot * slot_floats, s->v + (size_t)t * slot_floats,
-               slot_floats * sizeof(float));
-    }
+    size_t layer_floats = (size_t)b->n_slots * Hkv * D;
+    float *k_cache = b->k_cache + (size_t)layer * layer_floats; /* [n_blocks, Hkv, bs, D] */
+    float *v_cache = b->v_cache + (size_t)layer * layer_floats; /* [n_blocks, Hkv, bs, D] */
+    qk_job qk = {.b = b, .batch = batch, .norms = n, .k_cache = k_cache, .v_cache = v_cache};
+    folo_pool_run(b->pool, qk_worker, &qk);
 
     attention_job att = {.b = b, .batch = batch, .k_cache = k_cache, .v_cache = v_cache};
     folo_pool_run(b->pool, attention_worker, &att);
 
-    matmul1(b, s->h, s->att, T, &w->wo);
-    folo_cpu_add(s->x, s->h, (size_t)T * H);
+    matmul1(b, s->h, s->att, T, &w->wo, s->x);
 }
 
 /* DESIGN §4 step 7: h = rmsnorm(x); x += (silu(h·Wgateᵀ) ⊙ h·Wupᵀ) · Wdownᵀ. */
@@ -225,32 +349,27 @@ static void mlp_block(cpu_backend *b, int layer, const folo_batch *batch) {
     const folo_config *c = &b->model->config;
     const folo_layer_weights *w = &b->model->layers[layer];
     cpu_scratch *s = &b->s;
-    int T = batch->n_tokens, H = c->hidden_size, I = c->intermediate_size;
+    int T = batch->n_tokens, H = c->hidden_size;
 
-    for (int t = 0; t < T; t++)
-        folo_cpu_rmsnorm(s->h + (size_t)t * H, s->x + (size_t)t * H, b->norms[layer].post, H,
-                         c->rms_norm_eps);
+    rmsnorm_rows(b, s->h, s->x, NULL, T, b->norms[layer].post, H, c->rms_norm_eps);
     matmul_job gate_up = {.b = b,
                           .x = s->h,
                           .n_tokens = T,
                           .K = H,
                           .count = 2,
                           .y = {s->gate, s->up},
-                          .w = {&w->w_gate, &w->w_up}};
-    folo_pool_run(b->pool, matmul_worker, &gate_up);
-    folo_cpu_silu_mul(s->gate, s->up, (size_t)T * I);
-    matmul1(b, s->h, s->gate, T, &w->w_down);
-    folo_cpu_add(s->x, s->h, (size_t)T * H);
+                          .w = {&w->w_gate, &w->w_up},
+                          .silu_mul = 1};
+    run_matmul(b, &gate_up);
+    matmul1(b, s->h, s->gate, T, &w->w_down, s->x);
 }
 
 /* logits [R, V] = norm(x[logit_rows]) · lm_headᵀ. */
 static void lm_head(cpu_backend *b, const folo_batch *batch, float *logits) {
     const folo_config *c = &b->model->config;
     int H = c->hidden_size, R = batch->n_logit_rows;
-    for (int r = 0; r < R; r++)
-        folo_cpu_rmsnorm(b->s.h + (size_t)r * H, b->s.x + (size_t)batch->logit_rows[r] * H,
-                         b->final_norm, H, c->rms_norm_eps);
-    matmul1(b, logits, b->s.h, R, &b->model->lm_head);
+    rmsnorm_rows(b, b->s.h, b->s.x, batch->logit_rows, R, b->final_norm, H, c->rms_norm_eps);
+    matmul1(b, logits, b->s.h, R, &b->model->lm_head, NULL);
 }
 
 /* ---- batch checks and scratch -------------------------------------------- */
@@ -340,7 +459,7 @@ static int scratch_alloc(cpu_scratch *s, const folo_config *c, int cap_tokens, f
         {&s->rope_sin, D / 2},
     };
     size_t n_parts = sizeof parts / sizeof parts[0];
-    size_t total = buffer_floats(cap_tokens, 1); /* token_seq, int32 */
+    size_t total = 0;
     for (size_t i = 0; i < n_parts; i++) total += buffer_floats(cap_tokens, parts[i].width);
     float *block = folo_alloc_large(total * sizeof(float));
     if (!block)
@@ -355,7 +474,6 @@ static int scratch_alloc(cpu_scratch *s, const folo_config *c, int cap_tokens, f
         *parts[i].ptr = next;
         next += buffer_floats(cap_tokens, parts[i].width);
     }
-    s->token_seq = (int32_t *)next;
     return 0;
 }
 
@@ -378,6 +496,32 @@ static int cpu_forward(folo_backend *base, const folo_batch *batch, float *logit
         mlp_block(b, layer, batch);
     }
     if (batch->n_logit_rows > 0) lm_head(b, batch, logits);
+    return 0;
+}
+
+/* Copy-on-write of shared blocks: K and V of every layer, block by block. */
+static int cpu_copy_blocks(folo_backend *base, const folo_kv_copy *copies, int n_copies,
+                           folo_error *err) {
+    cpu_backend *b = (cpu_backend *)base;
+    const folo_config *c = &b->model->config;
+    int n_blocks = base->kv_n_blocks;
+    size_t block_floats = (size_t)base->kv_block_size * c->n_kv_heads * c->head_dim;
+    size_t layer_floats = (size_t)b->n_slots * c->n_kv_heads * c->head_dim;
+    for (int i = 0; i < n_copies; i++) {
+        int32_t src = copies[i].src, dst = copies[i].dst;
+        if (src < 0 || src >= n_blocks || dst < 0 || dst >= n_blocks)
+            return folo_fail(err, "copy_blocks: pair %d (%d -> %d) outside the pool of %d blocks",
+                             i, src, dst, n_blocks);
+        for (int layer = 0; layer < c->n_layers; layer++) {
+            size_t base_floats = (size_t)layer * layer_floats;
+            memcpy(b->k_cache + base_floats + (size_t)dst * block_floats,
+                   b->k_cache + base_floats + (size_t)src * block_floats,
+                   block_floats * sizeof(float));
+            memcpy(b->v_cache + base_floats + (size_t)dst * block_floats,
+                   b->v_cache + base_floats + (size_t)src * block_floats,
+                   block_floats * sizeof(float));
+        }
+    }
     return 0;
 }
 
@@ -414,18 +558,23 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
                   opt->kv_n_blocks, block_size);
         return NULL;
     }
-    if (D % 2 != 0 || c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0) {
+    if (D % 2 != 0 || c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 ||
+        c->n_heads / c->n_kv_heads > FOLO_CPU_ATTN_QUERIES) {
         folo_fail(err,
                   "cpu backend: unsupported head layout (head_dim %d, %d query heads, %d kv heads)",
                   D, c->n_heads, c->n_kv_heads);
         return NULL;
     }
 
+    const folo_cpu_kernels *kernels = folo_cpu_kernels_select(err);
+    if (!kernels) return NULL;
     cpu_backend *b = folo_calloc(1, sizeof *b);
+    b->kernels = kernels;
     b->base.name = "cpu";
     b->base.kv_block_size = block_size;
     b->base.kv_n_blocks = opt->kv_n_blocks;
     b->base.forward = cpu_forward;
+    b->base.copy_blocks = cpu_copy_blocks;
     b->base.destroy = cpu_destroy;
     b->model = model;
     b->pool = folo_pool_create(opt->n_threads);
@@ -447,9 +596,12 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
     b->norm_block = folo_alloc_large(norm_floats * sizeof(float));
     b->norms = folo_calloc((size_t)L, sizeof *b->norms);
     b->inv_freq = folo_calloc((size_t)D / 2, sizeof(float));
-    int max_k = H > I ? H : I;
-    if (c->n_heads * D > max_k) max_k = c->n_heads * D;
-    b->rows_f32_stride = (size_t)FOLO_CPU_MATMUL_ROWS * max_k;
+    /* The matmul scratch for each inner size a matmul has: H, Hq·D, I. */
+    int inner[3] = {H, c->n_heads * D, I};
+    for (int i = 0; i < 3; i++) {
+        size_t floats = b->kernels->matmul_scratch_floats(inner[i]);
+        if (floats > b->rows_f32_stride) b->rows_f32_stride = floats;
+    }
     b->rows_f32 = folo_alloc_large((size_t)b->n_threads * b->rows_f32_stride * sizeof(float));
     if (!b->norm_block || !b->rows_f32) {
         folo_fail(err, "cpu backend: cannot allocate norm weights and matmul rows");
@@ -473,7 +625,8 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
     norm_to_f32(b->final_norm, &model->final_norm, H);
     folo_cpu_rope_inv_freq(b->inv_freq, D, c->rope_theta);
 
-    int cap = b->n_slots < DEFAULT_MAX_TOKENS ? b->n_slots : DEFAULT_MAX_TOKENS;
+    int cap = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : DEFAULT_MAX_TOKENS;
+    if (b->n_slots < cap) cap = b->n_slots;
     if (ensure_scratch(b, cap, err) != 0) {
         cpu_destroy(&b->base);
         return NULL;

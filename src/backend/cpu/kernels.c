@@ -1,4 +1,5 @@
-/* Plain C kernels of the CPU forward pass; see kernels.h for the contract.
+/* Plain C kernels of the CPU forward pass and the ISA dispatch; see
+ * kernels.h for the contract.
  *
  * The inner loops are written over fixed-size lane arrays (FOLO_CPU_LANES
  * partial sums) so that a compiler vectorizes them without reassociating
@@ -6,10 +7,21 @@
 #include "backend/cpu/kernels.h"
 
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 #define LANES FOLO_CPU_LANES
-#define ROWS FOLO_CPU_MATMUL_ROWS
+/* Weight rows the portable matmul consumes together (of the
+ * FOLO_CPU_MATMUL_ROWS its scratch holds): 2 tokens x 2 rows of lane
+ * arrays is what a compiler keeps in registers without SIMD flags. */
+#define ROWS 2
 
 /* ---- lane helpers -------------------------------------------------------- */
 
@@ -128,6 +140,8 @@ void folo_cpu_matmul(float *y, size_t ldy, const float *x, int n_tokens, int K, 
     }
 }
 
+size_t folo_cpu_matmul_scratch_floats(int K) { return (size_t)ROWS * K; }
+
 /* ---- RoPE ---------------------------------------------------------------- */
 
 void folo_cpu_rope_inv_freq(float *inv_freq, int head_dim, double theta) {
@@ -175,7 +189,6 @@ void folo_cpu_add(float *x, const float *y, size_t n) {
 void folo_cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
                         const int32_t *block_table, int n_ctx, int block_size, int n_kv_heads,
                         int kv_head, int head_dim, float scale) {
-    size_t slot_stride = (size_t)n_kv_heads * head_dim;
     float running_max = -INFINITY;                    /* max score seen so far */
     float denom = 0.0f;                               /* Σ e^(score - running_max) so far */
     memset(out, 0, (size_t)head_dim * sizeof(float)); /* Σ e^(score - running_max) · v */
@@ -187,8 +200,9 @@ void folo_cpu_attention(float *out, const float *q, const float *k_cache, const 
         float tile_max = -INFINITY;
         for (int j = 0; j < n; j++) {
             int pos = p0 + j;
-            size_t slot = (size_t)block_table[pos / block_size] * block_size + pos % block_size;
-            size_t offset = slot * slot_stride + (size_t)kv_head * head_dim;
+            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
+                             block_size + pos % block_size;
+            size_t offset = row * head_dim;
             score[j] = dot_lanes(q, k_cache + offset, head_dim) * scale;
             v_row[j] = v_cache + offset;
             if (score[j] > tile_max) tile_max = score[j];
@@ -206,4 +220,85 @@ void folo_cpu_attention(float *out, const float *q, const float *k_cache, const 
     }
     float inv_denom = 1.0f / denom;
     for (int d = 0; d < head_dim; d++) out[d] *= inv_denom;
+}
+
+void folo_cpu_attention_group(float *const *out, const float *const *q, const int *n_ctx,
+                              int n_queries, const float *k_cache, const float *v_cache,
+                              const int32_t *block_table, int block_size, int n_kv_heads,
+                              int kv_head, int head_dim, float scale) {
+    for (int i = 0; i < n_queries; i++)
+        folo_cpu_attention(out[i], q[i], k_cache, v_cache, block_table, n_ctx[i], block_size,
+                           n_kv_heads, kv_head, head_dim, scale);
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+static const folo_cpu_kernels k_portable = {
+    .name = "portable",
+    .matmul = folo_cpu_matmul,
+    .matmul_scratch_floats = folo_cpu_matmul_scratch_floats,
+    .silu_mul = folo_cpu_silu_mul,
+    .attention_group = folo_cpu_attention_group,
+};
+
+static const char *const k_isa_names[FOLO_CPU_ISA_COUNT] = {"portable", "avx2", "avx512"};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* F16C (half-precision conversions), which clang's __builtin_cpu_supports
+ * does not name: CPUID leaf 1, ECX. The OS saves the registers it uses
+ * whenever AVX2 is reported usable, which is checked alongside. */
+static int cpu_has_f16c(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+#endif
+
+const folo_cpu_kernels *folo_cpu_kernels_for(folo_cpu_isa isa) {
+    switch (isa) {
+    case FOLO_CPU_ISA_PORTABLE:
+        return &k_portable;
+#if defined(__x86_64__) && defined(__GNUC__)
+    case FOLO_CPU_ISA_AVX2:
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
+            return &folo_cpu_kernels_avx2;
+        return NULL;
+    case FOLO_CPU_ISA_AVX512:
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
+            cpu_has_f16c())
+            return &folo_cpu_kernels_avx512;
+        return NULL;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+const folo_cpu_kernels *folo_cpu_kernels_select(folo_error *err) {
+    static atomic_int logged; /* log the choice once per process, not per backend */
+    const char *forced = getenv("FOLO_CPU_ISA");
+    const folo_cpu_kernels *k = NULL;
+    if (forced && *forced) {
+        int isa = 0;
+        while (isa < FOLO_CPU_ISA_COUNT && strcmp(forced, k_isa_names[isa]) != 0) isa++;
+        if (isa == FOLO_CPU_ISA_COUNT) {
+            folo_fail(err, "FOLO_CPU_ISA=%s: expected portable, avx2 or avx512", forced);
+            return NULL;
+        }
+        k = folo_cpu_kernels_for((folo_cpu_isa)isa);
+        if (!k) {
+            folo_fail(err, "FOLO_CPU_ISA=%s: this CPU or build lacks it", forced);
+            return NULL;
+        }
+    } else {
+        for (int isa = FOLO_CPU_ISA_COUNT - 1; !k; isa--)
+            k = folo_cpu_kernels_for((folo_cpu_isa)isa);
+    }
+    if (!atomic_exchange(&logged, 1)) {
+        folo_log(FOLO_LOG_DEBUG, "cpu kernels: %s%s", k->name,
+                 forced && *forced ? " (FOLO_CPU_ISA)" : "");
+    }
+    return k;
 }

@@ -1,5 +1,6 @@
 /* The CPU backend's kernels: the blocks of the Qwen3 forward pass (DESIGN §4)
- * in plain, portable C, all arithmetic in f32.
+ * in plain, portable C, all arithmetic in f32, plus the table through which
+ * the backend reaches them or their SIMD twins.
  *
  * Each kernel is single-threaded and works on the range it is given; the
  * backend (cpu_backend.c) splits ranges across its thread pool. Activations
@@ -7,17 +8,32 @@
  * bf16, [out, in] row-major) and converted a few rows at a time, never as a
  * whole-model f32 copy.
  *
- * Summation order is part of the contract: every dot product of the matmul
- * sums in FOLO_CPU_LANES interleaved lanes (lane l takes elements k with
- * k % FOLO_CPU_LANES == l, in order) and then adds the lanes left to right,
- * whatever the number of tokens in the call. So a token's result does not
- * depend on which other tokens share its batch: greedy outputs are the same
- * however requests are batched or chunked.
+ * Summation order is part of the contract: every dot product of the
+ * portable matmul sums in FOLO_CPU_LANES interleaved lanes (lane l takes
+ * elements k with k % FOLO_CPU_LANES == l, in order) and then adds the lanes
+ * left to right, whatever the number of tokens in the call. The SIMD matmuls
+ * keep the same kind of promise with their own lane count (one vector
+ * register of partial sums per dot product, reduced in a fixed order). So a
+ * token's result does not depend on which other tokens share its batch:
+ * greedy outputs are the same however requests are batched or chunked. The
+ * ISAs differ from one another in the last bits (FMA rounds once, lanes
+ * differ), so one process uses one table throughout.
  *
- * The KV cache of one layer is [n_slots, Hkv, D] f32 with
- * slot = block * block_size + offset; attention reads a sequence's context
- * through its block table. tests/c/test_cpu_kernels.c checks every kernel
- * against a naive double-precision twin. */
+ * Dispatch: folo_cpu_kernels_select() picks the widest table this CPU runs
+ * (AVX-512 with BW/VL, else AVX2 with FMA and F16C, else portable), or the
+ * one the environment variable FOLO_CPU_ISA=portable|avx2|avx512 names.
+ * The SIMD tables live in kernels_avx2.c and kernels_avx512.c, each compiled
+ * with its own instruction-set flags and reached only through this table.
+ *
+ * The KV cache of one layer is [n_blocks, Hkv, block_size, D] f32: position
+ * p of a sequence is in block block_table[p / block_size] at offset
+ * p % block_size, and within a block each kv head's positions are
+ * contiguous, so attention reads one head's context in runs of block_size
+ * rows rather than one row per page.
+ *
+ * tests/c/test_cpu_kernels.c checks every portable kernel against a naive
+ * double-precision twin, tests/c/test_cpu_isa.c every SIMD kernel against
+ * the portable one. */
 #ifndef FOLO_BACKEND_CPU_KERNELS_H
 #define FOLO_BACKEND_CPU_KERNELS_H
 
@@ -25,11 +41,13 @@
 #include <stdint.h>
 
 #include "core/dtype.h"
+#include "core/error.h"
 
 /* Interleaved partial sums per dot product (see above). */
 #define FOLO_CPU_LANES 8
-/* Weight rows a matmul converts and consumes together. */
-#define FOLO_CPU_MATMUL_ROWS 2
+/* Weight rows a matmul converts and consumes together; threads split rows
+ * in multiples of it. */
+#define FOLO_CPU_MATMUL_ROWS 4
 /* Keys scored together between two rescalings of the online softmax. */
 #define FOLO_CPU_ATTN_TILE 32
 
@@ -39,9 +57,12 @@ void folo_cpu_rmsnorm(float *out, const float *x, const float *weight, int n, fl
 /* y[t, r] = Σ_k x[t, k] · w[r, k] for t < n_tokens and rows r in
  * [row_begin, row_end) of the weight w [n_rows, K] (dtype w_dtype).
  * x: [n_tokens, K]; y: row stride ldy floats, column r holds weight row r.
- * rows_f32: scratch of FOLO_CPU_MATMUL_ROWS * K floats (unused for f32). */
+ * rows_f32: scratch of folo_cpu_matmul_scratch_floats(K) floats (unused for
+ * f32). The SIMD twins need more (folo_cpu_kernels.matmul_scratch_floats). */
 void folo_cpu_matmul(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
                      folo_dtype w_dtype, int row_begin, int row_end, float *rows_f32);
+
+size_t folo_cpu_matmul_scratch_floats(int K);
 
 /* inv_freq[i] = 1 / theta^(2i / D) for i < D/2, rounded as transformers
  * rounds it (f32 exponent, f32 power, f32 division). */
@@ -64,7 +85,7 @@ void folo_cpu_add(float *x, const float *y, size_t n);
 
 /* One query head of one token: out [D] = softmax(q·Kᵀ · scale) · V over the
  * n_ctx positions 0..n_ctx-1 of its sequence, kv head kv_head, read from the
- * layer's caches k_cache/v_cache [n_slots, n_kv_heads, D] through
+ * layer's caches k_cache/v_cache [n_blocks, n_kv_heads, block_size, D] through
  * block_table (position p lives in block block_table[p / block_size] at
  * offset p % block_size). Online softmax in f32: keys are scored a tile at a
  * time and the running maximum, denominator and output are rescaled per
@@ -72,5 +93,57 @@ void folo_cpu_add(float *x, const float *y, size_t n);
 void folo_cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
                         const int32_t *block_table, int n_ctx, int block_size, int n_kv_heads,
                         int kv_head, int head_dim, float scale);
+
+/* Causal attention of n_queries queries that read the same kv head of one
+ * sequence (the query heads of a GQA group, for a run of its tokens): query
+ * i reads q[i] [D], sees positions 0..n_ctx[i]-1 and writes out[i] [D], all
+ * as folo_cpu_attention does. Each query's result is the same, bit for bit,
+ * as in a call with that query alone, so grouping keeps batch invariance; a
+ * SIMD twin may reorder its loops so that a tile of keys and values is read
+ * once for all queries. n_queries <= FOLO_CPU_ATTN_QUERIES. */
+#define FOLO_CPU_ATTN_QUERIES 32
+void folo_cpu_attention_group(float *const *out, const float *const *q, const int *n_ctx,
+                              int n_queries, const float *k_cache, const float *v_cache,
+                              const int32_t *block_table, int block_size, int n_kv_heads,
+                              int kv_head, int head_dim, float scale);
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+typedef enum folo_cpu_isa {
+    FOLO_CPU_ISA_PORTABLE = 0,
+    FOLO_CPU_ISA_AVX2,
+    FOLO_CPU_ISA_AVX512,
+    FOLO_CPU_ISA_COUNT
+} folo_cpu_isa;
+
+/* The kernels whose speed matters, with the signatures of the portable ones
+ * above; the rest (norms, RoPE, residual) cost a few percent of a forward
+ * and are always portable. */
+typedef struct folo_cpu_kernels {
+    const char *name; /* "portable", "avx2", "avx512" */
+    void (*matmul)(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
+                   folo_dtype w_dtype, int row_begin, int row_end, float *rows_f32);
+    /* Floats of the rows_f32 scratch one matmul call needs for inner size K
+     * (each thread its own). */
+    size_t (*matmul_scratch_floats)(int K);
+    void (*silu_mul)(float *gate, const float *up, size_t n);
+    void (*attention_group)(float *const *out, const float *const *q, const int *n_ctx,
+                            int n_queries, const float *k_cache, const float *v_cache,
+                            const int32_t *block_table, int block_size, int n_kv_heads,
+                            int kv_head, int head_dim, float scale);
+} folo_cpu_kernels;
+
+/* The table of one ISA, or NULL when this build or this CPU lacks it. */
+const folo_cpu_kernels *folo_cpu_kernels_for(folo_cpu_isa isa);
+
+/* The widest table this CPU runs, or the one $FOLO_CPU_ISA names (an
+ * unknown name or one the CPU lacks is an error). Logs the choice at debug
+ * level the first time. */
+const folo_cpu_kernels *folo_cpu_kernels_select(folo_error *err);
+
+/* The SIMD tables, defined only on x86-64 (kernels_avx2.c, kernels_avx512.c);
+ * reach them through folo_cpu_kernels_for, which checks the CPU first. */
+extern const folo_cpu_kernels folo_cpu_kernels_avx2;
+extern const folo_cpu_kernels folo_cpu_kernels_avx512;
 
 #endif

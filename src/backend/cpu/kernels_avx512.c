@@ -1,0 +1,444 @@
+/* AVX-512 (F, BW, VL with FMA and F16C) twins of the matmul and attention
+ * kernels of kernels.c; compiled with those flags alone (CMakeLists.txt) and
+ * reached only through folo_cpu_kernels_for, which checks the CPU first.
+ *
+ * Matmul. Every dot product x_t · w_r has one 16-lane register of partial
+ * sums: lane l takes the elements k with k % 16 == l, in order, by fused
+ * multiply-add (the last, partial vector zero-padded), and the register is
+ * reduced by reduce4's fixed tree. No other order exists in this file, so a
+ * (token, row) result is the same whichever tile computes it:
+ * batch-invariant, as kernels.h promises.
+ *
+ * Prefill (more than TILE_TOKENS tokens, or f32/f16 weights): tokens are
+ * taken in blocks (TOKEN_BLOCK_BYTES of activations, at least
+ * MIN_BLOCK_TOKENS), packed tile by tile so a tile reads one stream; within
+ * a block each panel of TILE_ROWS weight rows is widened to f32 and packed
+ * once into the scratch and then meets every tile of the block: a register
+ * tile of TILE_TOKENS tokens x TILE_ROWS rows, 24 accumulators fed by 4 + 6
+ * loads per 24 FMAs. Decode (at most TILE_TOKENS tokens on bf16 weights)
+ * skips the packing and widens the weights in registers (tile_bf16): the
+ * same FMAs in the same order, so the same bits, and the weight stream is
+ * not slowed by panel stores.
+ *
+ * Attention is kernels.c's online softmax: a tile's scores four keys at a
+ * time (independent FMA chains), then the output row updated by the whole
+ * tile with its columns held in registers; the queries of a group take
+ * each key tile in turn, so it is read from memory once for all of them. */
+#include "backend/cpu/kernels.h"
+
+#if defined(__x86_64__)
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
+    !defined(__FMA__) || !defined(__F16C__)
+#error "kernels_avx512.c needs -mavx512f -mavx512bw -mavx512vl -mfma -mf16c"
+#endif
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define V 16 /* f32 lanes of a register */
+#define TILE_ROWS FOLO_CPU_MATMUL_ROWS
+#define TILE_TOKENS 6
+/* Activation bytes of a token block, packed: well inside a 1-2 MiB L2,
+ * leaving room for the weight panel and the outputs. */
+#define TOKEN_BLOCK_BYTES (384 * 1024)
+/* Fewest tokens a block holds even when their activations overflow the
+ * bytes above (K = 3072): fewer would widen and re-read each weight panel
+ * too often (measured: 96 tokens run the down projection ~10% faster than
+ * 30). */
+#define MIN_BLOCK_TOKENS (16 * TILE_TOKENS)
+
+/* How far ahead of its loads a decode tile prefetches each weight row: the
+ * hardware prefetcher alone keeps too few lines in flight for 4 interleaved
+ * rows (measured 19-20 GB/s without, 22-23 with, against 27 for a plain
+ * read loop). A prefetch past the matrix's end is harmless. */
+#define PREFETCH_BYTES 4096
+
+_Static_assert(TILE_ROWS == 4, "a tile reduces its rows with reduce4");
+
+static inline __mmask16 tail_mask(int n) { return (__mmask16)((1u << n) - 1u); }
+
+/* ---- weight widening ----------------------------------------------------- */
+
+static inline __m512 bf16x16_to_f32(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* 16 weights of a row from column k on (fewer at the tail, the rest +0),
+ * widened to f32 exactly. */
+static inline __m512 load_weights(const void *row, folo_dtype dtype, int k, int K) {
+    __mmask16 m = K - k >= V ? (__mmask16)0xffff : tail_mask(K - k);
+    if (dtype == FOLO_DTYPE_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + k);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + k);
+    return dtype == FOLO_DTYPE_BF16 ? bf16x16_to_f32(h) : _mm512_cvtph_ps(h);
+}
+
+/* panel [K16, TILE_ROWS, 16] = the rows (TILE_ROWS pointers [K]) in f32,
+ * 16 columns of each row in turn, the tail padded with +0: one stream for
+ * the tile to read. K16 = ceil(K / 16). */
+static void pack_panel(float *panel, const void *const rows[TILE_ROWS], folo_dtype dtype, int K) {
+    for (int k = 0; k < K; k += V, panel += TILE_ROWS * V)
+        for (int r = 0; r < TILE_ROWS; r++)
+            _mm512_storeu_ps(panel + r * V, load_weights(rows[r], dtype, k, K));
+}
+
+/* xp [K16, n_tokens, 16] = x [n_tokens, K] 16 columns of each token in
+ * turn, the tail padded with +0. */
+static void pack_tokens(float *xp, const float *x, int n_tokens, int K) {
+    for (int k = 0; k < K; k += V) {
+        __mmask16 m = K - k >= V ? (__mmask16)0xffff : tail_mask(K - k);
+        for (int t = 0; t < n_tokens; t++, xp += V)
+            _mm512_storeu_ps(xp, _mm512_maskz_loadu_ps(m, x + (size_t)t * K + k));
+    }
+}
+
+/* ---- matmul -------------------------------------------------------------- */
+
+/* [Σa, Σb, Σc, Σd], each register summed over its own 16 lanes by one fixed
+ * tree ((q0 + q2) + (q1 + q3) over its 4-lane quarters, then
+ * (l0 + l2) + (l1 + l3)): a result never depends on the other registers,
+ * and the shuffles are shared, a quarter of four separate reductions. */
+static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(1, 0, 1, 0)),
+                              _mm512_shuffle_f32x4(c, d, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* quarter j: register j's (q0 + q2) + (q1 + q3) */
+    __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
+    q = _mm512_add_ps(q, _mm512_permute_ps(q, _MM_SHUFFLE(1, 0, 3, 2)));
+    q = _mm512_add_ps(q, _mm512_permute_ps(q, _MM_SHUFFLE(2, 3, 0, 1)));
+    __m512i lane0_of_quarters = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(lane0_of_quarters, q));
+}
+
+/* y[t, r] = x_t · w_r for t < n_tokens (a constant once inlined), r < n_rows,
+ * from packed tokens xp [K16, n_tokens, 16] and a packed panel
+ * [K16, TILE_ROWS, 16]; y: row stride ldy, y[t, 0] is the first row's
+ * column. The padding adds +0 · +0, as the masked tail loads of tile_bf16. */
+static inline __attribute__((always_inline)) void
+tile(float *y, size_t ldy, const float *xp, const float *panel, int K16, int n_rows,
+     int n_tokens) {
+    __m512 acc[TILE_TOKENS][TILE_ROWS];
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_setzero_ps();
+    for (int s = 0; s < K16; s++, xp += n_tokens * V, panel += TILE_ROWS * V) {
+        __m512 wv[TILE_ROWS];
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_ROWS; r++) wv[r] = _mm512_loadu_ps(panel + r * V);
+#pragma GCC unroll 8
+        for (int t = 0; t < n_tokens; t++) {
+            __m512 xv = _mm512_loadu_ps(xp + t * V);
+#pragma GCC unroll 8
+            for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+        }
+    }
+    __mmask8 row_mask = (__mmask8)((1u << n_rows) - 1u);
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++)
+        _mm_mask_storeu_ps(y + (size_t)t * ldy, row_mask,
+                           reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
+}
+
+/* tile() for bf16 weight rows widened in registers: the same FMAs in the
+ * same order, so the same bits, without the round trip through the panel.
+ * For calls of at most TILE_TOKENS tokens (decode), where a panel would be
+ * read once and its stores would only slow the weight stream. */
+static inline __attribute__((always_inline)) void
+tile_bf16(float *y, size_t ldy, const float *x, int K, const uint16_t *const w[TILE_ROWS],
+          int n_rows, int n_tokens) {
+    __m512 acc[TILE_TOKENS][TILE_ROWS];
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + V <= K; k += V) {
+        __m512 wv[TILE_ROWS];
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_ROWS; r++) {
+            _mm_prefetch((const char *)(w[r] + k) + PREFETCH_BYTES, _MM_HINT_T0);
+            wv[r] = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(w[r] + k)));
+        }
+#pragma GCC unroll 8
+        for (int t = 0; t < n_tokens; t++) {
+            __m512 xv = _mm512_loadu_ps(x + (size_t)t * K + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+        }
+    }
+    if (k < K) {
+        __mmask16 m = tail_mask(K - k);
+        __m512 wv[TILE_ROWS];
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_ROWS; r++)
+            wv[r] = bf16x16_to_f32(_mm256_maskz_loadu_epi16(m, w[r] + k));
+#pragma GCC unroll 8
+        for (int t = 0; t < n_tokens; t++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * K + k);
+#pragma GCC unroll 8
+            for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+        }
+    }
+    __mmask8 row_mask = (__mmask8)((1u << n_rows) - 1u);
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++)
+        _mm_mask_storeu_ps(y + (size_t)t * ldy, row_mask,
+                           reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
+}
+
+static void tile_bf16_n(float *y, size_t ldy, const float *x, int K,
+                        const uint16_t *const w[TILE_ROWS], int n_rows, int n_tokens) {
+    switch (n_tokens) {
+    case 1: tile_bf16(y, ldy, x, K, w, n_rows, 1); break;
+    case 2: tile_bf16(y, ldy, x, K, w, n_rows, 2); break;
+    case 3: tile_bf16(y, ldy, x, K, w, n_rows, 3); break;
+    case 4: tile_bf16(y, ldy, x, K, w, n_rows, 4); break;
+    case 5: tile_bf16(y, ldy, x, K, w, n_rows, 5); break;
+    default: tile_bf16(y, ldy, x, K, w, n_rows, TILE_TOKENS); break;
+    }
+}
+
+/* One tile of 1..TILE_TOKENS tokens, each count its own unrolled copy. */
+static void tile_n(float *y, size_t ldy, const float *xp, const float *panel, int K16, int n_rows,
+                   int n_tokens) {
+    switch (n_tokens) {
+    case 1: tile(y, ldy, xp, panel, K16, n_rows, 1); break;
+    case 2: tile(y, ldy, xp, panel, K16, n_rows, 2); break;
+    case 3: tile(y, ldy, xp, panel, K16, n_rows, 3); break;
+    case 4: tile(y, ldy, xp, panel, K16, n_rows, 4); break;
+    case 5: tile(y, ldy, xp, panel, K16, n_rows, 5); break;
+    default: tile(y, ldy, xp, panel, K16, n_rows, TILE_TOKENS); break;
+    }
+}
+
+/* Tokens of a block for inner size K (a multiple of TILE_TOKENS). */
+static int block_tokens(int K) {
+    int block = TOKEN_BLOCK_BYTES / (K * (int)sizeof(float)) / TILE_TOKENS * TILE_TOKENS;
+    return block < MIN_BLOCK_TOKENS ? MIN_BLOCK_TOKENS : block;
+}
+
+static size_t matmul_scratch_avx512(int K) {
+    size_t k_padded = (size_t)(K + V - 1) / V * V;
+    return (size_t)(TILE_ROWS + block_tokens(K)) * k_padded;
+}
+
+static void matmul_avx512(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
+                          folo_dtype w_dtype, int row_begin, int row_end, float *scratch) {
+    size_t row_bytes = (size_t)K * folo_dtype_size(w_dtype);
+    if (w_dtype == FOLO_DTYPE_BF16 && n_tokens <= TILE_TOKENS) {
+        for (int r0 = row_begin; r0 < row_end; r0 += TILE_ROWS) {
+            int n_rows = row_end - r0 < TILE_ROWS ? row_end - r0 : TILE_ROWS;
+            const uint16_t *rows[TILE_ROWS];
+            for (int r = 0; r < TILE_ROWS; r++)
+                rows[r] = (const uint16_t *)w + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * K;
+            tile_bf16_n(y + r0, ldy, x, K, rows, n_rows, n_tokens);
+        }
+        return;
+    }
+    int K16 = (K + V - 1) / V, block = block_tokens(K);
+    float *panel = scratch;                            /* [K16, TILE_ROWS, 16] */
+    float *xp = scratch + (size_t)TILE_ROWS * K16 * V; /* [block / TILE_TOKENS][K16, tile, 16] */
+    for (int t0 = 0; t0 < n_tokens; t0 += block) {
+        int t_end = n_tokens - t0 < block ? n_tokens : t0 + block;
+        for (int t = t0; t < t_end; t += TILE_TOKENS) {
+            int nt = t_end - t < TILE_TOKENS ? t_end - t : TILE_TOKENS;
+            pack_tokens(xp + (size_t)(t - t0) * K16 * V, x + (size_t)t * K, nt, K);
+        }
+        for (int r0 = row_begin; r0 < row_end; r0 += TILE_ROWS) {
+            int n_rows = row_end - r0 < TILE_ROWS ? row_end - r0 : TILE_ROWS;
+            const void *rows[TILE_ROWS];
+            for (int r = 0; r < TILE_ROWS; r++)
+                rows[r] =
+                    (const char *)w + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * row_bytes;
+            pack_panel(panel, rows, w_dtype, K);
+            /* The next panel's rows come from memory while this one's tiles
+             * compute, a slice per tile: the hardware prefetcher does not
+             * run that far ahead of a short read, and a burst of prefetches
+             * would stall on the fill buffers. */
+            int n_next = row_end - r0 - TILE_ROWS;
+            n_next = n_next < 0 ? 0 : n_next < TILE_ROWS ? n_next : TILE_ROWS;
+            const char *next =
+                (const char *)w + (n_next > 0 ? (size_t)(r0 + TILE_ROWS) * row_bytes : 0);
+            size_t next_bytes = (size_t)n_next * row_bytes, prefetched = 0;
+            size_t slice = (next_bytes * TILE_TOKENS / (size_t)(t_end - t0) + 64) & ~(size_t)63;
+            for (int t = t0; t < t_end; t += TILE_TOKENS) {
+                int nt = t_end - t < TILE_TOKENS ? t_end - t : TILE_TOKENS;
+                for (size_t end = prefetched + slice; prefetched < end && prefetched < next_bytes;
+                     prefetched += 64)
+                    _mm_prefetch(next + prefetched, _MM_HINT_T0);
+                tile_n(y + (size_t)t * ldy + r0, ldy, xp + (size_t)(t - t0) * K16 * V, panel, K16,
+                       n_rows, nt);
+            }
+        }
+    }
+}
+
+/* ---- exp and SiLU ----------------------------------------------------------- */
+
+/* e^x for 16 lanes within ~2 ulp of expf: x = n ln2 + r with |r| <= ln2/2
+ * (ln2 split in two for an exact product), e^r by Cephes' degree-6
+ * polynomial, and 2^n applied by scalef, which saturates to +inf and
+ * flushes to +0 without a range check. -inf gives +0; NaN stays NaN. */
+static inline __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* e^-104 is 0 in f32 */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static void silu_mul_avx512(float *gate, const float *up, size_t n) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += V) {
+        __mmask16 m = n - i >= V ? (__mmask16)0xffff : tail_mask((int)(n - i));
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
+        _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
+    }
+}
+
+/* ---- attention ----------------------------------------------------------- */
+
+/* Output columns one pass of the value update keeps in registers. */
+#define OUT_REGS 8
+
+/* q · k[j] for 4 keys: one 16-lane register of partial sums per key (4
+ * independent FMA chains), reduced together by reduce4. */
+static inline __m128 dot4(const float *q, const float *const k[4], int n) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (int d = 0; d < n; d += V) {
+        __mmask16 m = n - d >= V ? (__mmask16)0xffff : tail_mask(n - d);
+        __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k[j] + d), acc[j]);
+    }
+    return reduce4(acc[0], acc[1], acc[2], acc[3]);
+}
+
+/* out[d] = out[d] * rescale + Σ_j p[j] · v[j][d] for d < n, over n_keys
+ * keys, with OUT_REGS registers of out held across all keys. */
+static inline void update_out(float *out, float rescale, const float *p,
+                              const float *const *v, int n_keys, int n) {
+    __m512 r = _mm512_set1_ps(rescale);
+    for (int d0 = 0; d0 < n; d0 += OUT_REGS * V) {
+        __mmask16 m[OUT_REGS];
+        __m512 acc[OUT_REGS];
+#pragma GCC unroll 8
+        for (int i = 0; i < OUT_REGS; i++) {
+            int left = n - d0 - i * V;
+            m[i] = left >= V ? (__mmask16)0xffff : left > 0 ? tail_mask(left) : 0;
+            acc[i] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[i], out + d0 + i * V), r);
+        }
+        for (int j = 0; j < n_keys; j++) {
+            __m512 pv = _mm512_set1_ps(p[j]);
+#pragma GCC unroll 8
+            for (int i = 0; i < OUT_REGS; i++)
+                acc[i] =
+                    _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m[i], v[j] + d0 + i * V), acc[i]);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < OUT_REGS; i++) _mm512_mask_storeu_ps(out + d0 + i * V, m[i], acc[i]);
+    }
+}
+
+/* One tile of n keys for one query: scores, the online-softmax rescaling of
+ * its running max, denominator and output row, and the output update. */
+static inline void attend_tile(float *out, const float *q, const float *const *k_row,
+                               const float *const *v_row, int n, int head_dim, float scale,
+                               float *running_max, float *denom) {
+    float score[FOLO_CPU_ATTN_TILE]; /* [n] scores, then e^(score - new_max) */
+    for (int j0 = 0; j0 < n; j0 += 4) {
+        /* A short last group repeats its last key and keeps what it needs. */
+        const float *k4[4];
+        for (int j = 0; j < 4; j++) k4[j] = k_row[j0 + j < n ? j0 + j : n - 1];
+        __mmask8 keep = (__mmask8)(n - j0 >= 4 ? 0xf : (1u << (n - j0)) - 1u);
+        _mm_mask_storeu_ps(score + j0, keep, dot4(q, k4, head_dim));
+    }
+    float tile_max = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        score[j] *= scale;
+        if (score[j] > tile_max) tile_max = score[j];
+    }
+    float new_max = tile_max > *running_max ? tile_max : *running_max;
+    float rescale = expf(*running_max - new_max); /* 0 on the first tile */
+    *denom *= rescale;
+    __m512 max_v = _mm512_set1_ps(new_max);
+    for (int j = 0; j < n; j += V) {
+        __mmask16 m = n - j >= V ? (__mmask16)0xffff : tail_mask(n - j);
+        _mm512_mask_storeu_ps(score + j, m,
+                              exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, score + j), max_v)));
+    }
+    for (int j = 0; j < n; j++) *denom += score[j];
+    update_out(out, rescale, score, v_row, n, head_dim);
+    *running_max = new_max;
+}
+
+/* The key tile is the outer loop and the queries the inner one, so a tile's
+ * keys and values come from memory once and from L1 for the other queries;
+ * each query still sees exactly its own tiles in order, so its result is the
+ * one it gets alone. */
+static void attention_group_avx512(float *const *out, const float *const *q, const int *n_ctx,
+                                   int n_queries, const float *k_cache, const float *v_cache,
+                                   const int32_t *block_table, int block_size, int n_kv_heads,
+                                   int kv_head, int head_dim, float scale) {
+    float running_max[FOLO_CPU_ATTN_QUERIES]; /* [n_queries] max score seen so far */
+    float denom[FOLO_CPU_ATTN_QUERIES];       /* [n_queries] Σ e^(score - running_max) */
+    int max_ctx = 0;
+    for (int i = 0; i < n_queries; i++) {
+        running_max[i] = -INFINITY;
+        denom[i] = 0.0f;
+        memset(out[i], 0, (size_t)head_dim * sizeof(float)); /* Σ e^(score - running_max) · v */
+        if (n_ctx[i] > max_ctx) max_ctx = n_ctx[i];
+    }
+    for (int p0 = 0; p0 < max_ctx; p0 += FOLO_CPU_ATTN_TILE) {
+        int n_tile = max_ctx - p0 < FOLO_CPU_ATTN_TILE ? max_ctx - p0 : FOLO_CPU_ATTN_TILE;
+        const float *k_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
+        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
+        for (int j = 0; j < n_tile; j++) {
+            int pos = p0 + j;
+            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
+                             block_size + pos % block_size;
+            size_t offset = row * head_dim;
+            k_row[j] = k_cache + offset;
+            v_row[j] = v_cache + offset;
+        }
+        for (int i = 0; i < n_queries; i++) {
+            int n = n_ctx[i] - p0 < n_tile ? n_ctx[i] - p0 : n_tile;
+            if (n > 0)
+                attend_tile(out[i], q[i], k_row, v_row, n, head_dim, scale, &running_max[i],
+                            &denom[i]);
+        }
+    }
+    for (int i = 0; i < n_queries; i++) {
+        __m512 inv = _mm512_set1_ps(1.0f / denom[i]);
+        for (int d = 0; d < head_dim; d += V) {
+            __mmask16 m = head_dim - d >= V ? (__mmask16)0xffff : tail_mask(head_dim - d);
+            _mm512_mask_storeu_ps(out[i] + d, m,
+                                  _mm512_mul_ps(_mm512_maskz_loadu_ps(m, out[i] + d), inv));
+        }
+    }
+}
+
+const folo_cpu_kernels folo_cpu_kernels_avx512 = {
+    .name = "avx512",
+    .matmul = matmul_avx512,
+    .matmul_scratch_floats = matmul_scratch_avx512,
+    .silu_mul = silu_mul_avx512,
+    .attention_group = attention_group_avx512,
+};
+
+#endif
