@@ -54,6 +54,13 @@ struct folo_backend {
     void (*destroy)(folo_backend *b);
 };
 
+/* Checks a batch against a backend's vocabulary and KV pool (every index in
+ * range, slots agreeing with the block tables); every backend calls it
+ * before its kernels read the batch. logits may be NULL when no rows are
+ * asked for. */
+int folo_batch_validate(const folo_batch *batch, int vocab_size, int kv_block_size,
+                        int kv_n_blocks, const float *logits, folo_error *err);
+
 folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backend_options *opt,
                                       folo_error *err);
 /* A backend that computes nothing: its logits make token (position + 1) mod
