@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "folo.h"
+
 int folo_cmd_run(int argc, char **argv);
 int folo_cmd_tokenize(int argc, char **argv);
 int folo_cmd_logits(int argc, char **argv);
@@ -44,5 +46,34 @@ char *cli_model_dir(const char *cmd, const char *flag_value);
 /* Directory with the Qwen3 tokenizer files shipped in the repository
  * ($FOLO_TOKENIZER_DIR overrides). */
 const char *cli_tokenizer_dir(void);
+
+/* The engine's flags, shared by the commands that create an engine
+ * (generate, serve, bench): their getopt_long entries, their help text and
+ * their parsing into folo_engine_options. Values start at 1000 so they never
+ * meet a command's own option values. */
+enum {
+    CLI_OPT_MAX_BATCHED = 1000, CLI_OPT_MAX_SEQS, CLI_OPT_KV_MEMORY, CLI_OPT_BLOCK_SIZE,
+    CLI_OPT_NO_PREFIX_CACHE, CLI_OPT_THREADS, CLI_OPT_DEVICE
+};
+#define CLI_ENGINE_LONG_OPTIONS                                                   \
+    {"max-batched-tokens", required_argument, NULL, CLI_OPT_MAX_BATCHED},         \
+    {"max-seqs", required_argument, NULL, CLI_OPT_MAX_SEQS},                      \
+    {"kv-memory", required_argument, NULL, CLI_OPT_KV_MEMORY},                    \
+    {"block-size", required_argument, NULL, CLI_OPT_BLOCK_SIZE},                  \
+    {"no-prefix-cache", no_argument, NULL, CLI_OPT_NO_PREFIX_CACHE},              \
+    {"threads", required_argument, NULL, CLI_OPT_THREADS},                        \
+    {"device", required_argument, NULL, CLI_OPT_DEVICE}
+#define CLI_ENGINE_HELP                                                                              \
+    "      --max-batched-tokens N token budget of one engine step (default 512)\n"                  \
+    "      --max-seqs N           sequences running at once (default 256)\n"                        \
+    "      --kv-memory BYTES      KV cache size, e.g. 2G (default: min(4 GiB, RAM/2 - weights))\n"  \
+    "      --block-size N         tokens per KV block (default 16)\n"                               \
+    "      --no-prefix-cache      do not reuse the KV blocks of shared prompt prefixes\n"           \
+    "      --threads N            CPU threads (default: all cores)\n"                               \
+    "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present (default)\n"
+
+/* Parses getopt_long's result c when it is an engine flag: returns 0, or 2
+ * after printing the bad value; -1 when c is not an engine flag. */
+int cli_engine_flag(const char *cmd, int c, const char *arg, folo_engine_options *e);
 
 #endif

@@ -69,10 +69,7 @@ static const char k_help[] =
     "      --bandwidth-gbs X      memory bandwidth of the machine for the roofline, GB/s\n"
     "                             (default 32, the CPU machines of DESIGN §9)\n"
     "      --json FILE            write the summaries and raw per-request records\n"
-    "      --max-batched-tokens N token budget of one engine step (default 512)\n"
-    "      --kv-memory BYTES      KV cache size, e.g. 2G (default: min(4 GiB, RAM/2 - weights))\n"
-    "      --threads N            CPU threads (default: all cores)\n"
-    "      --device D             cpu, cuda, or auto (default)\n";
+    CLI_ENGINE_HELP;
 
 typedef enum bench_mode { MODE_LATENCY, MODE_THROUGHPUT } bench_mode;
 
@@ -95,8 +92,7 @@ typedef struct bench_options {
 
 enum {
     OPT_INPUT_LEN = 256, OPT_OUTPUT_LEN, OPT_BATCH_SIZES, OPT_ITERS, OPT_WARMUP,
-    OPT_NUM_PROMPTS, OPT_SEED, OPT_GOODPUT, OPT_BANDWIDTH, OPT_JSON, OPT_MAX_BATCHED,
-    OPT_KV_MEMORY, OPT_THREADS, OPT_DEVICE, OPT_HELP
+    OPT_NUM_PROMPTS, OPT_SEED, OPT_GOODPUT, OPT_BANDWIDTH, OPT_JSON, OPT_HELP
 };
 
 /* "1,2,4" into o->batch_sizes. */
@@ -133,10 +129,7 @@ static int parse_args(int argc, char **argv, bench_options *o) {
         {"goodput", required_argument, NULL, OPT_GOODPUT},
         {"bandwidth-gbs", required_argument, NULL, OPT_BANDWIDTH},
         {"json", required_argument, NULL, OPT_JSON},
-        {"max-batched-tokens", required_argument, NULL, OPT_MAX_BATCHED},
-        {"kv-memory", required_argument, NULL, OPT_KV_MEMORY},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"device", required_argument, NULL, OPT_DEVICE},
+        CLI_ENGINE_LONG_OPTIONS,
         {"help", no_argument, NULL, OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -194,26 +187,17 @@ static int parse_args(int argc, char **argv, bench_options *o) {
                 return 2;
             break;
         case OPT_JSON: o->json_path = optarg; break;
-        case OPT_MAX_BATCHED:
-            if (cli_parse_int(k_cmd, "--max-batched-tokens", optarg, 1, 1 << 20,
-                              &e->max_num_batched_tokens))
-                return 2;
-            break;
-        case OPT_KV_MEMORY:
-            if (cli_parse_bytes(k_cmd, "--kv-memory", optarg, &e->kv_memory_bytes)) return 2;
-            break;
-        case OPT_THREADS:
-            if (cli_parse_int(k_cmd, "--threads", optarg, 1, 1024, &e->n_threads)) return 2;
-            break;
-        case OPT_DEVICE:
-            if (cli_parse_device(k_cmd, optarg, &e->device)) return 2;
-            break;
         case OPT_HELP:
             printf("%s\n%s", k_usage, k_help);
             return HELP_SHOWN;
-        default:
-            return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
-                                   argv[optind - 1]);
+        default: {
+            int rc = cli_engine_flag(k_cmd, c, optarg, e);
+            if (rc < 0)
+                return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
+                                       argv[optind - 1]);
+            if (rc) return rc;
+            break;
+        }
         }
     }
     if (optind != argc)

@@ -50,13 +50,7 @@ static const char k_help[] =
     "  -i, --input FILE           JSONL requests ('-' reads stdin)\n"
     "  -o, --output FILE          JSONL completions\n"
     "      --max-tokens N         max_tokens of lines that give none (default 128)\n"
-    "      --max-batched-tokens N token budget of one engine step (default 512)\n"
-    "      --max-seqs N           sequences running at once (default 256)\n"
-    "      --kv-memory BYTES      KV cache size, e.g. 2G (default: min(4 GiB, RAM/2 - weights))\n"
-    "      --block-size N         tokens per KV block (default 16)\n"
-    "      --no-prefix-cache      do not reuse the KV blocks of shared prompt prefixes\n"
-    "      --threads N            CPU threads (default: all cores)\n"
-    "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present (default)\n";
+    CLI_ENGINE_HELP;
 
 typedef struct generate_options {
     const char *model;
@@ -67,8 +61,7 @@ typedef struct generate_options {
 } generate_options;
 
 enum {
-    OPT_MAX_TOKENS = 256, OPT_MAX_BATCHED, OPT_MAX_SEQS, OPT_KV_MEMORY, OPT_BLOCK_SIZE,
-    OPT_NO_PREFIX_CACHE, OPT_THREADS, OPT_DEVICE, OPT_HELP
+    OPT_MAX_TOKENS = 256, OPT_HELP
 };
 
 static int parse_args(int argc, char **argv, generate_options *o) {
@@ -77,13 +70,7 @@ static int parse_args(int argc, char **argv, generate_options *o) {
         {"input", required_argument, NULL, 'i'},
         {"output", required_argument, NULL, 'o'},
         {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
-        {"max-batched-tokens", required_argument, NULL, OPT_MAX_BATCHED},
-        {"max-seqs", required_argument, NULL, OPT_MAX_SEQS},
-        {"kv-memory", required_argument, NULL, OPT_KV_MEMORY},
-        {"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
-        {"no-prefix-cache", no_argument, NULL, OPT_NO_PREFIX_CACHE},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"device", required_argument, NULL, OPT_DEVICE},
+        CLI_ENGINE_LONG_OPTIONS,
         {"help", no_argument, NULL, OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -99,33 +86,17 @@ static int parse_args(int argc, char **argv, generate_options *o) {
         case OPT_MAX_TOKENS:
             if (cli_parse_int(k_cmd, "--max-tokens", optarg, 1, 1 << 24, &o->max_tokens)) return 2;
             break;
-        case OPT_MAX_BATCHED:
-            if (cli_parse_int(k_cmd, "--max-batched-tokens", optarg, 1, 1 << 20,
-                              &e->max_num_batched_tokens))
-                return 2;
-            break;
-        case OPT_MAX_SEQS:
-            if (cli_parse_int(k_cmd, "--max-seqs", optarg, 1, 1 << 16, &e->max_num_seqs)) return 2;
-            break;
-        case OPT_KV_MEMORY:
-            if (cli_parse_bytes(k_cmd, "--kv-memory", optarg, &e->kv_memory_bytes)) return 2;
-            break;
-        case OPT_BLOCK_SIZE:
-            if (cli_parse_int(k_cmd, "--block-size", optarg, 1, 1024, &e->block_size)) return 2;
-            break;
-        case OPT_NO_PREFIX_CACHE: e->disable_prefix_caching = true; break;
-        case OPT_THREADS:
-            if (cli_parse_int(k_cmd, "--threads", optarg, 1, 1024, &e->n_threads)) return 2;
-            break;
-        case OPT_DEVICE:
-            if (cli_parse_device(k_cmd, optarg, &e->device)) return 2;
-            break;
         case OPT_HELP:
             printf("%s\n%s", k_usage, k_help);
             return HELP_SHOWN;
-        default:
-            return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
-                                   argv[optind - 1]);
+        default: {
+            int rc = cli_engine_flag(k_cmd, c, optarg, e);
+            if (rc < 0)
+                return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
+                                       argv[optind - 1]);
+            if (rc) return rc;
+            break;
+        }
         }
     }
     if (optind != argc)

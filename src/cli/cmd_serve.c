@@ -23,8 +23,9 @@
 static const char k_cmd[] = "serve";
 static const char k_usage[] =
     "usage: folo serve [-m DIR] [--host HOST] [--port PORT] [--served-model-name NAME]\n"
-    "                  [--max-seqs N] [--max-batched-tokens N] [--kv-memory BYTES]\n"
-    "                  [--threads N] [--device D] [--log-level LEVEL]\n";
+    "                  [--max-batched-tokens N] [--max-seqs N] [--kv-memory BYTES]\n"
+    "                  [--block-size N] [--no-prefix-cache] [--threads N] [--device D]\n"
+    "                  [--log-level LEVEL]\n";
 static const char k_help[] =
     "Serves the model over an OpenAI-compatible HTTP API: GET /health, GET /v1/models,\n"
     "POST /v1/completions, POST /v1/chat/completions (with \"stream\": true as SSE).\n"
@@ -35,12 +36,7 @@ static const char k_help[] =
     "      --host HOST            address to bind (default 127.0.0.1)\n"
     "      --port PORT            port to listen on (default 8000)\n"
     "      --served-model-name N  the model name of the API (default: the directory's name)\n"
-    "      --max-seqs N           sequences running at once (default 256)\n"
-    "      --max-batched-tokens N token budget of one engine step (default 512)\n"
-    "      --kv-memory BYTES      KV cache size, e.g. 2G (default: min(4 GiB, RAM/2 - weights))\n"
-    "      --threads N            CPU threads (default: all cores)\n"
-    "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present\n"
-    "                             (default)\n"
+    CLI_ENGINE_HELP
     "      --log-level LEVEL      debug, info, warn, error or off (default info)\n";
 
 typedef struct serve_options {
@@ -50,8 +46,7 @@ typedef struct serve_options {
 } serve_options;
 
 enum {
-    OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_MAX_SEQS, OPT_MAX_BATCHED, OPT_KV_MEMORY, OPT_THREADS,
-    OPT_DEVICE, OPT_LOG_LEVEL, OPT_HELP
+    OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_LOG_LEVEL, OPT_HELP
 };
 
 static int parse_args(int argc, char **argv, serve_options *o) {
@@ -60,12 +55,8 @@ static int parse_args(int argc, char **argv, serve_options *o) {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
         {"served-model-name", required_argument, NULL, OPT_NAME},
-        {"max-seqs", required_argument, NULL, OPT_MAX_SEQS},
-        {"max-batched-tokens", required_argument, NULL, OPT_MAX_BATCHED},
-        {"kv-memory", required_argument, NULL, OPT_KV_MEMORY},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"device", required_argument, NULL, OPT_DEVICE},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        CLI_ENGINE_LONG_OPTIONS,
         {"help", no_argument, NULL, OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -82,23 +73,6 @@ static int parse_args(int argc, char **argv, serve_options *o) {
             if (cli_parse_int(k_cmd, "--port", optarg, 1, 65535, &o->server.port)) return 2;
             break;
         case OPT_NAME: o->server.model_name = optarg; break;
-        case OPT_MAX_SEQS:
-            if (cli_parse_int(k_cmd, "--max-seqs", optarg, 1, 1 << 16, &e->max_num_seqs)) return 2;
-            break;
-        case OPT_MAX_BATCHED:
-            if (cli_parse_int(k_cmd, "--max-batched-tokens", optarg, 1, 1 << 20,
-                              &e->max_num_batched_tokens))
-                return 2;
-            break;
-        case OPT_KV_MEMORY:
-            if (cli_parse_bytes(k_cmd, "--kv-memory", optarg, &e->kv_memory_bytes)) return 2;
-            break;
-        case OPT_THREADS:
-            if (cli_parse_int(k_cmd, "--threads", optarg, 1, 1024, &e->n_threads)) return 2;
-            break;
-        case OPT_DEVICE:
-            if (cli_parse_device(k_cmd, optarg, &e->device)) return 2;
-            break;
         case OPT_LOG_LEVEL:
             if (folo_log_parse_level(optarg, &level) != 0)
                 return cli_usage_error(k_cmd, k_usage, "invalid --log-level '%s'", optarg);
@@ -107,9 +81,14 @@ static int parse_args(int argc, char **argv, serve_options *o) {
         case OPT_HELP:
             printf("%s\n%s", k_usage, k_help);
             return HELP_SHOWN;
-        default:
-            return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
-                                   argv[optind - 1]);
+        default: {
+            int rc = cli_engine_flag(k_cmd, c, optarg, e);
+            if (rc < 0)
+                return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
+                                       argv[optind - 1]);
+            if (rc) return rc;
+            break;
+        }
         }
     }
     if (optind != argc)

@@ -130,3 +130,22 @@ char *cli_model_dir(const char *cmd, const char *flag_value) {
     }
     return dir;
 }
+
+int cli_engine_flag(const char *cmd, int c, const char *arg, folo_engine_options *e) {
+    switch (c) {
+    case CLI_OPT_MAX_BATCHED:
+        return cli_parse_int(cmd, "--max-batched-tokens", arg, 1, 1 << 20,
+                             &e->max_num_batched_tokens) ? 2 : 0;
+    case CLI_OPT_MAX_SEQS:
+        return cli_parse_int(cmd, "--max-seqs", arg, 1, 1 << 16, &e->max_num_seqs) ? 2 : 0;
+    case CLI_OPT_KV_MEMORY:
+        return cli_parse_bytes(cmd, "--kv-memory", arg, &e->kv_memory_bytes) ? 2 : 0;
+    case CLI_OPT_BLOCK_SIZE:
+        return cli_parse_int(cmd, "--block-size", arg, 1, 1024, &e->block_size) ? 2 : 0;
+    case CLI_OPT_NO_PREFIX_CACHE: e->disable_prefix_caching = true; return 0;
+    case CLI_OPT_THREADS:
+        return cli_parse_int(cmd, "--threads", arg, 1, 1024, &e->n_threads) ? 2 : 0;
+    case CLI_OPT_DEVICE: return cli_parse_device(cmd, arg, &e->device) ? 2 : 0;
+    default: return -1;
+    }
+}
