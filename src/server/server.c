@@ -112,6 +112,27 @@ static void release_if_unused(folo_server *s, entry *e) {
     pthread_cond_broadcast(&s->drained);
 }
 
+/* One line per finished sample at info level (errors at error level):
+ * request id, status, prompt and output tokens, TTFT and E2E. Written after
+ * the server lock is released. */
+static void log_finished(const folo_output *out) {
+    unsigned long long id = (unsigned long long)out->request_id;
+    if (out->finish_reason == FOLO_FINISH_ERROR) {
+        folo_log(FOLO_LOG_ERROR, "serve: request %llu failed: %s", id,
+                 out->error_message ? out->error_message : "unknown error");
+        return;
+    }
+    static const char *names[] = {[FOLO_FINISH_STOP] = "stop", [FOLO_FINISH_LENGTH] = "length",
+                                  [FOLO_FINISH_ABORT] = "abort"};
+    const folo_request_metrics *m = out->metrics;
+    folo_log(FOLO_LOG_INFO,
+             "serve: request %llu sample %d finished (%s): prompt %d tokens, output %d tokens, "
+             "TTFT %.1f ms, E2E %.1f ms",
+             id, out->sample_index, names[out->finish_reason], out->n_prompt_tokens,
+             m ? m->n_output_tokens : out->n_all_token_ids, m ? m->ttft_ms : 0.0,
+             m ? m->e2e_ms : 0.0);
+}
+
 /* The engine thread's callback: copy, queue, signal; never waits on a
  * client. */
 static void on_output(void *user, const folo_output *out) {
@@ -130,10 +151,6 @@ static void on_output(void *user, const folo_output *out) {
         .n_prompt_tokens = out->n_prompt_tokens,
         .finish = out->finish_reason,
     };
-    if (out->finish_reason == FOLO_FINISH_ERROR)
-        folo_log(FOLO_LOG_ERROR, "serve: request %llu failed: %s",
-                 (unsigned long long)out->request_id,
-                 out->error_message ? out->error_message : "unknown error");
     if (out->finish_reason != FOLO_FINISH_NONE) e->n_finished++;
     pthread_cond_broadcast(&e->wake);
     if (engine_done(e)) {
@@ -141,6 +158,7 @@ static void on_output(void *user, const folo_output *out) {
         release_if_unused(s, e);
     }
     pthread_mutex_unlock(&s->lock);
+    if (out->finish_reason != FOLO_FINISH_NONE) log_finished(out);
 }
 
 /* ---- one connection ------------------------------------------------------ */

@@ -12,6 +12,7 @@ server exits 0 on SIGTERM, with a stream in flight too."""
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -123,6 +124,20 @@ def test_completion_equals_folo_run_and_counts_usage(client):
     assert r.usage.prompt_tokens == n_tokens(PROMPT)
     assert r.usage.completion_tokens == 12
     assert r.usage.total_tokens == r.usage.prompt_tokens + 12
+
+
+def test_each_finished_request_is_logged(server, client):
+    r = client.completions.create(model=MODEL_NAME, prompt="log me", max_tokens=3,
+                                  extra_body={"ignore_eos": True})
+    line = (f"finished (length): prompt {r.usage.prompt_tokens} tokens, "
+            f"output {r.usage.completion_tokens} tokens, TTFT ")
+    deadline = time.time() + 30
+    while line not in server.log_text():
+        assert time.time() < deadline, server.log_text()
+        time.sleep(0.05)
+    logged = [l for l in server.log_text().splitlines() if line in l][-1]
+    assert re.search(r"serve: request \d+ sample 0 finished .* TTFT [0-9.]+ ms, E2E [0-9.]+ ms$",
+                     logged), logged
 
 
 def test_chat_equals_folo_run_chat(client):
