@@ -72,8 +72,11 @@ enum {
     "      --threads N            CPU threads (default: all cores)\n"                               \
     "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present (default)\n"
 
-/* Parses getopt_long's result c when it is an engine flag: returns 0, or 2
- * after printing the bad value; -1 when c is not an engine flag. */
-int cli_engine_flag(const char *cmd, int c, const char *arg, folo_engine_options *e);
+/* The default case of a command's getopt_long loop: parses c (with optarg)
+ * into e when it is an engine flag and returns 0; otherwise, or on a bad
+ * value, prints the error (an unknown option with the usage line) and
+ * returns 2. */
+int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
+                    folo_engine_options *e);
 
 #endif

@@ -89,14 +89,9 @@ static int parse_args(int argc, char **argv, generate_options *o) {
         case OPT_HELP:
             printf("%s\n%s", k_usage, k_help);
             return HELP_SHOWN;
-        default: {
-            int rc = cli_engine_flag(k_cmd, c, optarg, e);
-            if (rc < 0)
-                return cli_usage_error(k_cmd, k_usage, "unknown option '%s' (or missing value)",
-                                       argv[optind - 1]);
-            if (rc) return rc;
+        default:
+            if (cli_engine_flag(k_cmd, k_usage, c, argv, e) != 0) return 2;
             break;
-        }
         }
     }
     if (optind != argc)

@@ -1,6 +1,7 @@
 /* Helpers shared by the subcommands: flag value parsing, usage errors, and
  * the default model (a synthetic 0.6B-shaped checkpoint made on first use). */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -131,21 +132,35 @@ char *cli_model_dir(const char *cmd, const char *flag_value) {
     return dir;
 }
 
-int cli_engine_flag(const char *cmd, int c, const char *arg, folo_engine_options *e) {
+int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
+                    folo_engine_options *e) {
+    const char *arg = optarg;
+    int bad;
     switch (c) {
     case CLI_OPT_MAX_BATCHED:
-        return cli_parse_int(cmd, "--max-batched-tokens", arg, 1, 1 << 20,
-                             &e->max_num_batched_tokens) ? 2 : 0;
+        bad = cli_parse_int(cmd, "--max-batched-tokens", arg, 1, 1 << 20,
+                            &e->max_num_batched_tokens);
+        break;
     case CLI_OPT_MAX_SEQS:
-        return cli_parse_int(cmd, "--max-seqs", arg, 1, 1 << 16, &e->max_num_seqs) ? 2 : 0;
+        bad = cli_parse_int(cmd, "--max-seqs", arg, 1, 1 << 16, &e->max_num_seqs);
+        break;
     case CLI_OPT_KV_MEMORY:
-        return cli_parse_bytes(cmd, "--kv-memory", arg, &e->kv_memory_bytes) ? 2 : 0;
+        bad = cli_parse_bytes(cmd, "--kv-memory", arg, &e->kv_memory_bytes);
+        break;
     case CLI_OPT_BLOCK_SIZE:
-        return cli_parse_int(cmd, "--block-size", arg, 1, 1024, &e->block_size) ? 2 : 0;
-    case CLI_OPT_NO_PREFIX_CACHE: e->disable_prefix_caching = true; return 0;
+        bad = cli_parse_int(cmd, "--block-size", arg, 1, 1024, &e->block_size);
+        break;
+    case CLI_OPT_NO_PREFIX_CACHE:
+        e->disable_prefix_caching = true;
+        bad = 0;
+        break;
     case CLI_OPT_THREADS:
-        return cli_parse_int(cmd, "--threads", arg, 1, 1024, &e->n_threads) ? 2 : 0;
-    case CLI_OPT_DEVICE: return cli_parse_device(cmd, arg, &e->device) ? 2 : 0;
-    default: return -1;
+        bad = cli_parse_int(cmd, "--threads", arg, 1, 1024, &e->n_threads);
+        break;
+    case CLI_OPT_DEVICE: bad = cli_parse_device(cmd, arg, &e->device); break;
+    default:
+        return cli_usage_error(cmd, usage, "unknown option '%s' (or missing value)",
+                               argv[optind - 1]);
     }
+    return bad ? 2 : 0;
 }
