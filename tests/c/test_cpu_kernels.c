@@ -11,42 +11,10 @@
 
 #include "backend/cpu/kernels.h"
 #include "check.h"
+#include "test_random.h"
 #include "core/dtype.h"
 
-/* ---- random numbers --------------------------------------------------------- */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1). */
-static float rng_float(void) { return (float)((double)(rng_next() >> 11) * 0x1.0p-53 * 2.0 - 1.0); }
-
-static int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
-
-static void fill_random(float *x, size_t n, float scale) {
-    for (size_t i = 0; i < n; i++) x[i] = scale * rng_float();
-}
-
 /* ---- matmul ------------------------------------------------------------------- */
-
-/* Stores src [n] as dtype t into dst; returns the values as stored, in f32. */
-static void store_weights(folo_dtype t, const float *src, void *dst, float *stored, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (t == FOLO_DTYPE_F32)
-            ((float *)dst)[i] = src[i];
-        else if (t == FOLO_DTYPE_BF16)
-            ((uint16_t *)dst)[i] = folo_f32_to_bf16(src[i]);
-        else
-            ((uint16_t *)dst)[i] = folo_f32_to_f16(src[i]);
-    }
-    folo_to_f32(t, dst, stored, n);
-}
 
 static void test_matmul_shape(folo_dtype dtype, int T, int K, int N) {
     float *x = malloc(sizeof(float) * T * K);        /* [T, K] */
@@ -310,6 +278,7 @@ static void test_attention(void) {
 }
 
 int main(void) {
+    rng_seed(0x9e3779b97f4a7c15ull);
     test_matmul();
     test_rmsnorm();
     test_rope();
