@@ -29,9 +29,9 @@
  * the engine takes it in at its next step. Errors are values: functions
  * that can fail return 0 or -1 and fill a folo_error naming the parameter.
  *
- * Greedy outputs do not depend on batching, chunking, prefix caching or
- * preemption (tests/c/test_engine.c). Times are seconds of the monotonic
- * clock (folo_now_s); metrics follow DESIGN §7. */
+ * Greedy outputs do not depend on batching, chunking, prefix caching,
+ * preemption or the switches below (tests/c/test_engine.c). Times are
+ * seconds of the monotonic clock (folo_now_s); metrics follow DESIGN §7. */
 #ifndef FOLO_H
 #define FOLO_H
 
@@ -61,6 +61,29 @@ extern "C" {
 #define FOLO_DEFAULT_KV_BYTES ((size_t)4 << 30)
 /* max_tokens of a request that gives none (vLLM's SamplingParams default). */
 #define FOLO_DEFAULT_MAX_TOKENS 16
+/* Largest score matrix of one attention head that --attention naive may
+ * materialize: a sequence of T tokens needs T x T floats, so 64 MiB admits
+ * T <= 4096 (docs/switches.md). */
+#define FOLO_DEFAULT_NAIVE_ATTENTION_BYTES ((size_t)64 << 20)
+
+/* The engine switches (docs/switches.md): each default is the optimized
+ * path; the alternatives reproduce the seeds' baselines so a benchmark can
+ * measure what each optimization buys. Greedy outputs are the same under
+ * every combination. */
+typedef enum folo_batching {
+    FOLO_BATCHING_CONTINUOUS = 0, /* admit new requests at every step */
+    FOLO_BATCHING_STATIC,         /* form a batch, run it to completion, then the next */
+} folo_batching;
+
+typedef enum folo_kv_layout {
+    FOLO_KV_PAGED = 0,            /* blocks taken as tokens arrive */
+    FOLO_KV_CONTIGUOUS,           /* prompt + max_tokens reserved at admission; no prefix cache */
+} folo_kv_layout;
+
+typedef enum folo_attention_kind {
+    FOLO_ATTENTION_ONLINE = 0,    /* online softmax over the paged blocks, no score matrix */
+    FOLO_ATTENTION_NAIVE,         /* materialized [queries x context] scores per head (CPU only) */
+} folo_attention_kind;
 
 typedef struct folo_engine folo_engine;
 
@@ -75,6 +98,12 @@ typedef struct folo_engine_options {
     int max_num_seqs;             /* sequences running at once (256) */
     int max_model_len;            /* context per sequence (the model's max_position_embeddings) */
     bool disable_prefix_caching;  /* prefix caching is on unless this is set */
+    folo_batching batching;       /* continuous (default) or static */
+    folo_kv_layout kv_layout;     /* paged (default) or contiguous */
+    folo_attention_kind attention;/* online (default) or naive */
+    size_t naive_attention_bytes; /* score-matrix budget of naive attention
+                                     (FOLO_DEFAULT_NAIVE_ATTENTION_BYTES) */
+    bool disable_chunked_prefill; /* prefills are never split across steps */
 } folo_engine_options;
 
 /* What to generate for one request. */
@@ -212,6 +241,31 @@ void folo_engine_stop(folo_engine *e);
 void folo_engine_get_stats(folo_engine *e, folo_engine_stats *out);
 /* Tokens the KV pool holds (blocks x block size). */
 int folo_engine_token_capacity(const folo_engine *e);
+
+/* The engine's tokenizer, for callers that need what a request would see
+ * (a server's /tokenize, the text of a logprob's token). Thread-safe.
+ * tokenize_text encodes as folo_engine_add_text does (special tokens
+ * written in the text are recognized); tokenize_chat renders and encodes
+ * as folo_engine_add_chat does. *ids is allocated; the caller frees it. */
+int folo_engine_tokenize_text(const folo_engine *e, const char *text, int32_t **ids,
+                              int *n_ids, folo_error *err);
+int folo_engine_tokenize_chat(const folo_engine *e, const char *messages_json, int32_t **ids,
+                              int *n_ids, folo_error *err);
+/* The text of ids (allocated, NUL-terminated; invalid UTF-8 becomes
+ * U+FFFD); special tokens are dropped when skip_special. Ids must be below
+ * folo_engine_vocab_size. */
+char *folo_engine_detokenize(const folo_engine *e, const int32_t *ids, int n_ids,
+                             bool skip_special);
+int folo_engine_vocab_size(const folo_engine *e);
+/* Tokens one sequence may hold (prompt and output). */
+int folo_engine_max_model_len(const folo_engine *e);
+
+/* Calls fn(user, n_tokens) after every step that ran a forward, with the
+ * tokens it computed (prefill chunks and decodes together): the step-size
+ * distribution behind a serving metric such as iteration_tokens_total. Runs
+ * on the stepping thread; set it before folo_engine_start. */
+typedef void (*folo_step_fn)(void *user, int n_tokens);
+void folo_engine_set_step_hook(folo_engine *e, folo_step_fn fn, void *user);
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@
 #ifndef FOLO_BACKEND_BACKEND_H
 #define FOLO_BACKEND_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,10 @@ typedef struct folo_backend_options {
     int kv_block_size;             /* tokens per block (default 16) */
     int kv_n_blocks;               /* blocks in the pool */
     int max_batch_tokens;          /* largest batch expected (sizes the scratch); <= 0: a default */
+    bool naive_attention;          /* materialize each head's score matrix (the seeds' M1
+                                      baseline; cpu only, cuda refuses it) */
+    size_t naive_attention_bytes;  /* the largest score matrix it may hold per head; a batch
+                                      needing more fails naming both */
 } folo_backend_options;
 
 typedef struct folo_backend folo_backend;

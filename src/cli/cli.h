@@ -53,7 +53,8 @@ const char *cli_tokenizer_dir(void);
  * meet a command's own option values. */
 enum {
     CLI_OPT_MAX_BATCHED = 1000, CLI_OPT_MAX_SEQS, CLI_OPT_KV_MEMORY, CLI_OPT_BLOCK_SIZE,
-    CLI_OPT_NO_PREFIX_CACHE, CLI_OPT_THREADS, CLI_OPT_DEVICE
+    CLI_OPT_NO_PREFIX_CACHE, CLI_OPT_THREADS, CLI_OPT_DEVICE, CLI_OPT_BATCHING, CLI_OPT_KV,
+    CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL
 };
 #define CLI_ENGINE_LONG_OPTIONS                                                   \
     {"max-batched-tokens", required_argument, NULL, CLI_OPT_MAX_BATCHED},         \
@@ -62,7 +63,11 @@ enum {
     {"block-size", required_argument, NULL, CLI_OPT_BLOCK_SIZE},                  \
     {"no-prefix-cache", no_argument, NULL, CLI_OPT_NO_PREFIX_CACHE},              \
     {"threads", required_argument, NULL, CLI_OPT_THREADS},                        \
-    {"device", required_argument, NULL, CLI_OPT_DEVICE}
+    {"device", required_argument, NULL, CLI_OPT_DEVICE},                          \
+    {"batching", required_argument, NULL, CLI_OPT_BATCHING},                      \
+    {"kv", required_argument, NULL, CLI_OPT_KV},                                  \
+    {"attention", required_argument, NULL, CLI_OPT_ATTENTION},                    \
+    {"no-chunked-prefill", no_argument, NULL, CLI_OPT_NO_CHUNKED_PREFILL}
 #define CLI_ENGINE_HELP                                                                              \
     "      --max-batched-tokens N token budget of one engine step (default 512)\n"                  \
     "      --max-seqs N           sequences running at once (default 256)\n"                        \
@@ -70,7 +75,15 @@ enum {
     "      --block-size N         tokens per KV block (default 16)\n"                               \
     "      --no-prefix-cache      do not reuse the KV blocks of shared prompt prefixes\n"           \
     "      --threads N            CPU threads (default: all cores)\n"                               \
-    "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present (default)\n"
+    "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present (default)\n" \
+    "  Switches that turn an optimization off, to measure it (docs/switches.md):\n"           \
+    "      --batching MODE        continuous (default), or static: a batch runs to\n"             \
+    "                             completion before the next is admitted\n"                       \
+    "      --kv LAYOUT            paged (default), or contiguous: prompt + max_tokens\n"          \
+    "                             reserved per sequence up front (no prefix cache)\n"             \
+    "      --attention KIND       online (default), or naive: each head's score matrix\n"         \
+    "                             materialized (cpu; sequences up to 4096 tokens)\n"              \
+    "      --no-chunked-prefill   prefill every prompt in one step, never split across steps\n"
 
 /* The default case of a command's getopt_long loop: parses c (with optarg)
  * into e when it is an engine flag and returns 0; otherwise, or on a bad

@@ -132,8 +132,25 @@ char *cli_model_dir(const char *cmd, const char *flag_value) {
     return dir;
 }
 
+/* A switch's value: the index of v in names[2] (the default first). */
+static int parse_choice(const char *cmd, const char *flag, const char *v,
+                        const char *const names[2], int *out) {
+    for (int i = 0; i < 2; i++)
+        if (strcmp(v, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    fprintf(stderr, "folo %s: invalid value '%s' for %s (expected %s or %s)\n", cmd, v, flag,
+            names[0], names[1]);
+    return -1;
+}
+
 int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
                     folo_engine_options *e) {
+    static const char *const batching[2] = {"continuous", "static"};
+    static const char *const kv[2] = {"paged", "contiguous"};
+    static const char *const attention[2] = {"online", "naive"};
+    int choice = 0;
     const char *arg = optarg;
     int bad;
     switch (c) {
@@ -158,6 +175,22 @@ int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
         bad = cli_parse_int(cmd, "--threads", arg, 1, 1024, &e->n_threads);
         break;
     case CLI_OPT_DEVICE: bad = cli_parse_device(cmd, arg, &e->device); break;
+    case CLI_OPT_BATCHING:
+        bad = parse_choice(cmd, "--batching", arg, batching, &choice);
+        e->batching = choice ? FOLO_BATCHING_STATIC : FOLO_BATCHING_CONTINUOUS;
+        break;
+    case CLI_OPT_KV:
+        bad = parse_choice(cmd, "--kv", arg, kv, &choice);
+        e->kv_layout = choice ? FOLO_KV_CONTIGUOUS : FOLO_KV_PAGED;
+        break;
+    case CLI_OPT_ATTENTION:
+        bad = parse_choice(cmd, "--attention", arg, attention, &choice);
+        e->attention = choice ? FOLO_ATTENTION_NAIVE : FOLO_ATTENTION_ONLINE;
+        break;
+    case CLI_OPT_NO_CHUNKED_PREFILL:
+        e->disable_chunked_prefill = true;
+        bad = 0;
+        break;
     default:
         return cli_usage_error(cmd, usage, "unknown option '%s' (or missing value)",
                                argv[optind - 1]);

@@ -117,6 +117,10 @@ struct folo_engine {
     folo_output_fn on_output;
     void *on_output_user;
 
+    /* folo_engine_set_step_hook: told the tokens of every step (engine thread) */
+    folo_step_fn step_hook;
+    void *step_hook_user;
+
     /* counters behind the stats (engine thread) */
     int kv_peak_used;
     int64_t n_steps, n_scheduled_tokens, n_output_tokens, n_finished_requests;
@@ -154,6 +158,11 @@ folo_request_params folo_engine_default_params(const folo_engine *e) {
 
 int folo_engine_token_capacity(const folo_engine *e) { return e->n_blocks * e->block_size; }
 
+void folo_engine_set_step_hook(folo_engine *e, folo_step_fn fn, void *user) {
+    e->step_hook = fn;
+    e->step_hook_user = user;
+}
+
 /* ---- requests ------------------------------------------------------------ */
 
 static int enqueue(folo_engine *e, folo_request *req, uint64_t *request_id) {
@@ -167,13 +176,32 @@ static int enqueue(folo_engine *e, folo_request *req, uint64_t *request_id) {
     return 0;
 }
 
+/* Naive attention materializes a score matrix of up to T x T floats per
+ * head for a sequence of T = prompt + max_tokens tokens (a chunk's queries
+ * times its context; recomputation after preemption can make it the whole
+ * sequence): refuse what the budget cannot hold. */
+static int naive_attention_admissible(const folo_engine *e, int n_prompt, int max_tokens,
+                                      folo_error *err) {
+    if (e->opt.attention != FOLO_ATTENTION_NAIVE) return 0;
+    int64_t T = (int64_t)n_prompt + max_tokens;
+    double bytes = (double)T * (double)T * sizeof(float), mib = 1 << 20;
+    if (bytes <= (double)e->opt.naive_attention_bytes) return 0;
+    return folo_fail(err,
+                     "request: prompt (%d tokens) + max_tokens (%d) = %lld tokens need a %lldx%lld "
+                     "attention score matrix (%.1f MiB per head), beyond the naive attention "
+                     "budget of %.1f MiB; use the default attention or shorten the request",
+                     n_prompt, max_tokens, (long long)T, (long long)T, (long long)T, bytes / mib,
+                     (double)e->opt.naive_attention_bytes / mib);
+}
+
 static int add_ids(folo_engine *e, const int32_t *ids, int n_ids, const folo_request_params *params,
                    double arrival_s, uint64_t *request_id, folo_error *err) {
     folo_request_params defaults = folo_request_params_default();
     folo_request *req = folo_request_create(ids, n_ids, params ? params : &defaults, e->tok,
                                             e->vocab_size, arrival_s, err);
     if (!req) return -1;
-    if (folo_sched_admissible(e->sched, n_ids, req->max_tokens, req->n, err) != 0) {
+    if (folo_sched_admissible(e->sched, n_ids, req->max_tokens, req->n, err) != 0 ||
+        naive_attention_admissible(e, n_ids, req->max_tokens, err) != 0) {
         folo_request_free(req);
         return -1;
     }
@@ -186,12 +214,18 @@ int folo_engine_add_tokens(folo_engine *e, const int32_t *ids, int n_ids,
     return add_ids(e, ids, n_ids, params, folo_now_s(), request_id, err);
 }
 
-static int add_encoded(folo_engine *e, const char *text, const folo_request_params *params,
-                       double arrival_s, uint64_t *request_id, folo_error *err) {
+typedef int (*tokenize_fn)(const folo_engine *e, const char *input, int32_t **ids, int *n_ids,
+                           folo_error *err);
+
+/* Tokenizes input (text or a messages document) and adds it; arrival is
+ * taken before tokenizing. */
+static int add_tokenized(folo_engine *e, tokenize_fn tokenize, const char *input,
+                         const folo_request_params *params, uint64_t *request_id,
+                         folo_error *err) {
+    double arrival_s = folo_now_s();
     int32_t *ids = NULL;
     int n_ids = 0;
-    if (folo_tokenizer_encode(e->tok, text, strlen(text), &ids, &n_ids, err) != 0)
-        return folo_fail_prefix(err, "prompt");
+    if (tokenize(e, input, &ids, &n_ids, err) != 0) return -1;
     int rc = add_ids(e, ids, n_ids, params, arrival_s, request_id, err);
     free(ids);
     return rc;
@@ -199,15 +233,27 @@ static int add_encoded(folo_engine *e, const char *text, const folo_request_para
 
 int folo_engine_add_text(folo_engine *e, const char *text, const folo_request_params *params,
                          uint64_t *request_id, folo_error *err) {
-    double arrival_s = folo_now_s();
-    if (!text) return folo_fail(err, "prompt: NULL text");
-    return add_encoded(e, text, params, arrival_s, request_id, err);
+    return add_tokenized(e, folo_engine_tokenize_text, text, params, request_id, err);
 }
 
 int folo_engine_add_chat(folo_engine *e, const char *messages_json,
                          const folo_request_params *params, uint64_t *request_id,
                          folo_error *err) {
-    double arrival_s = folo_now_s();
+    return add_tokenized(e, folo_engine_tokenize_chat, messages_json, params, request_id, err);
+}
+
+/* ---- the tokenizer, for callers ------------------------------------------ */
+
+int folo_engine_tokenize_text(const folo_engine *e, const char *text, int32_t **ids,
+                              int *n_ids, folo_error *err) {
+    if (!text) return folo_fail(err, "prompt: NULL text");
+    if (folo_tokenizer_encode(e->tok, text, strlen(text), ids, n_ids, err) != 0)
+        return folo_fail_prefix(err, "prompt");
+    return 0;
+}
+
+int folo_engine_tokenize_chat(const folo_engine *e, const char *messages_json, int32_t **ids,
+                              int *n_ids, folo_error *err) {
     if (!messages_json) return folo_fail(err, "messages: NULL");
     folo_chat_conversation conv;
     if (folo_chat_parse_json(messages_json, &conv, err) != 0) return -1;
@@ -220,10 +266,21 @@ int folo_engine_add_chat(folo_engine *e, const char *messages_json,
     folo_buf rendered = {0};
     int rc = folo_chat_render(conv.messages, conv.n_messages, &copt, &rendered, err);
     folo_chat_conversation_free(&conv);
-    if (rc == 0) rc = add_encoded(e, folo_buf_str(&rendered), params, arrival_s, request_id, err);
+    if (rc == 0) rc = folo_engine_tokenize_text(e, folo_buf_str(&rendered), ids, n_ids, err);
     folo_buf_free(&rendered);
     return rc;
 }
+
+char *folo_engine_detokenize(const folo_engine *e, const int32_t *ids, int n_ids,
+                             bool skip_special) {
+    folo_buf out = {0};
+    folo_tokenizer_decode(e->tok, ids, n_ids, skip_special, &out);
+    return out.data ? out.data : folo_strdup("");
+}
+
+int folo_engine_vocab_size(const folo_engine *e) { return e->vocab_size; }
+
+int folo_engine_max_model_len(const folo_engine *e) { return e->opt.max_model_len; }
 
 void folo_engine_abort(folo_engine *e, uint64_t request_id) {
     pthread_mutex_lock(&e->lock);
@@ -496,6 +553,7 @@ static void run_plan(folo_engine *e, const folo_sched_plan *plan, double t0) {
         return;
     }
     e->n_scheduled_tokens += batch.n_tokens;
+    if (e->step_hook) e->step_hook(e->step_hook_user, batch.n_tokens);
     folo_sched_update(e->sched, plan);
     int n_sampled = sample_rows(e, n_rows);
     double t4 = folo_now_s();
@@ -581,6 +639,22 @@ void folo_engine_stop(folo_engine *e) {
 
 /* ---- creation ------------------------------------------------------------ */
 
+/* Checks the switches of docs/switches.md and fills in what they imply. */
+static int switches_resolve(folo_engine_options *o, folo_error *err) {
+    if ((unsigned)o->batching > FOLO_BATCHING_STATIC)
+        return folo_fail(err, "batching: unknown mode %d (continuous or static)", (int)o->batching);
+    if ((unsigned)o->kv_layout > FOLO_KV_CONTIGUOUS)
+        return folo_fail(err, "kv_layout: unknown layout %d (paged or contiguous)",
+                         (int)o->kv_layout);
+    if ((unsigned)o->attention > FOLO_ATTENTION_NAIVE)
+        return folo_fail(err, "attention: unknown kind %d (online or naive)", (int)o->attention);
+    if (o->naive_attention_bytes == 0)
+        o->naive_attention_bytes = FOLO_DEFAULT_NAIVE_ATTENTION_BYTES;
+    /* A contiguous reservation is private: nothing to share a prefix with. */
+    if (o->kv_layout == FOLO_KV_CONTIGUOUS) o->disable_prefix_caching = true;
+    return 0;
+}
+
 folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokenizer *tok,
                                      folo_backend *backend, const folo_engine_options *opt,
                                      folo_error *err) {
@@ -592,6 +666,10 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     if (o.max_model_len > c->max_position_embeddings) {
         folo_fail(err, "max_model_len: %d exceeds the model's max_position_embeddings (%d)",
                   o.max_model_len, c->max_position_embeddings);
+        folo_backend_destroy(backend);
+        return NULL;
+    }
+    if (switches_resolve(&o, err) != 0) {
         folo_backend_destroy(backend);
         return NULL;
     }
@@ -609,7 +687,10 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     e->pool = folo_kv_pool_create(e->n_blocks, e->block_size, !o.disable_prefix_caching);
     folo_sched_options so = {.max_num_batched_tokens = o.max_num_batched_tokens,
                              .max_num_seqs = o.max_num_seqs,
-                             .max_model_len = o.max_model_len};
+                             .max_model_len = o.max_model_len,
+                             .static_batching = o.batching == FOLO_BATCHING_STATIC,
+                             .contiguous_kv = o.kv_layout == FOLO_KV_CONTIGUOUS,
+                             .no_chunked_prefill = o.disable_chunked_prefill};
     e->sched = folo_sched_create(&so, e->pool, err);
     if (!e->sched) {
         folo_engine_destroy(e);
@@ -617,7 +698,11 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     }
     int max_blocks = (o.max_model_len + e->block_size - 1) / e->block_size;
     e->max_blocks_per_seq = max_blocks < e->n_blocks ? max_blocks : e->n_blocks;
-    size_t T = (size_t)o.max_num_batched_tokens, S = (size_t)o.max_num_seqs;
+    /* Without chunking a step's first prefill may overrun the budget by a
+     * whole sequence (scheduler.h). */
+    size_t T = (size_t)o.max_num_batched_tokens +
+               (o.disable_chunked_prefill ? (size_t)o.max_model_len : 0),
+           S = (size_t)o.max_num_seqs;
     e->token_ids = folo_calloc(T, sizeof(int32_t));
     e->positions = folo_calloc(T, sizeof(int32_t));
     e->slots = folo_calloc(T, sizeof(int32_t));
@@ -632,10 +717,15 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     update_stats(e);
     folo_log(FOLO_LOG_INFO,
              "engine: KV cache %d blocks x %d tokens = %d tokens (%.1f MiB, %s backend); "
-             "max_num_batched_tokens %d, max_num_seqs %d, max_model_len %d, prefix caching %s",
+             "max_num_batched_tokens %d, max_num_seqs %d, max_model_len %d, prefix caching %s; "
+             "%s batching, %s KV, %s attention, chunked prefill %s",
              e->n_blocks, e->block_size, folo_engine_token_capacity(e),
              (double)backend->kv_bytes / (1 << 20), backend->name, o.max_num_batched_tokens,
-             o.max_num_seqs, o.max_model_len, o.disable_prefix_caching ? "off" : "on");
+             o.max_num_seqs, o.max_model_len, o.disable_prefix_caching ? "off" : "on",
+             o.batching == FOLO_BATCHING_STATIC ? "static" : "continuous",
+             o.kv_layout == FOLO_KV_CONTIGUOUS ? "contiguous" : "paged",
+             o.attention == FOLO_ATTENTION_NAIVE ? "naive" : "online",
+             o.disable_chunked_prefill ? "off" : "on");
     return e;
 }
 
@@ -690,9 +780,13 @@ folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err)
         folo_fail(err, "kv_memory_bytes: %zu bytes make %zu blocks of %d tokens (%zu bytes each)",
                   kv_bytes, n_blocks, block_size, block_bytes);
     } else {
+        size_t naive_bytes = opt->naive_attention_bytes ? opt->naive_attention_bytes
+                                                        : FOLO_DEFAULT_NAIVE_ATTENTION_BYTES;
         folo_backend_options bo = {.n_threads = opt->n_threads,
                                    .kv_block_size = block_size,
                                    .kv_n_blocks = (int)n_blocks,
+                                   .naive_attention = opt->attention == FOLO_ATTENTION_NAIVE,
+                                   .naive_attention_bytes = naive_bytes,
                                    .max_batch_tokens = opt->max_num_batched_tokens > 0
                                                            ? opt->max_num_batched_tokens
                                                            : FOLO_DEFAULT_MAX_BATCHED_TOKENS};

@@ -23,7 +23,9 @@ struct folo_scheduler {
     int n_running;
     int running_seats;             /* sum of n_seats over running <= max_num_seqs */
     folo_sched_plan plan;          /* entries [max_num_seqs], copies [max_num_seqs + 1] */
-    int budget;                    /* tokens left while planning */
+    int budget;                    /* tokens left while planning (< 0 once a whole prefill
+                                      overran it, no_chunked_prefill) */
+    bool grown;                    /* this step planned a prefill beyond the budget left */
     uint64_t next_arrival;
     int64_t n_preemptions;
 };
@@ -248,13 +250,23 @@ static folo_sched_seq *preempt_latest(folo_scheduler *s) {
     return victim;
 }
 
-/* Tries to get blocks for n more tokens of seq; adds its plan entry. */
-static bool plan_try(folo_scheduler *s, folo_sched_seq *seq, int n) {
+/* Tokens seq's block table must cover before n more of its tokens are
+ * computed: those, or with contiguous KV its whole possible length. */
+static int table_tokens(const folo_scheduler *s, const folo_sched_seq *seq, int n) {
+    return s->opt.contiguous_kv ? seq->cap_tokens : seq->n_computed + n;
+}
+
+static bool reserve(folo_scheduler *s, folo_sched_seq *seq, int n_total) {
     folo_sched_plan *p = &s->plan;
-    int copies_before = p->n_copies;
-    if (folo_kv_allocate(s->pool, &seq->kv, seq->n_computed + n, seq->n_computed, p->copies,
-                         &p->n_copies) != 0)
-        return false;
+    return folo_kv_allocate(s->pool, &seq->kv, n_total, seq->n_computed, p->copies,
+                            &p->n_copies) == 0;
+}
+
+/* Adds seq's plan entry for its next n tokens (its blocks are reserved;
+ * copies_before: the plan's copies before that reservation). */
+static void plan_add(folo_scheduler *s, folo_sched_seq *seq, int n, int copies_before) {
+    folo_sched_plan *p = &s->plan;
+    if (n > s->budget) s->grown = true;
     seq->plan_index = p->n_entries;
     p->entries[p->n_entries++] = (folo_sched_entry){
         .seq = seq,
@@ -265,6 +277,13 @@ static bool plan_try(folo_scheduler *s, folo_sched_seq *seq, int n) {
     };
     p->n_tokens += n;
     s->budget -= n;
+}
+
+/* Tries to get blocks for n more tokens of seq; adds its plan entry. */
+static bool plan_try(folo_scheduler *s, folo_sched_seq *seq, int n) {
+    int copies_before = s->plan.n_copies;
+    if (!reserve(s, seq, table_tokens(s, seq, n))) return false;
+    plan_add(s, seq, n, copies_before);
     return true;
 }
 
@@ -278,21 +297,41 @@ static bool plan_running(folo_scheduler *s, folo_sched_seq *seq, int n) {
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-/* Admits waiting sequences in order while budget, seats and blocks last. */
+/* Whether another prefill may be planned this step. */
+static bool prefill_room(const folo_scheduler *s) {
+    return s->budget > 0 || (s->opt.no_chunked_prefill && !s->grown);
+}
+
+/* Tokens of a prefill with `remaining` uncomputed tokens to plan now: the
+ * chunk the budget left allows, or with no_chunked_prefill all of them or
+ * none (the step's first prefill may overrun the budget). */
+static int prefill_chunk(const folo_scheduler *s, int remaining) {
+    if (!s->opt.no_chunked_prefill) return min_int(remaining, s->budget);
+    return remaining <= s->budget || !s->grown ? remaining : 0;
+}
+
+/* Admits waiting sequences in order while budget, seats and blocks last;
+ * with static batching only when nothing runs, and then regardless of the
+ * budget (a member that gets no tokens this step prefills in the next). */
 static void admit_waiting(folo_scheduler *s) {
-    while (s->n_waiting > 0 && s->budget > 0) {
+    bool batch = s->opt.static_batching;
+    if (batch && s->n_running > 0) return;
+    while (s->n_waiting > 0 && (batch || prefill_room(s))) {
         folo_sched_seq *seq = s->waiting[0];
         if (s->running_seats + seq->n_seats > s->opt.max_num_seqs) break;
         /* At least the last token is computed, so its logits exist. */
         int cached = folo_kv_match_prefix(s->pool, &seq->kv, seq->tokens, seq->n_tokens,
                                           seq->n_tokens - 1);
         seq->n_computed = cached;
-        int n = min_int(seq->n_tokens - cached, s->budget);
-        if (!plan_try(s, seq, n)) {
+        int remaining = seq->n_tokens - cached;
+        int n = prefill_room(s) ? prefill_chunk(s, remaining) : 0;
+        int copies_before = s->plan.n_copies;
+        if ((n <= 0 && !batch) || !reserve(s, seq, table_tokens(s, seq, batch ? remaining : n))) {
             folo_kv_release(s->pool, &seq->kv);
             seq->n_computed = 0;
             break;
         }
+        if (n > 0) plan_add(s, seq, n, copies_before);
         seq->n_cached_tokens = cached;
         memmove(s->waiting, s->waiting + 1, (size_t)(s->n_waiting - 1) * sizeof *s->waiting);
         s->n_waiting--;
@@ -304,15 +343,17 @@ const folo_sched_plan *folo_sched_schedule(folo_scheduler *s) {
     folo_sched_plan *p = &s->plan;
     p->n_entries = p->n_tokens = p->n_copies = p->n_preempted = 0;
     s->budget = s->opt.max_num_batched_tokens;
+    s->grown = false;
     for (int i = 0; i < s->n_running; i++) s->running[i]->plan_index = -1;
     /* Decodes first, so a long prefill never stalls them; then prefill chunks. */
     for (int pass = 0; pass < 2; pass++) {
         bool decodes = pass == 0;
-        for (int i = 0; i < s->n_running && s->budget > 0; i++) {
+        for (int i = 0; i < s->n_running && (decodes ? s->budget > 0 : prefill_room(s)); i++) {
             folo_sched_seq *seq = s->running[i];
             int remaining = seq->n_tokens - seq->n_computed;
             if (seq->plan_index >= 0 || (remaining == 1) != decodes) continue;
-            plan_running(s, seq, min_int(remaining, s->budget));
+            int n = decodes ? 1 : prefill_chunk(s, remaining);
+            if (n > 0) plan_running(s, seq, n);
         }
     }
     if (p->n_preempted == 0) admit_waiting(s);

@@ -25,6 +25,24 @@
  * max_tokens beyond the pool or the model's context) is refused by
  * folo_sched_add, so nothing waits forever.
  *
+ * Switches (folo_sched_options; docs/switches.md), each the seeds' baseline
+ * for one optimization:
+ *   - static_batching: waiting sequences are admitted only when nothing
+ *     runs; then in order while seats and blocks last (each reserves the
+ *     blocks of its whole uncomputed prompt), whatever the token budget,
+ *     which only paces their prefill over the next steps. Nothing more is
+ *     admitted until every member has finished (a preempted member waits
+ *     for the next batch).
+ *   - contiguous_kv: a sequence's block table covers cap_tokens (prompt +
+ *     max_tokens) from its admission, as an engine without paging reserves
+ *     a sequence's whole possible length; the engine turns prefix caching
+ *     off with it (a reservation is private by nature).
+ *   - no_chunked_prefill: a prefill (a prompt, or prompt and outputs when
+ *     recomputed) is planned whole or not at all. The first prefill of a
+ *     step is planned whole even beyond the budget left (the step grows
+ *     for it, by at most max_model_len), so a prompt longer than
+ *     max_num_batched_tokens still runs; later ones wait for room.
+ *
  * Seats: a request with n samples is admitted as one sequence holding n
  * seats of max_num_seqs; once its prompt is computed the engine forks the
  * other samples off it (folo_sched_fork), each taking one of those seats.
@@ -93,7 +111,8 @@ typedef struct folo_sched_entry {
 typedef struct folo_sched_plan {
     folo_sched_entry *entries;  /* [n_entries] in batch order */
     int n_entries;
-    int n_tokens;               /* sum of the entries' n_tokens <= max_num_batched_tokens */
+    int n_tokens;               /* sum of the entries' n_tokens: <= max_num_batched_tokens,
+                                   or + max_model_len with no_chunked_prefill */
     folo_kv_copy *copies;       /* [n_copies] blocks to copy before the forward */
     int n_copies;
     int n_preempted;            /* preemptions made while planning */
@@ -103,6 +122,9 @@ typedef struct folo_sched_options {
     int max_num_batched_tokens; /* token budget of one step, >= 1 */
     int max_num_seqs;           /* sequences (seats) running at once, >= 1 */
     int max_model_len;          /* context limit of one sequence, tokens, >= 1 */
+    bool static_batching;       /* admit only when nothing runs (see above) */
+    bool contiguous_kv;         /* reserve cap_tokens of blocks at admission */
+    bool no_chunked_prefill;    /* never split a prefill across steps */
 } folo_sched_options;
 
 typedef struct folo_scheduler folo_scheduler;

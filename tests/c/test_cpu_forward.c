@@ -2,12 +2,16 @@
  * several sequences (one continuing its prefill, one decoding from its
  * cache, one starting) gives the logits each sequence gets alone; a prefill
  * fed in chunks gives the one-shot logits; malformed batches are refused
- * with an error, not a crash. */
+ * with an error, not a crash. Naive attention (--attention naive) equals the
+ * online-softmax kernel within f32 rounding, kernel against kernel and in
+ * whole forwards, and refuses a score matrix beyond its budget. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/attention_naive.h"
+#include "backend/cpu/kernels.h"
 #include "backend/single_seq.h"
 #include "check.h"
 #include "model/model.h"
@@ -27,11 +31,16 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
     return worst;
 }
 
-/* Logits [n_ids, V] of ids run alone, fed `chunk` tokens per forward. */
-static float *run_alone(const folo_model *m, const int32_t *ids, int n_ids, int chunk) {
+/* Logits [n_ids, V] of ids run alone, fed `chunk` tokens per forward, with
+ * naive attention within naive_bytes when that is not 0. */
+static float *run_alone_with(const folo_model *m, const int32_t *ids, int n_ids, int chunk,
+                             size_t naive_bytes) {
     int V = m->config.vocab_size;
     folo_error err = {{0}};
-    folo_backend_options bo = {.n_threads = 2, .kv_block_size = BLOCK_SIZE};
+    folo_backend_options bo = {.n_threads = 2,
+                               .kv_block_size = BLOCK_SIZE,
+                               .naive_attention = naive_bytes > 0,
+                               .naive_attention_bytes = naive_bytes};
     bo.kv_n_blocks = folo_single_seq_blocks(n_ids, BLOCK_SIZE);
     folo_backend *b = folo_backend_cpu_create(m, &bo, &err);
     CHECK_MSG(b != NULL, "%s", err.message);
@@ -49,6 +58,10 @@ static float *run_alone(const folo_model *m, const int32_t *ids, int n_ids, int 
     folo_single_seq_free(&seq);
     folo_backend_destroy(b);
     return logits;
+}
+
+static float *run_alone(const folo_model *m, const int32_t *ids, int n_ids, int chunk) {
+    return run_alone_with(m, ids, n_ids, chunk, 0);
 }
 
 /* One engine-like step over several sequences sharing a pool. */
@@ -212,6 +225,101 @@ static void test_bad_batches(const folo_model *m) {
     folo_backend_destroy(b);
 }
 
+/* The two attention kernels on random queries over a random paged cache:
+ * every query of a run of 20 tokens at positions 37..56, blocks shuffled. */
+static void test_naive_kernel(void) {
+    enum { D = 16, HKV = 2, BS = 4, N_CTX = 57, N_Q = 20, N_BLOCKS = 16 };
+    float *k_cache = malloc(sizeof(float) * N_BLOCKS * HKV * BS * D);
+    float *v_cache = malloc(sizeof(float) * N_BLOCKS * HKV * BS * D);
+    float q[N_Q * D], online[N_Q * D], naive[N_Q * D];
+    float *scores = malloc(sizeof(float) * N_Q * N_CTX);
+    int32_t table[N_BLOCKS], positions[N_Q];
+    uint32_t state = 777;
+    for (int i = 0; i < N_BLOCKS * HKV * BS * D; i++) {
+        state = state * 1664525u + 1013904223u;
+        k_cache[i] = (float)(state >> 8) / (1 << 24) * 4.0f - 2.0f;
+        state = state * 1664525u + 1013904223u;
+        v_cache[i] = (float)(state >> 8) / (1 << 24) * 2.0f - 1.0f;
+    }
+    for (int i = 0; i < N_Q * D; i++) {
+        state = state * 1664525u + 1013904223u;
+        q[i] = (float)(state >> 8) / (1 << 24) * 4.0f - 2.0f;
+    }
+    for (int i = 0; i < N_BLOCKS; i++) table[i] = (i * 7 + 3) % N_BLOCKS;
+    for (int i = 0; i < N_Q; i++) positions[i] = N_CTX - N_Q + i;
+    float scale = 0.25f;
+    double worst = 0.0;
+    for (int kv_head = 0; kv_head < HKV; kv_head++) {
+        for (int i = 0; i < N_Q; i++)
+            folo_cpu_attention(online + i * D, q + i * D, k_cache, v_cache, table,
+                               positions[i] + 1, BS, HKV, kv_head, D, scale);
+        folo_cpu_attention_naive(naive, D, q, D, positions, N_Q, N_CTX, scores, k_cache, v_cache,
+                                 table, BS, HKV, kv_head, D, scale);
+        double d = max_abs_diff(naive, online, (size_t)N_Q * D);
+        if (d > worst) worst = d;
+    }
+    printf("naive vs online attention kernel: max |diff| %g\n", worst);
+    CHECK_MSG(worst <= 1e-5, "naive attention differs from online by %g", worst);
+    free(k_cache);
+    free(v_cache);
+    free(scores);
+}
+
+/* Whole forwards with naive attention: one-shot and chunked prefills give
+ * the online logits within f32 rounding and the same argmax at every
+ * position; a score matrix over the budget is an error naming it. */
+static void test_naive_forward(const folo_model *m, const int32_t *ids, int n_ids,
+                               const float *online) {
+    int V = m->config.vocab_size;
+    size_t roomy = (size_t)n_ids * n_ids * sizeof(float);
+    int chunks[] = {n_ids, 4};
+    for (int c = 0; c < 2; c++) {
+        float *got = run_alone_with(m, ids, n_ids, chunks[c], roomy);
+        if (!got) return;
+        double d = max_abs_diff(got, online, (size_t)n_ids * V);
+        int argmax_differs = 0;
+        for (int t = 0; t < n_ids; t++) {
+            const float *a = got + (size_t)t * V, *b = online + (size_t)t * V;
+            int ia = 0, ib = 0;
+            for (int v = 1; v < V; v++) {
+                if (a[v] > a[ia]) ia = v;
+                if (b[v] > b[ib]) ib = v;
+            }
+            argmax_differs += ia != ib;
+        }
+        printf("naive attention, chunk %d vs online: max |diff| %g\n", chunks[c], d);
+        CHECK_MSG(d <= 1e-4, "naive attention (chunk %d) differs by %g", chunks[c], d);
+        CHECK_MSG(argmax_differs == 0, "naive attention (chunk %d): %d argmax differ", chunks[c],
+                  argmax_differs);
+        free(got);
+    }
+    /* One float short of the one-shot matrix: the whole prompt is refused,
+     * chunks of 4 queries fit. */
+    folo_error err = {{0}};
+    folo_backend_options bo = {.n_threads = 2,
+                               .kv_block_size = BLOCK_SIZE,
+                               .kv_n_blocks = folo_single_seq_blocks(n_ids, BLOCK_SIZE),
+                               .naive_attention = true,
+                               .naive_attention_bytes = roomy - sizeof(float)};
+    folo_backend *b = folo_backend_cpu_create(m, &bo, &err);
+    CHECK_MSG(b != NULL, "%s", err.message);
+    if (!b) return;
+    float *logits = calloc((size_t)n_ids * V, sizeof(float));
+    folo_single_seq seq;
+    folo_single_seq_init(&seq, n_ids, BLOCK_SIZE);
+    const folo_batch *batch = folo_single_seq_step(&seq, ids, n_ids, true);
+    CHECK(folo_backend_forward(b, batch, logits, &err) != 0);
+    char want[64];
+    snprintf(want, sizeof want, "%d queries over a %d-token context", n_ids, n_ids);
+    CHECK_MSG(strstr(err.message, want) && strstr(err.message, "budget"), "%s", err.message);
+    folo_single_seq_free(&seq);
+    free(logits);
+    folo_backend_destroy(b);
+    float *chunked = run_alone_with(m, ids, n_ids, 4, roomy - sizeof(float));
+    CHECK(chunked != NULL && max_abs_diff(chunked, online, (size_t)n_ids * V) <= 1e-4);
+    free(chunked);
+}
+
 int main(void) {
     const char *dir = getenv("FOLO_TEST_MODEL");
     if (!dir) {
@@ -237,7 +345,9 @@ int main(void) {
     if (alone[0] && alone[1] && alone[2]) {
         test_chunked(m, ids[1], k_seq_len[1], alone[1]);
         test_mixed_batch(m, ids, alone);
+        test_naive_forward(m, ids[1], k_seq_len[1], alone[1]);
     }
+    test_naive_kernel();
     test_bad_batches(m);
     for (int s = 0; s < N_SEQS; s++) free(ids[s]), free(alone[s]);
     folo_model_free(m);

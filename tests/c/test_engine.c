@@ -6,12 +6,19 @@
  * aborted mid-way, some with n > 1 at temperature 0) run together under
  * several configurations (token budgets small enough to chunk every
  * prefill, prefix caching on and off, block sizes, a pool small enough to
- * force preemption) must give exactly the token ids each request gets when
- * it runs alone; so must seeded random sampling, whose draws belong to
- * each sequence. After every step the block pool's invariants hold; at the
+ * force preemption) and under each engine switch of docs/switches.md
+ * (static batching, contiguous KV, naive attention, no chunked prefill,
+ * and all four together: the seeds' M1) must give exactly the token ids
+ * each request gets when it runs alone; so must seeded random sampling,
+ * whose draws belong to each sequence. After every step the block pool's invariants hold; at the
  * end no block is in use. Also: aborts in prefill and in decode free
  * everything; prefix-cache hits on a shared system prompt; stop strings;
- * the engine thread with its callback; refusal of impossible requests. */
+ * the engine thread with its callback; refusal of impossible requests.
+ * Per switch: a static batch admits nobody until it has finished;
+ * contiguous KV holds each sequence's whole length from its admission, so
+ * fewer run at once; naive attention refuses a sequence whose score matrix
+ * exceeds its budget; without chunked prefill a prompt longer than the
+ * budget runs in one step. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -86,6 +93,11 @@ typedef struct engine_config {
     int n_blocks;
     int max_seqs;
     bool no_prefix_cache;
+    folo_batching batching;
+    folo_kv_layout kv_layout;
+    folo_attention_kind attention;
+    bool no_chunked_prefill;
+    size_t naive_attention_bytes;
 } engine_config;
 
 static folo_engine *make_engine(const engine_config *c) {
@@ -98,6 +110,11 @@ static folo_engine *make_engine(const engine_config *c) {
         .max_num_batched_tokens = c->budget,
         .max_num_seqs = c->max_seqs,
         .disable_prefix_caching = c->no_prefix_cache,
+        .batching = c->batching,
+        .kv_layout = c->kv_layout,
+        .attention = c->attention,
+        .disable_chunked_prefill = c->no_chunked_prefill,
+        .naive_attention_bytes = c->naive_attention_bytes,
     };
     folo_error err = {{0}};
     folo_engine *e = folo_engine_create(&opt, &err);
@@ -168,9 +185,11 @@ static void step_and_record(folo_engine *e, req_result *res, int n_res) {
     for (int i = 0; i < n_outs; i++) record(res, n_res, &outs[i]);
 }
 
-/* Each request alone (n = 1), one after another, on a roomy engine. */
-static void run_alone(const req_spec *specs, req_result *ref) {
-    engine_config c = {"alone", 4096, 16, 256, 8, true};
+/* Each request alone (n = 1), one after another, on a roomy engine with
+ * the given attention. */
+static void run_alone(const req_spec *specs, req_result *ref, folo_attention_kind attention) {
+    engine_config c = {"alone", 4096, 16, 256, 8, .no_prefix_cache = true,
+                       .attention = attention};
     folo_engine *e = make_engine(&c);
     if (!e) return;
     for (int r = 0; r < N_REQS; r++) {
@@ -250,26 +269,53 @@ static void run_together(const engine_config *c, const req_spec *specs, const re
 static void test_batch_invariance(void) {
     req_spec specs[N_REQS];
     make_workload(specs);
-    req_result ref[N_REQS];
+    /* Naive attention rounds differently from the online kernel, so seeded
+     * random draws may part from the default path's; it is batch-invariant
+     * on its own (each query's row is summed in one order), so its
+     * reference is its own run alone, whose greedy outputs must equal the
+     * default path's. */
+    req_result ref[N_REQS], ref_naive[N_REQS];
     memset(ref, 0, sizeof ref);
-    run_alone(specs, ref);
+    memset(ref_naive, 0, sizeof ref_naive);
+    run_alone(specs, ref, FOLO_ATTENTION_ONLINE);
+    run_alone(specs, ref_naive, FOLO_ATTENTION_NAIVE);
+    for (int r = 0; r < N_REQS; r++) {
+        if (specs[r].seeded_random) continue;
+        int n = ref[r].n_tokens[0];
+        CHECK_MSG(ref_naive[r].n_tokens[0] == n &&
+                      memcmp(ref_naive[r].tokens[0], ref[r].tokens[0],
+                             (size_t)n * sizeof(int32_t)) == 0,
+                  "request %d: greedy tokens differ with naive attention", r);
+    }
     static const engine_config configs[] = {
-        {"large budget, cache", 2048, 16, 256, 64, false},
-        {"budget 7, cache", 7, 16, 256, 64, false},
-        {"budget 16, no cache", 16, 16, 256, 64, true},
-        {"block 4, budget 5", 5, 4, 1024, 64, false},
-        {"small pool, budget 64", 64, 16, 10, 64, false},
-        {"small pool, no cache", 13, 16, 12, 4, true},
-        {"block 4, tiny pool", 9, 4, 28, 8, false},
+        {"large budget, cache", 2048, 16, 256, 64, .no_prefix_cache = false},
+        {"budget 7, cache", 7, 16, 256, 64, .no_prefix_cache = false},
+        {"budget 16, no cache", 16, 16, 256, 64, .no_prefix_cache = true},
+        {"block 4, budget 5", 5, 4, 1024, 64, .no_prefix_cache = false},
+        {"small pool, budget 64", 64, 16, 10, 64, .no_prefix_cache = false},
+        {"small pool, no cache", 13, 16, 12, 4, .no_prefix_cache = true},
+        {"block 4, tiny pool", 9, 4, 28, 8, .no_prefix_cache = false},
+        {"static, budget 16", 16, 16, 256, 8, .batching = FOLO_BATCHING_STATIC},
+        {"static, pool 16", 64, 16, 16, 64, .batching = FOLO_BATCHING_STATIC},
+        {"contiguous, budget 7", 7, 16, 256, 64, .kv_layout = FOLO_KV_CONTIGUOUS},
+        {"contiguous, pool 24", 64, 4, 24 * 4, 64, .kv_layout = FOLO_KV_CONTIGUOUS},
+        {"naive, budget 7", 7, 16, 256, 64, .attention = FOLO_ATTENTION_NAIVE},
+        {"no chunking, budget 7", 7, 16, 256, 64, .no_chunked_prefill = true},
+        {"no chunking, pool 10", 16, 16, 10, 64, .no_chunked_prefill = true},
+        {"M1: all four", 64, 16, 64, 8, .batching = FOLO_BATCHING_STATIC,
+         .kv_layout = FOLO_KV_CONTIGUOUS, .attention = FOLO_ATTENTION_NAIVE,
+         .no_chunked_prefill = true},
     };
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
-        run_together(&configs[i], specs, ref);
+        run_together(&configs[i], specs,
+                     configs[i].attention == FOLO_ATTENTION_NAIVE ? ref_naive : ref);
     results_free(ref, N_REQS);
+    results_free(ref_naive, N_REQS);
 }
 
 /* Aborting a request in prefill and one in decode frees all their blocks. */
 static void test_abort_frees(void) {
-    engine_config c = {"abort", 16, 16, 64, 8, false};
+    engine_config c = {"abort", 16, 16, 64, 8, .no_prefix_cache = false};
     folo_engine *e = make_engine(&c);
     if (!e) return;
     int32_t prompt[200];
@@ -304,7 +350,7 @@ static void test_abort_frees(void) {
 /* A shared system prompt: requests arriving after the first one's prefill
  * reuse its full blocks. */
 static void test_prefix_hits(void) {
-    engine_config c = {"prefix", 512, 16, 128, 16, false};
+    engine_config c = {"prefix", 512, 16, 128, 16, .no_prefix_cache = false};
     folo_engine *e = make_engine(&c);
     if (!e) return;
     int32_t prompt[69];
@@ -332,7 +378,7 @@ static void test_prefix_hits(void) {
 
 /* Stop strings cut the text before them; the text equals the decoded ids. */
 static void test_stop_string(void) {
-    engine_config c = {"stop", 512, 16, 64, 8, false};
+    engine_config c = {"stop", 512, 16, 64, 8, .no_prefix_cache = false};
     folo_engine *e = make_engine(&c);
     if (!e) return;
     folo_request_params p = folo_request_params_default();
@@ -386,8 +432,8 @@ static void test_engine_thread(void) {
     make_workload(specs);
     req_result ref[N_REQS];
     memset(ref, 0, sizeof ref);
-    run_alone(specs, ref);
-    engine_config c = {"thread", 32, 16, 256, 64, false};
+    run_alone(specs, ref, FOLO_ATTENTION_ONLINE);
+    engine_config c = {"thread", 32, 16, 256, 64, .no_prefix_cache = false};
     folo_engine *e = make_engine(&c);
     if (!e) return;
     thread_sink sink;
@@ -428,7 +474,7 @@ static void test_engine_thread(void) {
 }
 
 static void test_rejections(void) {
-    engine_config c = {"reject", 64, 16, 8, 4, false};
+    engine_config c = {"reject", 64, 16, 8, 4, .no_prefix_cache = false};
     folo_engine *e = make_engine(&c);
     if (!e) return;
     folo_request_params p = folo_request_params_default();
@@ -452,6 +498,162 @@ static void test_rejections(void) {
     CHECK(folo_engine_add_chat(e, "[{\"role\": 3}]", &p, &id, &err) != 0);
     CHECK(!folo_engine_has_unfinished(e));
     folo_engine_destroy(e);
+    folo_engine_options unknown = {.model_dir = g_model_dir, .device = "cpu", .n_threads = 1,
+                                   .kv_memory_bytes = 1 << 20, .batching = (folo_batching)7};
+    CHECK(folo_engine_create(&unknown, &err) == NULL);
+    CHECK_MSG(strstr(err.message, "batching") != NULL, "%s", err.message);
+}
+
+/* Adds n requests of prompt lengths n_prompt[i] (ids from 3000 + 100 i)
+ * and max_tokens max_tokens[i], ignoring eos. */
+static void add_plain(folo_engine *e, req_result *res, int n, const int *n_prompt,
+                      const int *max_tokens) {
+    for (int r = 0; r < n; r++) {
+        int32_t prompt[256];
+        for (int i = 0; i < n_prompt[r]; i++) prompt[i] = 3000 + 100 * r + i;
+        folo_request_params p = folo_request_params_default();
+        p.max_tokens = max_tokens[r];
+        p.ignore_eos = true;
+        folo_error err = {{0}};
+        CHECK_MSG(folo_engine_add_tokens(e, prompt, n_prompt[r], &p, &res[r].id, &err) == 0, "%s",
+                  err.message);
+        res[r].added = true;
+    }
+}
+
+/* Static batching: with two seats, the third request gets no token until
+ * both members of the first batch have finished, though one finishes
+ * early. */
+static void test_static_engine(void) {
+    engine_config c = {"static", 64, 16, 64, 2, .batching = FOLO_BATCHING_STATIC};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    req_result res[3];
+    memset(res, 0, sizeof res);
+    add_plain(e, res, 3, (int[]){10, 12, 9}, (int[]){2, 8, 3});
+    int step = 0;
+    while (folo_engine_has_unfinished(e) && step < 100) {
+        step_and_record(e, res, 3);
+        step++;
+        bool batch_done =
+            res[0].finish[0] != FOLO_FINISH_NONE && res[1].finish[0] != FOLO_FINISH_NONE;
+        CHECK_MSG(batch_done || res[2].n_tokens[0] == 0, "step %d: the third request ran early",
+                  step);
+        folo_engine_stats st;
+        folo_engine_get_stats(e, &st);
+        CHECK(st.n_running + st.n_waiting + (int)st.n_finished_requests == 3);
+        if (!batch_done) CHECK(st.n_waiting == 1);
+    }
+    CHECK(res[2].n_tokens[0] == 3 && step == 8 + 3);
+    results_free(res, 3);
+    folo_engine_destroy(e);
+}
+
+/* Contiguous KV: four requests of 2 blocks each (10 + 22 tokens) in a pool
+ * of 7: paged, all four start at once (a block each) and preempt as they
+ * grow; contiguous, three start with their 6 blocks reserved and never
+ * preempt. Both give the same tokens. */
+static void test_contiguous_engine(void) {
+    req_result res[2][4];
+    memset(res, 0, sizeof res);
+    for (int contiguous = 0; contiguous < 2; contiguous++) {
+        engine_config c = {"contiguous", 64, 16, 7, 8,
+                           .kv_layout = contiguous ? FOLO_KV_CONTIGUOUS : FOLO_KV_PAGED};
+        folo_engine *e = make_engine(&c);
+        if (!e) return;
+        add_plain(e, res[contiguous], 4, (int[]){10, 10, 10, 10}, (int[]){22, 22, 22, 22});
+        int peak_running = 0;
+        for (int step = 0; folo_engine_has_unfinished(e) && step < 500; step++) {
+            step_and_record(e, res[contiguous], 4);
+            folo_engine_stats st;
+            folo_engine_get_stats(e, &st);
+            if (st.n_running > peak_running) peak_running = st.n_running;
+            if (step == 0) {
+                CHECK_MSG(st.kv_blocks_used == (contiguous ? 6 : 4), "contiguous %d: %d blocks",
+                          contiguous, st.kv_blocks_used);
+                CHECK(st.n_running == (contiguous ? 3 : 4));
+            }
+            if (contiguous) CHECK(st.kv_blocks_used == 2 * st.n_running);
+        }
+        folo_engine_stats st;
+        folo_engine_get_stats(e, &st);
+        CHECK_MSG(peak_running == (contiguous ? 3 : 4), "contiguous %d: peak %d running",
+                  contiguous, peak_running);
+        CHECK(contiguous ? st.n_preemptions == 0 : st.n_preemptions > 0);
+        CHECK(st.prefix_queried_tokens == 0 || !contiguous); /* no prefix cache with it */
+        folo_engine_destroy(e);
+    }
+    for (int r = 0; r < 4; r++) {
+        CHECK(res[0][r].n_tokens[0] == 22 && res[1][r].n_tokens[0] == 22);
+        CHECK(memcmp(res[0][r].tokens[0], res[1][r].tokens[0], 22 * sizeof(int32_t)) == 0);
+    }
+    for (int k = 0; k < 2; k++) results_free(res[k], 4);
+}
+
+/* Naive attention refuses a sequence whose T x T score matrix exceeds its
+ * budget, naming the length and the budget; the default attention takes it. */
+static void test_naive_budget(void) {
+    for (int naive = 0; naive < 2; naive++) {
+        engine_config c = {"naive budget", 64, 16, 64, 4,
+                           .attention = naive ? FOLO_ATTENTION_NAIVE : FOLO_ATTENTION_ONLINE,
+                           .naive_attention_bytes = 64 * 64 * sizeof(float)};
+        folo_engine *e = make_engine(&c);
+        if (!e) return;
+        int32_t prompt[50] = {0};
+        folo_request_params p = folo_request_params_default();
+        uint64_t id;
+        folo_error err = {{0}};
+        p.max_tokens = 14; /* 64 tokens: exactly the budget */
+        CHECK_MSG(folo_engine_add_tokens(e, prompt, 50, &p, &id, &err) == 0, "%s", err.message);
+        p.max_tokens = 15;
+        int rc = folo_engine_add_tokens(e, prompt, 50, &p, &id, &err);
+        CHECK(naive ? rc != 0 : rc == 0);
+        if (naive)
+            CHECK_MSG(strstr(err.message, "65 tokens") && strstr(err.message, "65x65") &&
+                          strstr(err.message, "budget of 0.0 MiB"),
+                      "%s", err.message);
+        while (folo_engine_has_unfinished(e)) {
+            const folo_output *outs;
+            int n_outs;
+            CHECK(folo_engine_step(e, &outs, &n_outs, &err) == 0);
+        }
+        folo_engine_destroy(e);
+    }
+}
+
+static void record_step(void *user, int n_tokens) {
+    int *sizes = user;
+    if (sizes[0] < 63) sizes[++sizes[0]] = n_tokens;
+}
+
+/* Without chunked prefill, a 100-token prompt under a budget of 16 runs in
+ * one step beside the decode of a running request; with it, in chunks of
+ * at most 16. The tokens are the same. */
+static void test_no_chunk_engine(void) {
+    req_result res[2][2];
+    memset(res, 0, sizeof res);
+    for (int whole = 0; whole < 2; whole++) {
+        engine_config c = {"no chunking", 16, 16, 64, 4, .no_chunked_prefill = whole};
+        folo_engine *e = make_engine(&c);
+        if (!e) return;
+        int sizes[64] = {0}; /* [0]: count, then each step's tokens */
+        folo_engine_set_step_hook(e, record_step, sizes);
+        add_plain(e, res[whole], 1, (int[]){5}, (int[]){20});
+        step_and_record(e, res[whole], 2);
+        add_plain(e, res[whole] + 1, 1, (int[]){100}, (int[]){3});
+        while (folo_engine_has_unfinished(e)) step_and_record(e, res[whole], 2);
+        int largest = 0;
+        for (int i = 1; i <= sizes[0]; i++) largest = sizes[i] > largest ? sizes[i] : largest;
+        CHECK_MSG(largest == (whole ? 101 : 16), "whole %d: largest step %d tokens", whole,
+                  largest);
+        folo_engine_destroy(e);
+    }
+    for (int r = 0; r < 2; r++) {
+        CHECK(res[1][r].n_tokens[0] == res[0][r].n_tokens[0]);
+        CHECK(memcmp(res[0][r].tokens[0], res[1][r].tokens[0],
+                     (size_t)res[0][r].n_tokens[0] * sizeof(int32_t)) == 0);
+    }
+    for (int k = 0; k < 2; k++) results_free(res[k], 2);
 }
 
 static int make_untied_model(void) {
@@ -485,6 +687,10 @@ int main(void) {
     test_stop_string();
     test_engine_thread();
     test_rejections();
+    test_static_engine();
+    test_contiguous_engine();
+    test_naive_budget();
+    test_no_chunk_engine();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_model_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_model_dir);

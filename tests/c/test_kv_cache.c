@@ -427,6 +427,48 @@ static void test_prefix_caching_off(void) {
 }
 
 /* The checker must see broken states, or the property tests prove nothing. */
+/* Contiguous KV (docs/switches.md): a table that covers more than the
+ * tokens computed so far (a sequence's whole reservation). After a fork,
+ * each sample's first write takes private copies of every shared block
+ * ahead of it at once, copying only the partly computed one; the full
+ * blocks behind stay shared. */
+static void test_whole_length_reservation(void) {
+    folo_kv_pool *pool = folo_kv_pool_create(20, 4, false);
+    folo_kv_seq parent, child;
+    folo_kv_seq_init(&parent);
+    folo_kv_seq_init(&child);
+    folo_kv_copy copies[2];
+    int n_copies = 0;
+    /* 6 prompt tokens + 8 outputs: 14 tokens, 4 blocks up front. */
+    CHECK(folo_kv_blocks_needed(pool, &parent, 14, 0) == 4);
+    CHECK(folo_kv_allocate(pool, &parent, 14, 0, copies, &n_copies) == 0);
+    CHECK(parent.n_blocks == 4 && n_copies == 0 && folo_kv_available(pool) == 16);
+    /* Later steps of the prefill and decode need nothing more. */
+    CHECK(folo_kv_blocks_needed(pool, &parent, 14, 6) == 0);
+    folo_kv_fork(pool, &parent, &child);
+    const folo_kv_seq *both[2] = {&parent, &child};
+    expect_valid(pool, both, 2);
+    /* Blocks 1..3 receive tokens 6..13 and are shared: three new blocks,
+     * one copy (block 1 holds tokens 4 and 5). */
+    CHECK(folo_kv_blocks_needed(pool, &parent, 14, 6) == 3);
+    int32_t old1 = parent.blocks[1];
+    CHECK(folo_kv_allocate(pool, &parent, 14, 6, copies, &n_copies) == 0);
+    CHECK(n_copies == 1 && copies[0].src == old1 && copies[0].dst == parent.blocks[1]);
+    CHECK(folo_kv_available(pool) == 13);
+    n_copies = 0;
+    CHECK(folo_kv_allocate(pool, &child, 14, 6, copies, &n_copies) == 0);
+    CHECK(n_copies == 0 && child.blocks[1] == old1);
+    CHECK(parent.blocks[0] == child.blocks[0] && folo_kv_block_ref(pool, parent.blocks[0]) == 2);
+    for (int i = 1; i < 4; i++) CHECK(parent.blocks[i] != child.blocks[i]);
+    expect_valid(pool, both, 2);
+    folo_kv_release(pool, &parent);
+    folo_kv_release(pool, &child);
+    CHECK(folo_kv_available(pool) == 20);
+    folo_kv_seq_free(&parent);
+    folo_kv_seq_free(&child);
+    folo_kv_pool_free(pool);
+}
+
 static void test_check_detects(void) {
     folo_kv_pool *pool = folo_kv_pool_create(8, 4, true);
     int32_t t[10];
@@ -763,6 +805,7 @@ int main(void) {
     test_all_or_nothing();
     test_concurrent_duplicates();
     test_prefix_caching_off();
+    test_whole_length_reservation();
     test_check_detects();
     test_properties();
     return check_summary("test_kv_cache");

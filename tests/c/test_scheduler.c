@@ -5,7 +5,10 @@
  * prefill within the budget, decodes never stalled by a long prefill,
  * preemption of the latest arrival with recompute, refusal of requests that
  * can never fit, prefix-cache hits at admission, forks sharing blocks with
- * copy-on-write. */
+ * copy-on-write; and the switches of docs/switches.md: static batching
+ * admits nothing while a batch runs, contiguous KV reserves a sequence's
+ * whole length at admission (so fewer sequences fit), no chunked prefill
+ * never splits a prefill. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,18 @@ static void harness_init(harness *h, int n_blocks, int block_size, int budget, i
     h->pool = folo_kv_pool_create(n_blocks, block_size, prefix_caching);
     h->opt = (folo_sched_options){
         .max_num_batched_tokens = budget, .max_num_seqs = max_seqs, .max_model_len = 1000};
+    folo_error err = {{0}};
+    h->s = folo_sched_create(&h->opt, h->pool, &err);
+    CHECK_MSG(h->s != NULL, "%s", err.message);
+}
+
+/* Recreates h's scheduler with the given switches. */
+static void harness_switches(harness *h, bool static_batching, bool contiguous_kv,
+                             bool no_chunked_prefill) {
+    folo_sched_free(h->s);
+    h->opt.static_batching = static_batching;
+    h->opt.contiguous_kv = contiguous_kv;
+    h->opt.no_chunked_prefill = no_chunked_prefill;
     folo_error err = {{0}};
     h->s = folo_sched_create(&h->opt, h->pool, &err);
     CHECK_MSG(h->s != NULL, "%s", err.message);
@@ -52,7 +67,8 @@ static void add(harness *h, folo_sched_seq *seq) {
 /* One step; returns the plan (valid until the next step). */
 static const folo_sched_plan *step(harness *h) {
     const folo_sched_plan *p = folo_sched_schedule(h->s);
-    CHECK(p->n_tokens <= h->opt.max_num_batched_tokens);
+    CHECK(p->n_tokens <= h->opt.max_num_batched_tokens +
+                             (h->opt.no_chunked_prefill ? h->opt.max_model_len : 0));
     CHECK(p->n_entries <= h->opt.max_num_seqs);
     int sum = 0;
     for (int i = 0; i < p->n_entries; i++) {
@@ -251,11 +267,132 @@ static void test_prefix_hit_and_fork(void) {
     harness_free(&h);
 }
 
+/* Static batching: the first batch is whatever seats and blocks allow,
+ * whatever the budget (its prefill is paced by the budget); nothing joins
+ * until every member has finished, however early some finish. */
+static void test_static_batching(void) {
+    harness h;
+    harness_init(&h, 64, 4, 8, 3, false);
+    harness_switches(&h, true, false, false);
+    folo_sched_seq seqs[5];
+    int max_tokens[5] = {2, 9, 4, 3, 1};
+    for (int i = 0; i < 5; i++) {
+        seq_make(&seqs[i], 6, max_tokens[i], 100 * (i + 1));
+        add(&h, &seqs[i]);
+    }
+    const folo_sched_plan *p = step(&h);
+    /* Three seats: a's whole prompt and b's first 2 tokens fit the budget of
+     * 8; c is admitted with no tokens yet, its prompt's blocks reserved. */
+    CHECK(p->n_entries == 2 && p->n_tokens == 8);
+    for (int i = 0; i < 3; i++) CHECK(seqs[i].state == FOLO_SEQ_RUNNING);
+    CHECK(seqs[2].n_computed == 0 && seqs[2].kv.n_blocks == 2);
+    CHECK(seqs[3].state == FOLO_SEQ_WAITING && seqs[4].state == FOLO_SEQ_WAITING);
+    int steps = 1, batch_end = -1;
+    while (h.n_finished < 5 && steps < 100) {
+        bool first_batch_running = false;
+        for (int i = 0; i < 3; i++) first_batch_running |= seqs[i].state == FOLO_SEQ_RUNNING;
+        if (!first_batch_running && batch_end < 0) batch_end = steps;
+        /* Nothing joins while a member of the first batch runs. */
+        for (int i = 3; i < 5; i++)
+            CHECK_MSG(!first_batch_running || seqs[i].state == FOLO_SEQ_WAITING,
+                      "step %d: sequence %d admitted while the batch runs", steps, i);
+        step(&h);
+        steps++;
+    }
+    CHECK(h.n_finished == 5);
+    /* b (9 outputs) bounds the first batch; d and e then run together. */
+    CHECK_MSG(batch_end == 10, "first batch ended after %d steps", batch_end);
+    CHECK_MSG(steps == batch_end + 3, "%d steps", steps);
+    for (int i = 0; i < 5; i++) folo_sched_seq_free(&seqs[i]);
+    harness_free(&h);
+}
+
+/* Contiguous KV: admission reserves ceil((prompt + max_tokens) / block)
+ * blocks, so in the pool that holds all five paged sequences' prompts only
+ * three fit at once; they then run without ever needing a block, so without
+ * preemption. */
+static void test_contiguous_kv(void) {
+    for (int contiguous = 0; contiguous < 2; contiguous++) {
+        harness h;
+        harness_init(&h, 16, 4, 64, 8, false);
+        harness_switches(&h, false, contiguous, false);
+        folo_sched_seq seqs[5];
+        for (int i = 0; i < 5; i++) {
+            seq_make(&seqs[i], 5, 14, 100 * (i + 1)); /* 19 tokens: 5 blocks */
+            add(&h, &seqs[i]);
+        }
+        step(&h);
+        int running = 0;
+        for (int i = 0; i < 5; i++) {
+            if (seqs[i].state != FOLO_SEQ_RUNNING) continue;
+            running++;
+            int want = contiguous ? 5 : 2; /* ceil(19 / 4), or the prompt's ceil(5 / 4) */
+            CHECK_MSG(seqs[i].kv.n_blocks == want, "contiguous %d: sequence %d holds %d blocks",
+                      contiguous, i, seqs[i].kv.n_blocks);
+        }
+        CHECK_MSG(running == (contiguous ? 3 : 5), "contiguous %d: %d running", contiguous,
+                  running);
+        int max_running = running;
+        while (h.n_finished < 5) {
+            step(&h);
+            int n = folo_sched_n_running(h.s);
+            if (n > max_running) max_running = n;
+            if (contiguous)
+                for (int i = 0; i < 5; i++)
+                    if (seqs[i].state == FOLO_SEQ_RUNNING) CHECK(seqs[i].kv.n_blocks == 5);
+        }
+        CHECK(max_running == (contiguous ? 3 : 5));
+        if (contiguous) CHECK(folo_sched_n_preemptions(h.s) == 0);
+        else CHECK(folo_sched_n_preemptions(h.s) > 0); /* 5 x 5 blocks > 16 */
+        for (int i = 0; i < 5; i++)
+            for (int t = 5; t < 19; t++) CHECK(seqs[i].tokens[t] == 5000 + t);
+        for (int i = 0; i < 5; i++) folo_sched_seq_free(&seqs[i]);
+        harness_free(&h);
+    }
+}
+
+/* No chunked prefill: every plan entry reaches its sequence's last token;
+ * a prompt longer than the budget runs whole as the step's first prefill,
+ * beside the decodes, and the next prompt waits for a step with room. */
+static void test_no_chunked_prefill(void) {
+    harness h;
+    harness_init(&h, 128, 4, 8, 4, false);
+    harness_switches(&h, false, false, true);
+    folo_sched_seq a, b, c;
+    seq_make(&a, 3, 20, 100);
+    seq_make(&b, 30, 2, 200);
+    seq_make(&c, 5, 2, 300);
+    add(&h, &a);
+    step(&h); /* a's prompt; a decodes from now on */
+    add(&h, &b);
+    add(&h, &c);
+    const folo_sched_plan *p = step(&h);
+    const folo_sched_entry *ea = entry_of(p, &a), *eb = entry_of(p, &b);
+    CHECK(ea && ea->n_tokens == 1);
+    CHECK(eb && eb->start == 0 && eb->n_tokens == 30);
+    CHECK(entry_of(p, &c) == NULL && c.state == FOLO_SEQ_WAITING);
+    CHECK(p->n_tokens == 31);
+    p = step(&h);
+    const folo_sched_entry *ec = entry_of(p, &c);
+    CHECK(ec && ec->start == 0 && ec->n_tokens == 5);
+    while (h.n_finished < 3) {
+        p = step(&h);
+        for (int i = 0; i < p->n_entries; i++) CHECK(p->entries[i].wants_logits);
+    }
+    folo_sched_seq_free(&a);
+    folo_sched_seq_free(&b);
+    folo_sched_seq_free(&c);
+    harness_free(&h);
+}
+
 int main(void) {
     test_chunked_prefill();
     test_decodes_during_long_prefill();
     test_preemption_picks_latest();
     test_rejects_impossible();
     test_prefix_hit_and_fork();
+    test_static_batching();
+    test_contiguous_kv();
+    test_no_chunked_prefill();
     return check_summary("test_scheduler");
 }

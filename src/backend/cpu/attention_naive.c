@@ -1,0 +1,61 @@
+/* The naive attention of attention_naive.h: three passes over a
+ * materialized score matrix (scores, softmax, weighted sum of values). */
+#include "backend/cpu/attention_naive.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Row of position p of kv head kv_head in one layer's cache. */
+static size_t cache_row(const int32_t *block_table, int p, int block_size, int n_kv_heads,
+                        int kv_head) {
+    return ((size_t)block_table[p / block_size] * n_kv_heads + kv_head) * block_size +
+           p % block_size;
+}
+
+void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, size_t q_stride,
+                              const int32_t *positions, int n_queries, int n_ctx, float *scores,
+                              const float *k_cache, const float *v_cache,
+                              const int32_t *block_table, int block_size, int n_kv_heads,
+                              int kv_head, int head_dim, float scale) {
+    /* S = Q·Kᵀ·scale [n_queries, n_ctx], -inf where a query may not look. */
+    for (int j = 0; j < n_ctx; j++) {
+        const float *k = k_cache + cache_row(block_table, j, block_size, n_kv_heads, kv_head) *
+                                       head_dim;
+        for (int i = 0; i < n_queries; i++) {
+            float *s = scores + (size_t)i * n_ctx + j;
+            if (j > positions[i]) {
+                *s = -INFINITY;
+                continue;
+            }
+            const float *qi = q + (size_t)i * q_stride;
+            float dot = 0.0f;
+            for (int d = 0; d < head_dim; d++) dot += qi[d] * k[d];
+            *s = dot * scale;
+        }
+    }
+    /* P = softmax(S) row by row. */
+    for (int i = 0; i < n_queries; i++) {
+        float *row = scores + (size_t)i * n_ctx;
+        float max = -INFINITY, sum = 0.0f;
+        for (int j = 0; j < n_ctx; j++) max = row[j] > max ? row[j] : max;
+        for (int j = 0; j < n_ctx; j++) {
+            row[j] = expf(row[j] - max);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n_ctx; j++) row[j] *= inv;
+    }
+    /* O = P·V. */
+    for (int i = 0; i < n_queries; i++)
+        memset(out + (size_t)i * out_stride, 0, (size_t)head_dim * sizeof(float));
+    for (int j = 0; j < n_ctx; j++) {
+        const float *v = v_cache + cache_row(block_table, j, block_size, n_kv_heads, kv_head) *
+                                       head_dim;
+        for (int i = 0; i < n_queries; i++) {
+            float p = scores[(size_t)i * n_ctx + j];
+            if (p == 0.0f) continue; /* masked (or underflowed): adds nothing */
+            float *o = out + (size_t)i * out_stride;
+            for (int d = 0; d < head_dim; d++) o[d] += p * v[d];
+        }
+    }
+}
