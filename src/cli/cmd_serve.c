@@ -25,10 +25,12 @@ static const char k_usage[] =
     "usage: folo serve [-m DIR] [--host HOST] [--port PORT] [--served-model-name NAME]\n"
     "                  [--max-batched-tokens N] [--max-seqs N] [--kv-memory BYTES]\n"
     "                  [--block-size N] [--no-prefix-cache] [--threads N] [--device D]\n"
+    "                  [--api-key KEY] [--max-queue N] [--reasoning-parser qwen3]\n"
     "                  [--log-level LEVEL]\n";
 static const char k_help[] =
-    "Serves the model over an OpenAI-compatible HTTP API: GET /health, GET /v1/models,\n"
-    "POST /v1/completions, POST /v1/chat/completions (with \"stream\": true as SSE).\n"
+    "Serves the model over an OpenAI-compatible HTTP API: GET /health, GET /metrics\n"
+    "(Prometheus), GET /v1/models, POST /v1/completions, POST /v1/chat/completions\n"
+    "(with \"stream\": true as SSE), POST /tokenize, POST /detokenize (docs/serve.md).\n"
     "SIGINT or SIGTERM stops it: requests in flight are aborted, the exit code is 0.\n\n"
     "  -m, --model DIR            Hugging Face Qwen3 checkpoint directory\n"
     "                             (default: a synthetic Qwen3-0.6B-shaped model, made on first "
@@ -36,6 +38,13 @@ static const char k_help[] =
     "      --host HOST            address to bind (default 127.0.0.1)\n"
     "      --port PORT            port to listen on (default 8000)\n"
     "      --served-model-name N  the model name of the API (default: the directory's name)\n"
+    "      --api-key KEY          the /v1/ routes want `Authorization: Bearer KEY`, else 401\n"
+    "                             (default: $FOLO_API_KEY; unset: no key)\n"
+    "      --max-queue N          answer 503 with Retry-After while more than N requests\n"
+    "                             wait for the engine (default: no limit)\n"
+    "      --reasoning-parser qwen3\n"
+    "                             chat answers give the thinking between <think> and\n"
+    "                             </think> as reasoning_content, the rest as content\n"
     CLI_ENGINE_HELP
     "      --log-level LEVEL      debug, info, warn, error or off (default info)\n";
 
@@ -46,7 +55,8 @@ typedef struct serve_options {
 } serve_options;
 
 enum {
-    OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_LOG_LEVEL, OPT_HELP
+    OPT_HOST = 256, OPT_PORT, OPT_NAME, OPT_API_KEY, OPT_MAX_QUEUE, OPT_REASONING,
+    OPT_LOG_LEVEL, OPT_HELP
 };
 
 static int parse_args(int argc, char **argv, serve_options *o) {
@@ -55,6 +65,9 @@ static int parse_args(int argc, char **argv, serve_options *o) {
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
         {"served-model-name", required_argument, NULL, OPT_NAME},
+        {"api-key", required_argument, NULL, OPT_API_KEY},
+        {"max-queue", required_argument, NULL, OPT_MAX_QUEUE},
+        {"reasoning-parser", required_argument, NULL, OPT_REASONING},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         CLI_ENGINE_LONG_OPTIONS,
         {"help", no_argument, NULL, OPT_HELP},
@@ -73,6 +86,18 @@ static int parse_args(int argc, char **argv, serve_options *o) {
             if (cli_parse_int(k_cmd, "--port", optarg, 1, 65535, &o->server.port)) return 2;
             break;
         case OPT_NAME: o->server.model_name = optarg; break;
+        case OPT_API_KEY: o->server.api_key = optarg; break;
+        case OPT_REASONING:
+            if (strcmp(optarg, "qwen3") != 0)
+                return cli_usage_error(k_cmd, k_usage,
+                                       "unknown --reasoning-parser '%s' (known: qwen3)", optarg);
+            o->server.reasoning_parser = true;
+            break;
+        case OPT_MAX_QUEUE:
+            if (cli_parse_int(k_cmd, "--max-queue", optarg, 0, 1 << 30, &o->server.max_queue))
+                return 2;
+            o->server.limit_queue = true;
+            break;
         case OPT_LOG_LEVEL:
             if (folo_log_parse_level(optarg, &level) != 0)
                 return cli_usage_error(k_cmd, k_usage, "invalid --log-level '%s'", optarg);
@@ -101,7 +126,8 @@ static char *default_model_name(const char *dir) {
 }
 
 int folo_cmd_serve(int argc, char **argv) {
-    serve_options o = {0};
+    /* As vLLM reads VLLM_API_KEY; --api-key wins. */
+    serve_options o = {.server = {.api_key = getenv("FOLO_API_KEY")}};
     int rc = parse_args(argc, argv, &o);
     if (rc != 0) return rc == HELP_SHOWN ? 0 : rc;
     char *dir = cli_model_dir(k_cmd, o.model);

@@ -20,6 +20,9 @@
 #define FOLO_OAI_MAX_STOPS 16
 #define FOLO_OAI_MAX_STOP_IDS 64
 #define FOLO_OAI_MAX_N 128
+/* Prompts of one completions request, and choices (prompts x n) at most. */
+#define FOLO_OAI_MAX_PROMPTS 128
+#define FOLO_OAI_MAX_CHOICES 1024
 
 typedef enum folo_oai_kind { FOLO_OAI_COMPLETION, FOLO_OAI_CHAT } folo_oai_kind;
 
@@ -30,29 +33,67 @@ typedef struct folo_oai_error {
     char message[1024];
 } folo_oai_error;
 
+/* One prompt of a completions request: text, or token ids. */
+typedef struct folo_oai_prompt {
+    const char *text;    /* NULL for token ids */
+    int32_t *ids;        /* [n_ids], owned, when text is NULL */
+    int n_ids;
+} folo_oai_prompt;
+
 /* A parsed request. Its strings point into root; free with
  * folo_oai_request_free. */
 typedef struct folo_oai_request {
     folo_oai_kind kind;
     json_t *root;                 /* the body, owned */
     const char *model;            /* NULL when absent */
-    const char *prompt;           /* FOLO_OAI_COMPLETION: the prompt text */
+    folo_oai_prompt *prompts;     /* [n_prompts] FOLO_OAI_COMPLETION: a string, a list of
+                                     strings, token ids or a list of token-id lists */
+    int n_prompts;
+    bool echo;                    /* completions: the prompt comes before the text */
     bool stream;
     bool include_usage;           /* stream_options.include_usage */
     bool max_tokens_given;        /* max_tokens or max_completion_tokens was set */
+    bool enable_thinking;         /* chat_template_kwargs.enable_thinking (true) */
     folo_request_params params;   /* stop and stop_token_ids point into the arrays below */
     const char *stops[FOLO_OAI_MAX_STOPS];
     int32_t stop_ids[FOLO_OAI_MAX_STOP_IDS];
 } folo_oai_request;
 
 /* Reads body [body_len] bytes; params start from defaults (the model's
- * generation_config). Chat messages are only checked to be an array here:
- * the engine's chat reader (tokenizer/chat.h) validates them when the
- * request is added. */
-int folo_oai_parse(folo_oai_kind kind, const char *body, size_t body_len,
+ * generation_config); token ids must be below vocab_size. Chat messages
+ * are only checked to be an array here: the engine's chat reader
+ * (tokenizer/chat.h) validates them when the request is added. Logprobs:
+ * completions' integer `logprobs` and chat's `logprobs: true` with
+ * `top_logprobs` set params.sampling.logprobs (at most
+ * FOLO_MAX_TOP_LOGPROBS). */
+int folo_oai_parse(folo_oai_kind kind, const char *body, size_t body_len, int vocab_size,
                    const folo_request_params *defaults, folo_oai_request *out,
                    folo_oai_error *err);
 void folo_oai_request_free(folo_oai_request *r);
+
+/* POST /tokenize, as vLLM reads it: {"prompt": text} or {"messages": [...]}
+ * (the whole body then goes to folo_engine_tokenize_chat, which reads
+ * add_generation_prompt, default true, and chat_template_kwargs);
+ * add_special_tokens is accepted (Qwen3 adds no special tokens). */
+typedef struct folo_oai_tokenize {
+    json_t *root;         /* owned */
+    const char *model;    /* NULL when absent */
+    const char *prompt;   /* when !chat */
+    bool chat;
+} folo_oai_tokenize;
+int folo_oai_parse_tokenize(const char *body, size_t body_len, folo_oai_tokenize *out,
+                            folo_oai_error *err);
+
+/* POST /detokenize: {"tokens": [ids below vocab_size]}. */
+typedef struct folo_oai_detokenize {
+    json_t *root;         /* owned */
+    const char *model;
+    int32_t *ids;         /* [n_ids], owned */
+    int n_ids;
+} folo_oai_detokenize;
+int folo_oai_parse_detokenize(const char *body, size_t body_len, int vocab_size,
+                              folo_oai_detokenize *out, folo_oai_error *err);
+void folo_oai_detokenize_free(folo_oai_detokenize *d);
 
 /* Fills err and returns -1, so a failure reads `return folo_oai_fail(...)`. */
 int folo_oai_fail(folo_oai_error *err, int status, const char *param, const char *fmt, ...)
@@ -64,12 +105,37 @@ char *folo_oai_error_json(const folo_oai_error *err);
  * the client sees a cut-short answer; the server logs why). */
 const char *folo_oai_finish_name(folo_finish_reason reason);
 
-/* One choice of a whole (non-streamed) response. */
-typedef struct folo_oai_choice {
+/* The text of a choice or of a stream delta: the content and, in a chat
+ * served with a reasoning parser (reasoning not NULL), the reasoning apart. */
+typedef struct folo_oai_text {
     const char *text;
     size_t text_len;
+    const char *reasoning;
+    size_t reasoning_len;
+} folo_oai_text;
+
+/* One choice of a whole (non-streamed) response. */
+typedef struct folo_oai_choice {
+    folo_oai_text text;
+    json_t *logprobs;     /* folo_oai_logprobs, stolen; NULL: null */
     folo_finish_reason finish;
 } folo_oai_choice;
+
+/* One sampled token with its logprob and the top alternatives, as text. */
+typedef struct folo_oai_token {
+    const char *text;
+    float logprob;
+    int n_top;
+    const char *top_text[FOLO_MAX_TOP_LOGPROBS];
+    float top_logprob[FOLO_MAX_TOP_LOGPROBS];
+} folo_oai_token;
+
+/* The "logprobs" member for [n] tokens: chat's {"content": [{token,
+ * logprob, bytes, top_logprobs}]}, or completions' {tokens, token_logprobs,
+ * top_logprobs, text_offset}, whose offsets start at *text_offset and
+ * advance it past each token's text. */
+json_t *folo_oai_logprobs(folo_oai_kind kind, const folo_oai_token *tokens, int n,
+                          size_t *text_offset);
 
 typedef struct folo_oai_usage {
     int prompt_tokens;
@@ -80,13 +146,14 @@ typedef struct folo_oai_usage {
 json_t *folo_oai_response(folo_oai_kind kind, const char *id, int64_t created, const char *model,
                           const folo_oai_choice *choices, int n_choices,
                           const folo_oai_usage *usage);
-/* One stream chunk for one choice: text (may be empty) and its finish
- * reason (FOLO_FINISH_NONE while running). A chat stream's first chunk
- * of a choice carries role "assistant" (first = true). include_usage adds
+/* One stream chunk for one choice: its new text (may be empty), the
+ * logprobs of its tokens (stolen; NULL: null) and its finish reason
+ * (FOLO_FINISH_NONE while running). A chat stream's first chunk of a
+ * choice carries role "assistant" (first = true). include_usage adds
  * "usage": null, as OpenAI does on every chunk but the last. */
 json_t *folo_oai_chunk(folo_oai_kind kind, const char *id, int64_t created, const char *model,
-                       int index, const char *text, size_t text_len, folo_finish_reason finish,
-                       bool first, bool include_usage);
+                       int index, const folo_oai_text *text, json_t *logprobs,
+                       folo_finish_reason finish, bool first, bool include_usage);
 /* The final usage chunk of stream_options.include_usage (empty choices). */
 json_t *folo_oai_usage_chunk(folo_oai_kind kind, const char *id, int64_t created,
                              const char *model, const folo_oai_usage *usage);

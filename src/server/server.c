@@ -28,7 +28,9 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/timer.h"
+#include "server/metrics.h"
 #include "server/openai.h"
+#include "server/reasoning.h"
 
 /* max_tokens of a chat request that gives none. */
 #define CHAT_DEFAULT_MAX_TOKENS 2048
@@ -37,24 +39,32 @@
 /* How often a connection waiting for tokens checks that its client is
  * still there (a request queued behind long prefills may wait for seconds). */
 #define PEER_CHECK_MS 200
+/* Seconds a client refused by --max-queue is told to wait (Retry-After). */
+#define RETRY_AFTER_S "1"
 
 /* ---- the table of requests in flight ------------------------------------- */
 
 /* What one folo_output brought, copied off the engine thread. */
 typedef struct event {
-    int sample;
+    int choice;               /* prompt index x n + sample index */
     char *text;               /* [text_len], owned */
     size_t text_len;
     int n_tokens;
-    int n_prompt_tokens;
+    bool has_logprob;         /* the request asked for logprobs and a token came */
+    folo_sample_result logprob;
     folo_finish_reason finish;
 } event;
 
+/* One connection's generation: an engine request per prompt (completions
+ * take several), registered before any of them is added, so every output
+ * finds its entry. */
 typedef struct entry {
-    uint64_t id;
+    uint64_t *ids;            /* [n_ids] engine request ids, one per prompt */
+    int n_ids;
+    int n_per_prompt;         /* samples per prompt (n) */
     event *events;            /* [n_events] not yet taken by the connection */
     int n_events, cap_events;
-    int n_samples;            /* 0 until the connection registers it */
+    int n_samples;            /* n_ids x n_per_prompt once every prompt is added, else 0 */
     int n_finished;           /* samples whose last output arrived */
     bool attached;            /* the connection still reads it */
     bool aborted;             /* the server's shutdown aborted it */
@@ -69,6 +79,11 @@ struct folo_server {
     size_t max_body_bytes;
     folo_request_params defaults;
     unsigned nonce;           /* makes response ids unique across restarts */
+    char *api_key;            /* NULL: no authentication */
+    int max_queue;            /* < 0: no limit */
+    bool reasoning_parser;    /* --reasoning-parser qwen3 */
+    pthread_mutex_t metrics_lock; /* guards metrics (engine thread and scrapes) */
+    folo_metrics metrics;
     pthread_mutex_t lock;     /* guards everything below */
     pthread_cond_t drained;   /* an entry's engine side finished, or an entry was freed */
     entry *entries;
@@ -85,12 +100,23 @@ static void free_events(event *events, int n) {
     free(events);
 }
 
-/* Lock held. */
-static entry *find_or_add(folo_server *s, uint64_t id) {
+/* Lock held: the entry of engine request id and that request's prompt
+ * index, or NULL (a request whose connection gave up adding it). */
+static entry *find_entry(folo_server *s, uint64_t id, int *prompt) {
     for (entry *e = s->entries; e; e = e->next)
-        if (e->id == id) return e;
+        for (int i = 0; i < e->n_ids; i++)
+            if (e->ids[i] == id) {
+                *prompt = i;
+                return e;
+            }
+    return NULL;
+}
+
+/* Lock held. */
+static entry *add_entry(folo_server *s, int n_prompts, int n_per_prompt) {
     entry *e = folo_calloc(1, sizeof *e);
-    e->id = id;
+    e->ids = folo_calloc((size_t)n_prompts, sizeof *e->ids);
+    e->n_per_prompt = n_per_prompt;
     e->attached = true;
     pthread_cond_init(&e->wake, NULL);
     e->next = s->entries;
@@ -98,18 +124,33 @@ static entry *find_or_add(folo_server *s, uint64_t id) {
     return e;
 }
 
-/* Lock held: frees e once neither side needs it. */
-static void release_if_unused(folo_server *s, entry *e) {
-    if (e->attached || !engine_done(e)) return;
+static void free_entry(entry *e) {
+    free_events(e->events, e->n_events);
+    pthread_cond_destroy(&e->wake);
+    free(e->ids);
+    free(e);
+}
+
+/* Lock held: unlinks and frees e. */
+static void remove_entry(folo_server *s, entry *e) {
     for (entry **p = &s->entries; *p; p = &(*p)->next)
         if (*p == e) {
             *p = e->next;
             break;
         }
-    free_events(e->events, e->n_events);
-    pthread_cond_destroy(&e->wake);
-    free(e);
+    free_entry(e);
     pthread_cond_broadcast(&s->drained);
+}
+
+/* Lock held: frees e once neither side needs it. */
+static void release_if_unused(folo_server *s, entry *e) {
+    if (e->attached || !engine_done(e)) return;
+    remove_entry(s, e);
+}
+
+/* Lock held: aborts every engine request of e. */
+static void abort_entry(folo_server *s, entry *e) {
+    for (int i = 0; i < e->n_ids; i++) folo_engine_abort(s->engine, e->ids[i]);
 }
 
 /* One line per finished sample at info level (errors at error level):
@@ -138,27 +179,46 @@ static void log_finished(const folo_output *out) {
 static void on_output(void *user, const folo_output *out) {
     folo_server *s = user;
     pthread_mutex_lock(&s->lock);
-    entry *e = find_or_add(s, out->request_id);
-    if (e->n_events == e->cap_events) {
-        e->cap_events = e->cap_events ? 2 * e->cap_events : 16;
-        e->events = folo_realloc(e->events, (size_t)e->cap_events * sizeof *e->events);
-    }
-    e->events[e->n_events++] = (event){
-        .sample = out->sample_index,
-        .text = folo_strndup(out->text, out->text_len),
-        .text_len = out->text_len,
-        .n_tokens = out->n_token_ids,
-        .n_prompt_tokens = out->n_prompt_tokens,
-        .finish = out->finish_reason,
-    };
-    if (out->finish_reason != FOLO_FINISH_NONE) e->n_finished++;
-    pthread_cond_broadcast(&e->wake);
-    if (engine_done(e)) {
-        pthread_cond_broadcast(&s->drained);
-        release_if_unused(s, e);
+    int prompt = 0;
+    entry *e = find_entry(s, out->request_id, &prompt);
+    if (e) {
+        if (e->n_events == e->cap_events) {
+            e->cap_events = e->cap_events ? 2 * e->cap_events : 16;
+            e->events = folo_realloc(e->events, (size_t)e->cap_events * sizeof *e->events);
+        }
+        event *ev = &e->events[e->n_events++];
+        *ev = (event){
+            .choice = prompt * e->n_per_prompt + out->sample_index,
+            .text = folo_strndup(out->text, out->text_len),
+            .text_len = out->text_len,
+            .n_tokens = out->n_token_ids,
+            .has_logprob = out->logprobs != NULL && out->n_token_ids > 0,
+            .finish = out->finish_reason,
+        };
+        if (ev->has_logprob) ev->logprob = out->logprobs[0];
+        if (out->finish_reason != FOLO_FINISH_NONE) e->n_finished++;
+        pthread_cond_broadcast(&e->wake);
+        if (engine_done(e)) {
+            pthread_cond_broadcast(&s->drained);
+            release_if_unused(s, e);
+        }
     }
     pthread_mutex_unlock(&s->lock);
-    if (out->finish_reason != FOLO_FINISH_NONE) log_finished(out);
+    if (out->finish_reason == FOLO_FINISH_NONE) return;
+    if (out->metrics) {
+        pthread_mutex_lock(&s->metrics_lock);
+        folo_metrics_observe_finished(&s->metrics, out->metrics, out->finish_reason);
+        pthread_mutex_unlock(&s->metrics_lock);
+    }
+    log_finished(out);
+}
+
+/* The engine thread's step hook: the histogram of tokens per step. */
+static void on_step(void *user, int n_tokens) {
+    folo_server *s = user;
+    pthread_mutex_lock(&s->metrics_lock);
+    folo_metrics_observe_step(&s->metrics, n_tokens);
+    pthread_mutex_unlock(&s->metrics_lock);
 }
 
 /* ---- one connection ------------------------------------------------------ */
@@ -172,15 +232,22 @@ typedef struct conn {
     folo_oai_kind kind;
     char id[64];
     int64_t created;
-    int n_samples;
+    int n_prompts;
+    int n_samples;            /* choices: prompts x n */
     bool include_usage;
+    int logprobs;             /* top logprobs asked for; < 0: none */
+    char **echo;              /* [n_prompts] completions with echo: the prompt text, else NULL */
     int fd;                   /* the client's socket, watched while waiting */
     bool peer_gone;           /* the client closed its end */
     double next_peer_check_s; /* folo_now_s of the next look at fd */
-    /* per sample */
+    /* per choice */
     folo_buf *texts;          /* [n_samples] whole responses only */
+    folo_sample_result **lps; /* [n_samples][n_lps[i]] whole responses with logprobs */
+    int *n_lps;
+    size_t *text_offset;      /* [n_samples] streams with logprobs: text so far */
     folo_finish_reason *finish; /* [n_samples] */
     bool *started;            /* [n_samples] streams: the role chunk was sent */
+    folo_reasoning *reasoning; /* [n_samples] chats with a reasoning parser, else NULL */
     folo_oai_usage usage;
     int n_finished;
     /* stream output not yet handed to MHD */
@@ -193,18 +260,28 @@ static void conn_free(conn *c) {
     if (c->entry) {
         folo_server *s = c->s;
         pthread_mutex_lock(&s->lock);
-        bool done = engine_done(c->entry);
-        uint64_t id = c->entry->id;
+        /* Still generating when the connection ends: the client left. */
+        bool gone = !engine_done(c->entry);
+        if (gone) abort_entry(s, c->entry);
         c->entry->attached = false;
         release_if_unused(s, c->entry);
-        if (!done) folo_engine_abort(s->engine, id);
         pthread_mutex_unlock(&s->lock);
+        if (gone)
+            folo_log(FOLO_LOG_INFO, "serve: client of request %s went away; aborting it", c->id);
     }
-    if (c->texts)
-        for (int i = 0; i < c->n_samples; i++) folo_buf_free(&c->texts[i]);
+    for (int i = 0; c->texts && i < c->n_samples; i++) folo_buf_free(&c->texts[i]);
+    for (int i = 0; c->lps && i < c->n_samples; i++) free(c->lps[i]);
+    for (int i = 0; c->echo && i < c->n_prompts; i++) free(c->echo[i]);
+    free(c->echo);
+    free(c->lps);
+    free(c->n_lps);
+    free(c->text_offset);
     free(c->texts);
     free(c->finish);
     free(c->started);
+    if (c->reasoning)
+        for (int i = 0; i < c->n_samples; i++) folo_reasoning_free(&c->reasoning[i]);
+    free(c->reasoning);
     folo_buf_free(&c->body);
     folo_buf_free(&c->out);
     free(c);
@@ -251,23 +328,58 @@ static bool take_events(conn *c, event **events, int *n_events) {
 
 /* Usage and finish bookkeeping shared by both response kinds. */
 static void account(conn *c, const event *ev) {
-    c->usage.prompt_tokens = ev->n_prompt_tokens;
     c->usage.completion_tokens += ev->n_tokens;
     if (ev->finish != FOLO_FINISH_NONE) {
-        c->finish[ev->sample] = ev->finish;
+        c->finish[ev->choice] = ev->finish;
         c->n_finished++;
     }
 }
 
-static enum MHD_Result send_text(struct MHD_Connection *mc, unsigned status, const char *type,
-                                 const char *text, size_t len) {
+/* The logprobs member of [n] sampled tokens, their texts from the
+ * tokenizer (special tokens kept); *text_offset as folo_oai_logprobs. */
+static json_t *logprobs_json(conn *c, const folo_sample_result *rs, int n, size_t *text_offset) {
+    folo_engine *e = c->s->engine;
+    folo_oai_token *toks = folo_calloc(n > 0 ? (size_t)n : 1, sizeof *toks);
+    for (int i = 0; i < n; i++) {
+        toks[i].text = folo_engine_detokenize(e, &rs[i].token, 1, false);
+        toks[i].logprob = rs[i].logprob;
+        toks[i].n_top = rs[i].n_top < c->logprobs ? rs[i].n_top : c->logprobs;
+        for (int j = 0; j < toks[i].n_top; j++) {
+            toks[i].top_text[j] = folo_engine_detokenize(e, &rs[i].top[j].token, 1, false);
+            toks[i].top_logprob[j] = rs[i].top[j].logprob;
+        }
+    }
+    json_t *doc = folo_oai_logprobs(c->kind, toks, n, text_offset);
+    for (int i = 0; i < n; i++) {
+        free((char *)toks[i].text);
+        for (int j = 0; j < toks[i].n_top; j++) free((char *)toks[i].top_text[j]);
+    }
+    free(toks);
+    return doc;
+}
+
+/* The prompt text a choice starts with under echo ("" without). */
+static const char *echo_of(const conn *c, int choice) {
+    return c->echo ? c->echo[choice / (c->n_samples / c->n_prompts)] : "";
+}
+
+/* header and value name one more response header, or are NULL. */
+static enum MHD_Result send_with(struct MHD_Connection *mc, unsigned status, const char *type,
+                                 const char *text, size_t len, const char *header,
+                                 const char *value) {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (header) MHD_add_response_header(r, header, value);
     enum MHD_Result rc = MHD_queue_response(mc, status, r);
     MHD_destroy_response(r);
     return rc;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *mc, unsigned status, const char *type,
+                                 const char *text, size_t len) {
+    return send_with(mc, status, type, text, len, NULL, NULL);
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *mc, unsigned status, json_t *doc) {
@@ -282,8 +394,10 @@ static enum MHD_Result send_json(struct MHD_Connection *mc, unsigned status, jso
 static enum MHD_Result send_error(struct MHD_Connection *mc, const folo_oai_error *err) {
     char *text = folo_oai_error_json(err);
     if (!text) return MHD_NO;
+    bool busy = err->status == MHD_HTTP_SERVICE_UNAVAILABLE;
     enum MHD_Result rc =
-        send_text(mc, (unsigned)err->status, "application/json", text, strlen(text));
+        send_with(mc, (unsigned)err->status, "application/json", text, strlen(text),
+                  busy ? MHD_HTTP_HEADER_RETRY_AFTER : NULL, busy ? RETRY_AFTER_S : NULL);
     free(text);
     return rc;
 }
@@ -302,32 +416,62 @@ static enum MHD_Result too_large(struct MHD_Connection *mc, const folo_server *s
     return send_error(mc, &err);
 }
 
+/* The text of one sample's delta (or whole answer, last = true), split by
+ * the reasoning parser when there is one; out points into the two bufs. */
+static void split_text(conn *c, int sample, const char *text, size_t len, bool last,
+                       folo_buf *reasoning, folo_buf *content, folo_oai_text *out) {
+    if (!c->reasoning) {
+        *out = (folo_oai_text){.text = text, .text_len = len};
+        return;
+    }
+    folo_reasoning_feed(&c->reasoning[sample], text, len, last, reasoning, content);
+    *out = (folo_oai_text){folo_buf_str(content), content->len, folo_buf_str(reasoning),
+                           reasoning->len};
+}
+
 static enum MHD_Result respond_whole(struct MHD_Connection *mc, conn *c) {
-    c->texts = folo_calloc((size_t)c->n_samples, sizeof *c->texts);
+    size_t n = (size_t)c->n_samples;
+    c->texts = folo_calloc(n, sizeof *c->texts);
+    c->lps = folo_calloc(n, sizeof *c->lps);
+    c->n_lps = folo_calloc(n, sizeof *c->n_lps);
+    for (int i = 0; i < c->n_samples; i++) folo_buf_puts(&c->texts[i], echo_of(c, i));
     event *events;
     int n_events;
     while (c->n_finished < c->n_samples && take_events(c, &events, &n_events)) {
         for (int i = 0; i < n_events; i++) {
-            folo_buf_append(&c->texts[events[i].sample], events[i].text, events[i].text_len);
-            account(c, &events[i]);
+            const event *ev = &events[i];
+            folo_buf_append(&c->texts[ev->choice], ev->text, ev->text_len);
+            if (ev->has_logprob) {
+                c->lps[ev->choice] = folo_realloc(c->lps[ev->choice],
+                                                  (size_t)(c->n_lps[ev->choice] + 1) *
+                                                      sizeof *c->lps[ev->choice]);
+                c->lps[ev->choice][c->n_lps[ev->choice]++] = ev->logprob;
+            }
+            account(c, ev);
         }
         free_events(events, n_events);
     }
-    folo_oai_choice *choices = folo_calloc((size_t)c->n_samples, sizeof *choices);
     bool failed = c->n_finished < c->n_samples;
+    for (int i = 0; i < c->n_samples; i++) failed |= c->finish[i] == FOLO_FINISH_ERROR;
+    if (c->peer_gone) return MHD_NO;
+    if (failed) return fail(mc, 500, NULL, "%s", "the engine could not complete the request");
+    folo_oai_choice *choices = folo_calloc(n, sizeof *choices);
+    /* [2 * n_samples]: each choice's reasoning and content */
+    folo_buf *parts = folo_calloc(2 * n, sizeof *parts);
     for (int i = 0; i < c->n_samples; i++) {
-        failed |= c->finish[i] == FOLO_FINISH_ERROR;
-        choices[i] = (folo_oai_choice){folo_buf_str(&c->texts[i]), c->texts[i].len, c->finish[i]};
+        split_text(c, i, folo_buf_str(&c->texts[i]), c->texts[i].len, true, &parts[2 * i],
+                   &parts[2 * i + 1], &choices[i].text);
+        size_t offset = strlen(echo_of(c, i));
+        if (c->logprobs >= 0)
+            choices[i].logprobs = logprobs_json(c, c->lps[i], c->n_lps[i], &offset);
+        choices[i].finish = c->finish[i];
     }
-    enum MHD_Result rc;
-    if (c->peer_gone)
-        rc = MHD_NO;
-    else if (failed)
-        rc = fail(mc, 500, NULL, "%s", "the engine could not complete the request");
-    else
-        rc = send_json(mc, MHD_HTTP_OK,
-                       folo_oai_response(c->kind, c->id, c->created, c->s->model_name, choices,
-                                         c->n_samples, &c->usage));
+    enum MHD_Result rc =
+        send_json(mc, MHD_HTTP_OK,
+                  folo_oai_response(c->kind, c->id, c->created, c->s->model_name, choices,
+                                    c->n_samples, &c->usage));
+    for (int i = 0; i < 2 * c->n_samples; i++) folo_buf_free(&parts[i]);
+    free(parts);
     free(choices);
     return rc;
 }
@@ -344,6 +488,7 @@ static void append_sse(folo_buf *out, json_t *doc) {
  * once the stream has ended or the client is gone. */
 static void fill_stream(conn *c) {
     const char *model = c->s->model_name;
+    folo_buf reasoning = {0}, content = {0};
     while (c->out.len == 0 && !c->stream_ended && !c->peer_gone) {
         event *events;
         int n_events;
@@ -352,13 +497,28 @@ static void fill_stream(conn *c) {
             for (int i = 0; i < n_events; i++) {
                 const event *ev = &events[i];
                 account(c, ev);
-                bool first = !c->started[ev->sample];
-                if (ev->text_len == 0 && ev->finish == FOLO_FINISH_NONE &&
-                    (c->kind != FOLO_OAI_CHAT || !first))
+                bool first = !c->started[ev->choice];
+                folo_oai_text text;
+                folo_buf_clear(&reasoning);
+                folo_buf_clear(&content);
+                if (first && c->echo) {
+                    /* The prompt leads the choice's first chunk, as in vLLM. */
+                    folo_buf_puts(&content, echo_of(c, ev->choice));
+                    folo_buf_append(&content, ev->text, ev->text_len);
+                    text = (folo_oai_text){.text = content.data, .text_len = content.len};
+                } else {
+                    split_text(c, ev->choice, ev->text, ev->text_len,
+                               ev->finish != FOLO_FINISH_NONE, &reasoning, &content, &text);
+                }
+                if (text.text_len == 0 && text.reasoning_len == 0 && !ev->has_logprob &&
+                    ev->finish == FOLO_FINISH_NONE && (c->kind != FOLO_OAI_CHAT || !first))
                     continue;
-                c->started[ev->sample] = true;
-                append_sse(&c->out, folo_oai_chunk(c->kind, c->id, c->created, model, ev->sample,
-                                                   ev->text, ev->text_len, ev->finish,
+                c->started[ev->choice] = true;
+                json_t *lp = ev->has_logprob ? logprobs_json(c, &ev->logprob, 1,
+                                                             &c->text_offset[ev->choice])
+                                             : NULL;
+                append_sse(&c->out, folo_oai_chunk(c->kind, c->id, c->created, model, ev->choice,
+                                                   &text, lp, ev->finish,
                                                    first && c->kind == FOLO_OAI_CHAT,
                                                    c->include_usage));
             }
@@ -372,6 +532,8 @@ static void fill_stream(conn *c) {
         folo_buf_puts(&c->out, "data: [DONE]\n\n");
         c->stream_ended = true;
     }
+    folo_buf_free(&reasoning);
+    folo_buf_free(&content);
 }
 
 static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -392,6 +554,7 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static enum MHD_Result respond_stream(struct MHD_Connection *mc, conn *c) {
     c->started = folo_calloc((size_t)c->n_samples, sizeof *c->started);
+    c->text_offset = folo_calloc((size_t)c->n_samples, sizeof *c->text_offset);
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, read_stream, c, NULL);
     if (!r) return MHD_NO;
@@ -402,39 +565,107 @@ static enum MHD_Result respond_stream(struct MHD_Connection *mc, conn *c) {
     return rc;
 }
 
+/* The token ids of each prompt, tokenized here: on the connection's thread
+ * and outside the server lock (adding them then only validates and
+ * queues). */
+static int tokenize_prompts(conn *c, const folo_oai_request *req, int32_t **ids, int *n_ids,
+                            folo_error *err) {
+    folo_engine *e = c->s->engine;
+    for (int p = 0; p < c->n_prompts; p++) {
+        const folo_oai_prompt *pr = req->kind == FOLO_OAI_CHAT ? NULL : &req->prompts[p];
+        int rc = !pr ? folo_engine_tokenize_chat(e, folo_buf_str(&c->body), &ids[p], &n_ids[p],
+                                                 err)
+                 : pr->text ? folo_engine_tokenize_text(e, pr->text, &ids[p], &n_ids[p], err)
+                            : 0;
+        if (rc != 0) return -1;
+        if (pr && !pr->text) {
+            ids[p] = folo_calloc((size_t)pr->n_ids, sizeof **ids);
+            memcpy(ids[p], pr->ids, (size_t)pr->n_ids * sizeof **ids);
+            n_ids[p] = pr->n_ids;
+        }
+    }
+    return 0;
+}
+
+/* Adds every prompt to the engine under the server lock, after
+ * registering their entry, so that the first output of any of them finds
+ * it. On a refusal the prompts already added are aborted. */
+static int add_prompts(conn *c, const folo_request_params *params, int32_t *const *ids,
+                       const int *n_ids, folo_error *err) {
+    folo_server *s = c->s;
+    pthread_mutex_lock(&s->lock);
+    entry *e = add_entry(s, c->n_prompts, c->n_samples / c->n_prompts);
+    int rc = 0;
+    for (int p = 0; p < c->n_prompts && rc == 0; p++) {
+        rc = folo_engine_add_tokens(s->engine, ids[p], n_ids[p], params, &e->ids[p], err);
+        if (rc == 0) e->n_ids++;
+        else if (c->n_prompts > 1) folo_fail_prefix(err, "prompt[%d]", p);
+    }
+    if (rc == 0) {
+        e->n_samples = c->n_samples;
+        c->entry = e;
+    } else {
+        abort_entry(s, e);
+        remove_entry(s, e);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* A request naming another model than the one served is 404, as in vLLM. */
+static int check_model(const folo_server *s, const char *model, folo_oai_error *err) {
+    if (model && strcmp(model, s->model_name) != 0)
+        return folo_oai_fail(err, 404, "model", "The model `%s` does not exist.", model);
+    return 0;
+}
+
 static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c, folo_oai_kind kind) {
     folo_server *s = c->s;
     folo_request_params defaults = s->defaults;
     defaults.max_tokens = kind == FOLO_OAI_CHAT ? CHAT_DEFAULT_MAX_TOKENS : FOLO_DEFAULT_MAX_TOKENS;
     folo_oai_request req;
     folo_oai_error err;
-    if (folo_oai_parse(kind, folo_buf_str(&c->body), c->body.len, &defaults, &req, &err) != 0) {
+    if (folo_oai_parse(kind, folo_buf_str(&c->body), c->body.len,
+                       folo_engine_vocab_size(s->engine), &defaults, &req, &err) != 0 ||
+        check_model(s, req.model, &err) != 0) {
         folo_oai_request_free(&req);
         return send_error(mc, &err);
     }
-    if (req.model && strcmp(req.model, s->model_name) != 0) {
-        folo_oai_fail(&err, 404, "model", "The model `%s` does not exist.", req.model);
-        folo_oai_request_free(&req);
-        return send_error(mc, &err);
-    }
-    uint64_t id = 0;
-    folo_error ferr = {{0}};
-    int rc = kind == FOLO_OAI_CHAT
-                 ? folo_engine_add_chat(s->engine, folo_buf_str(&c->body), &req.params, &id, &ferr)
-                 : folo_engine_add_text(s->engine, req.prompt, &req.params, &id, &ferr);
     c->kind = kind;
-    c->n_samples = req.params.n > 0 ? req.params.n : 1;
+    c->n_prompts = kind == FOLO_OAI_CHAT ? 1 : req.n_prompts;
+    int n = req.params.n > 0 ? req.params.n : 1;
+    c->n_samples = c->n_prompts * n;
     c->include_usage = req.include_usage;
+    c->logprobs = req.params.sampling.logprobs;
+    folo_error ferr = {{0}};
+    int32_t **ids = folo_calloc((size_t)c->n_prompts, sizeof *ids);
+    int *n_ids = folo_calloc((size_t)c->n_prompts, sizeof *n_ids);
+    int rc = tokenize_prompts(c, &req, ids, n_ids, &ferr);
+    if (rc == 0) rc = add_prompts(c, &req.params, ids, n_ids, &ferr);
+    if (rc == 0 && req.echo) {
+        c->echo = folo_calloc((size_t)c->n_prompts, sizeof *c->echo);
+        for (int p = 0; p < c->n_prompts; p++)
+            c->echo[p] = req.prompts[p].text ? folo_strdup(req.prompts[p].text)
+                                             : folo_engine_detokenize(s->engine, ids[p],
+                                                                      n_ids[p], false);
+    }
+    for (int p = 0; p < c->n_prompts; p++) {
+        c->usage.prompt_tokens += n_ids[p];
+        free(ids[p]);
+    }
+    free(ids);
+    free(n_ids);
+    if (kind == FOLO_OAI_CHAT && s->reasoning_parser) {
+        c->reasoning = folo_calloc((size_t)c->n_samples, sizeof *c->reasoning);
+        for (int i = 0; i < c->n_samples; i++)
+            folo_reasoning_init(&c->reasoning[i], req.enable_thinking);
+    }
     bool stream = req.stream;
     folo_oai_request_free(&req);
     if (rc != 0) return fail(mc, 400, NULL, "%s", ferr.message);
 
-    pthread_mutex_lock(&s->lock);
-    c->entry = find_or_add(s, id);
-    c->entry->n_samples = c->n_samples;
-    pthread_mutex_unlock(&s->lock);
     snprintf(c->id, sizeof c->id, "%s-%08x%016llx", kind == FOLO_OAI_CHAT ? "chatcmpl" : "cmpl",
-             s->nonce, (unsigned long long)id);
+             s->nonce, (unsigned long long)c->entry->ids[0]);
     c->created = (int64_t)time(NULL);
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -443,29 +674,139 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c, folo_
     return stream ? respond_stream(mc, c) : respond_whole(mc, c);
 }
 
+/* POST /tokenize: {count, max_model_len, tokens, token_strs} as vLLM. */
+static enum MHD_Result handle_tokenize(struct MHD_Connection *mc, conn *c) {
+    folo_server *s = c->s;
+    folo_oai_tokenize req;
+    folo_oai_error err;
+    int32_t *ids = NULL;
+    int n_ids = 0;
+    folo_error ferr = {{0}};
+    enum MHD_Result rc;
+    if (folo_oai_parse_tokenize(folo_buf_str(&c->body), c->body.len, &req, &err) != 0 ||
+        check_model(s, req.model, &err) != 0) {
+        rc = send_error(mc, &err);
+    } else if ((req.chat ? folo_engine_tokenize_chat(s->engine, folo_buf_str(&c->body), &ids,
+                                                     &n_ids, &ferr)
+                         : folo_engine_tokenize_text(s->engine, req.prompt, &ids, &n_ids,
+                                                     &ferr)) != 0) {
+        rc = fail(mc, 400, NULL, "%s", ferr.message);
+    } else {
+        json_t *tokens = json_array();
+        for (int i = 0; i < n_ids; i++) json_array_append_new(tokens, json_integer(ids[i]));
+        rc = send_json(mc, MHD_HTTP_OK,
+                       json_pack("{s:i, s:i, s:o, s:n}", "count", n_ids, "max_model_len",
+                                 folo_engine_max_model_len(s->engine), "tokens", tokens,
+                                 "token_strs"));
+    }
+    free(ids);
+    json_decref(req.root);
+    return rc;
+}
+
+/* POST /detokenize: {"prompt": text} of the ids, special tokens kept (as
+ * vLLM's tokenizer.decode). */
+static enum MHD_Result handle_detokenize(struct MHD_Connection *mc, conn *c) {
+    folo_server *s = c->s;
+    folo_oai_detokenize req;
+    folo_oai_error err;
+    enum MHD_Result rc;
+    if (folo_oai_parse_detokenize(folo_buf_str(&c->body), c->body.len,
+                                  folo_engine_vocab_size(s->engine), &req, &err) != 0 ||
+        check_model(s, req.model, &err) != 0) {
+        rc = send_error(mc, &err);
+    } else {
+        char *text = folo_engine_detokenize(s->engine, req.ids, req.n_ids, false);
+        rc = send_json(mc, MHD_HTTP_OK, json_pack("{s:s}", "prompt", text));
+        free(text);
+    }
+    folo_oai_detokenize_free(&req);
+    return rc;
+}
+
 static enum MHD_Result handle_models(struct MHD_Connection *mc, folo_server *s) {
     json_t *model = json_pack("{s:s, s:s, s:I, s:s}", "id", s->model_name, "object", "model",
                               "created", (json_int_t)time(NULL), "owned_by", "folo");
     return send_json(mc, MHD_HTTP_OK, json_pack("{s:s, s:[o]}", "object", "list", "data", model));
 }
 
+static enum MHD_Result handle_metrics(struct MHD_Connection *mc, folo_server *s) {
+    folo_engine_stats st;
+    folo_engine_get_stats(s->engine, &st);
+    folo_process_stats ps;
+    bool have_ps = folo_process_stats_read(&ps) == 0;
+    folo_buf text = {0};
+    pthread_mutex_lock(&s->metrics_lock);
+    folo_metrics_render(&s->metrics, s->model_name, &st, have_ps ? &ps : NULL, &text);
+    pthread_mutex_unlock(&s->metrics_lock);
+    enum MHD_Result rc = send_text(mc, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+                                   folo_buf_str(&text), text.len);
+    folo_buf_free(&text);
+    return rc;
+}
+
+/* Whether given equals key, in a time that depends on given's length only
+ * (never on how many leading bytes match). key is not empty. */
+static bool same_secret(const char *given, const char *key) {
+    size_t n_given = strlen(given), n_key = strlen(key);
+    unsigned diff = n_given != n_key;
+    for (size_t i = 0; i < n_given; i++)
+        diff |= (unsigned char)given[i] ^ (unsigned char)key[i % n_key];
+    return diff == 0;
+}
+
+/* --api-key: the /v1 routes want `Authorization: Bearer KEY`, as vLLM's. */
+static bool authorized(struct MHD_Connection *mc, const folo_server *s) {
+    if (!s->api_key) return true;
+    const char *auth =
+        MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    static const char k_bearer[] = "Bearer ";
+    return auth && strncmp(auth, k_bearer, sizeof k_bearer - 1) == 0 &&
+           same_secret(auth + sizeof k_bearer - 1, s->api_key);
+}
+
+/* --max-queue: whether the engine's waiting queue (as of its last step) is
+ * over the limit. */
+static bool queue_full(folo_server *s) {
+    if (s->max_queue < 0) return false;
+    folo_engine_stats st;
+    folo_engine_get_stats(s->engine, &st);
+    return st.n_waiting > s->max_queue;
+}
+
 static enum MHD_Result route(struct MHD_Connection *mc, conn *c, const char *url,
                              const char *method) {
+    folo_server *s = c->s;
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
     bool completions = strcmp(url, "/v1/completions") == 0;
     bool chat = strcmp(url, "/v1/chat/completions") == 0;
-    if (strcmp(url, "/health") == 0 || strcmp(url, "/v1/models") == 0) {
+    bool models = strcmp(url, "/v1/models") == 0;
+    if (strncmp(url, "/v1/", 4) == 0 && !authorized(mc, s))
+        return fail(mc, 401, NULL, "%s", "invalid or missing API key (Authorization: Bearer)");
+    if (strcmp(url, "/health") == 0 || strcmp(url, "/metrics") == 0 || models) {
         if (!get) return fail(mc, 405, NULL, "method %s is not allowed here", method);
-        if (url[1] == 'h') return send_text(mc, MHD_HTTP_OK, "text/plain", "", 0);
-        return handle_models(mc, c->s);
+        if (models) return handle_models(mc, s);
+        if (url[1] == 'm') return handle_metrics(mc, s);
+        return send_text(mc, MHD_HTTP_OK, "text/plain", "", 0);
     }
-    if (!completions && !chat) return fail(mc, 404, NULL, "no route %s", url);
+    bool tokenize = strcmp(url, "/tokenize") == 0, detokenize = strcmp(url, "/detokenize") == 0;
+    if (!completions && !chat && !tokenize && !detokenize)
+        return fail(mc, 404, NULL, "no route %s", url);
     if (!post) return fail(mc, 405, NULL, "method %s is not allowed here", method);
-    if (c->too_large) return too_large(mc, c->s);
-    pthread_mutex_lock(&c->s->lock);
-    bool closing = c->s->closing;
-    pthread_mutex_unlock(&c->s->lock);
+    if (c->too_large) return too_large(mc, s);
+    if (tokenize) return handle_tokenize(mc, c);
+    if (detokenize) return handle_detokenize(mc, c);
+    pthread_mutex_lock(&s->lock);
+    bool closing = s->closing;
+    pthread_mutex_unlock(&s->lock);
     if (closing) return fail(mc, 503, NULL, "%s", "the server is shutting down");
+    if (queue_full(s)) {
+        folo_oai_error err;
+        folo_oai_fail(&err, 503, NULL,
+                      "more than %d requests are waiting (--max-queue); retry later",
+                      s->max_queue);
+        return send_error(mc, &err);
+    }
     return handle_generate(mc, c, chat ? FOLO_OAI_CHAT : FOLO_OAI_COMPLETION);
 }
 
@@ -503,8 +844,6 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     conn *c = *con_cls;
     if (!c) return;
-    if (c->entry && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        folo_log(FOLO_LOG_INFO, "serve: client of request %s went away; aborting it", c->id);
     conn_free(c);
     *con_cls = NULL;
 }
@@ -533,6 +872,12 @@ folo_server *folo_server_start(folo_engine *engine, const folo_server_options *o
     s->model_name = folo_strdup(opt->model_name ? opt->model_name : "folo");
     s->max_body_bytes = opt->max_body_bytes ? opt->max_body_bytes : FOLO_SERVER_MAX_BODY_BYTES;
     s->defaults = folo_engine_default_params(engine);
+    s->api_key = opt->api_key && opt->api_key[0] ? folo_strdup(opt->api_key) : NULL;
+    s->max_queue = opt->limit_queue ? opt->max_queue : -1;
+    s->reasoning_parser = opt->reasoning_parser;
+    folo_metrics_init(&s->metrics);
+    pthread_mutex_init(&s->metrics_lock, NULL);
+    folo_engine_set_step_hook(engine, on_step, s);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     s->nonce = (unsigned)(now.tv_nsec ^ (now.tv_sec << 16) ^ (unsigned)getpid());
@@ -571,13 +916,14 @@ void folo_server_stop(folo_server *s) {
     while (s->entries) {
         for (entry *e = s->entries; e; e = e->next)
             if (!engine_done(e) && !e->aborted) {
-                folo_engine_abort(s->engine, e->id);
+                abort_entry(s, e);
                 e->aborted = true;
             }
         if (pthread_cond_timedwait(&s->drained, &s->lock, &deadline) == ETIMEDOUT) break;
     }
     pthread_mutex_unlock(&s->lock);
     folo_engine_stop(s->engine);
+    folo_engine_set_step_hook(s->engine, NULL, NULL);
     pthread_mutex_lock(&s->lock);
     s->stopping = true;
     for (entry *e = s->entries; e; e = e->next) pthread_cond_broadcast(&e->wake);
@@ -586,12 +932,12 @@ void folo_server_stop(folo_server *s) {
     while (s->entries) {
         entry *e = s->entries;
         s->entries = e->next;
-        free_events(e->events, e->n_events);
-        pthread_cond_destroy(&e->wake);
-        free(e);
+        free_entry(e);
     }
     pthread_cond_destroy(&s->drained);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->metrics_lock);
+    free(s->api_key);
     free(s->model_name);
     free(s);
 }

@@ -12,10 +12,13 @@
  * A request's entry lives until both sides let go: the connection when its
  * response is done or the client went away (then the request is aborted),
  * the engine when every sample has finished. Routes: GET /health,
- * GET /v1/models, POST /v1/completions, POST /v1/chat/completions. */
+ * GET /metrics (metrics.h), GET /v1/models, POST /v1/completions (one
+ * engine request per prompt), POST /v1/chat/completions, POST /tokenize,
+ * POST /detokenize. */
 #ifndef FOLO_SERVER_SERVER_H
 #define FOLO_SERVER_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/error.h"
@@ -28,6 +31,10 @@ typedef struct folo_server_options {
     int port;                  /* 8000 */
     const char *model_name;    /* the name /v1/models lists and requests must use */
     size_t max_body_bytes;     /* larger bodies get 413 (FOLO_SERVER_MAX_BODY_BYTES) */
+    const char *api_key;       /* NULL or "": open; else /v1/ routes want `Bearer KEY` (401) */
+    bool limit_queue;          /* false: no limit on waiting requests */
+    int max_queue;             /* with limit_queue: 503 while more requests wait */
+    bool reasoning_parser;     /* chats split <think> text into reasoning_content (reasoning.h) */
 } folo_server_options;
 
 typedef struct folo_server folo_server;

@@ -1,0 +1,88 @@
+"""`folo serve --api-key` and `--max-queue`: the /v1/ routes want the bearer
+token (flag, else $FOLO_API_KEY) and answer 401 in the OpenAI error shape
+without it, /health and /metrics stay open as in vLLM; a request arriving
+while more than --max-queue requests wait gets 503 with Retry-After, and is served
+once the queue has drained."""
+
+import json
+import socket
+
+import openai
+import pytest
+
+from server_helpers import (COMP, MODEL_NAME, PROMPT, Server, metric, open_stream, openai_client,
+                            server_fixture)
+
+
+def assert_error(status, raw, code):
+    assert status == code, raw
+    err = json.loads(raw)["error"]
+    assert err["code"] == code and err["message"] and err["type"]
+
+
+keyed = server_fixture("--api-key", "from-flag", env={"FOLO_API_KEY": "from-env"})
+
+
+BODY = {"prompt": "hi", "max_tokens": 2}
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer from-env", "Bearer from-fla", "Bearer from-flagg",
+                                  "Bearer ", "bearer from-flag", "Basic from-flag", "from-flag"])
+def test_a_missing_or_wrong_key_is_401(keyed, auth):
+    headers = {"Authorization": auth} if auth is not None else {}
+    for method, path, body in (("POST", COMP, BODY), ("GET", "/v1/models", None),
+                               ("POST", "/v1/nowhere", BODY)):
+        status, raw = keyed.request(method, path, body, headers)
+        assert_error(status, raw, 401)
+
+
+def test_the_right_key_is_served_and_health_and_metrics_stay_open(keyed):
+    status, raw = keyed.request("POST", COMP, BODY, {"Authorization": "Bearer from-flag"})
+    assert status == 200 and json.loads(raw)["usage"]["completion_tokens"] >= 1
+    good = openai_client(keyed, api_key="from-flag")
+    assert [m.id for m in good.models.list().data] == [MODEL_NAME]
+    bad = openai_client(keyed, api_key="nope")
+    with pytest.raises(openai.AuthenticationError) as e:
+        bad.completions.create(model=MODEL_NAME, prompt="hi", max_tokens=1)
+    assert e.value.status_code == 401
+    assert keyed.get("/health")[0] == 200
+    assert keyed.get("/metrics")[0] == 200
+
+
+def test_the_key_comes_from_the_environment(tmp_path):
+    srv = Server(tmp_path, env={"FOLO_API_KEY": "from-env"})
+    try:
+        assert srv.request("POST", COMP, BODY)[0] == 401
+        assert srv.request("POST", COMP, BODY, {"Authorization": "Bearer from-env"})[0] == 200
+    finally:
+        assert srv.stop() == 0, srv.log_text()
+
+
+def send_raw(port, body):
+    """A streaming request whose answer is not read (it waits in the queue)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    data = json.dumps(body).encode()
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    return s
+
+
+def test_a_full_queue_is_503_with_retry_after(tmp_path):
+    srv = Server(tmp_path, "--max-seqs", "1", "--max-queue", "0")
+    try:
+        running, _, _ = open_stream(srv.port, 30000)
+        waiting = send_raw(srv.port, {"prompt": PROMPT, "max_tokens": 30000, "ignore_eos": True,
+                                      "stream": True})
+        srv.wait_metrics(lambda m: metric(m, "folo:num_requests_waiting") == 1)
+        status, headers, raw = srv.request_full("POST", COMP, BODY)
+        assert_error(status, raw, 503)
+        assert int(headers["Retry-After"]) >= 1
+        waiting.close()
+        running.sock.shutdown(socket.SHUT_RDWR)
+        running.close()
+        srv.wait_metrics(lambda m: metric(m, "folo:num_requests_running") == 0 and
+                         metric(m, "folo:num_requests_waiting") == 0)
+        status, raw = srv.request("POST", COMP, BODY)
+        assert status == 200, raw
+    finally:
+        assert srv.stop() == 0, srv.log_text()
