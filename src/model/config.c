@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,6 +214,69 @@ static int check_supported(const json_fields *f) {
 
 #define MAX_DIM (1L << 20)
 
+/* A string field, or `def` when absent (NULL when not a string, after an
+ * error). */
+static const char *read_string(const json_fields *f, const char *key, const char *def) {
+    const json_t *v = field(f, key);
+    if (!v) return def;
+    if (!json_is_string(v)) {
+        folo_fail(f->err, "%s: \"%s\" must be a string, got %s", f->path, key, json_kind(v));
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* The GPTQ fields of a quantization_config object or quantize_config.json
+ * (f names the object). Both spellings GPTQModel has written are read:
+ * `quant_method` and `checkpoint_format` (transformers, GPTQModel before
+ * 5), or `method` and `format` (GPTQModel since). AutoGPTQ's older files
+ * omit the method, so a missing one means gptq. */
+static int parse_quant(folo_quant_config *q, const json_fields *f) {
+    const char *method_key = field(f, "quant_method") ? "quant_method" : "method";
+    const char *method = read_string(f, method_key, "gptq");
+    if (!method) return -1;
+    if (strcmp(method, "gptq") != 0)
+        return folo_fail(f->err, "%s: \"%s\" is \"%s\"; only \"gptq\" is supported", f->path,
+                         method_key, method);
+    const char *format_key = field(f, "checkpoint_format") ? "checkpoint_format" : "format";
+    const char *format = read_string(f, format_key, "gptq");
+    const char *pack = read_string(f, "pack_dtype", "int32");
+    if (!format || !pack) return -1;
+    if (strcmp(format, "gptq") != 0 && strcmp(format, "gptq_v2") != 0)
+        return folo_fail(f->err, "%s: \"%s\" is \"%s\"; only \"gptq\" and \"gptq_v2\" are "
+                         "supported", f->path, format_key, format);
+    if (strcmp(pack, "int32") != 0)
+        return folo_fail(f->err, "%s: \"pack_dtype\" is \"%s\"; only \"int32\" is supported",
+                         f->path, pack);
+    bool marlin;
+    if (read_bool(f, "is_marlin_format", false, &marlin) != 0) return -1;
+    if (marlin)
+        return folo_fail(f->err, "%s: \"is_marlin_format\" true is not supported", f->path);
+    /* Per-module overrides would give linears different layouts. */
+    const char *const overrides[] = {"dynamic", "modules_in_block_to_quantize"};
+    for (int i = 0; i < 2; i++) {
+        const json_t *v = field(f, overrides[i]);
+        if (v && !((json_is_object(v) && json_object_size(v) == 0) ||
+                   (json_is_array(v) && json_array_size(v) == 0)))
+            return folo_fail(f->err, "%s: \"%s\" (per-module quantization) is not supported",
+                             f->path, overrides[i]);
+    }
+    if (read_int(f, "bits", 1, 0, INT_MIN, INT_MAX, &q->bits) != 0) return -1;
+    if (q->bits != 4)
+        return folo_fail(f->err, "%s: \"bits\" is %d; only 4-bit GPTQ is supported", f->path,
+                         q->bits);
+    if (read_int(f, "group_size", 0, -1, -1, MAX_DIM, &q->group_size) != 0) return -1;
+    if (q->group_size == 0)
+        return folo_fail(f->err, "%s: \"group_size\" is 0; expected -1 or a positive size", f->path);
+    q->zeros_minus_one = strcmp(format, "gptq") == 0;
+    q->gptq = true;
+    return read_bool(f, "desc_act", false, &q->desc_act) != 0 ||
+                   read_bool(f, "sym", true, &q->sym) != 0 ||
+                   read_bool(f, "lm_head", false, &q->lm_head) != 0
+               ? -1
+               : 0;
+}
+
 static int parse_fields(folo_config *c, const json_fields *f) {
     memset(c, 0, sizeof *c);
     if (check_supported(f) != 0) return -1;
@@ -252,6 +316,19 @@ static int parse_fields(folo_config *c, const json_fields *f) {
         return -1;
 
     if (read_int(f, "bos_token_id", 0, -1, 0, c->vocab_size - 1, &c->bos_token_id) != 0) return -1;
+    const json_t *quant = field(f, "quantization_config");
+    if (quant) {
+        if (!json_is_object(quant))
+            return folo_fail(f->err, "%s: \"quantization_config\" must be an object, got %s",
+                             f->path, json_kind(quant));
+        size_t len = strlen(f->path) + sizeof ".quantization_config";
+        char *sub_path = folo_calloc(len, 1);
+        snprintf(sub_path, len, "%s.quantization_config", f->path);
+        json_fields sub = {quant, sub_path, f->err};
+        int rc = parse_quant(&c->quant, &sub);
+        free(sub_path);
+        if (rc != 0) return -1;
+    }
     return read_token_list(f, "eos_token_id", c->vocab_size, c->eos_token_ids, &c->n_eos_token_ids);
 }
 
@@ -283,6 +360,19 @@ int folo_config_load(folo_config *cfg, const char *model_dir, folo_error *err) {
     char *text = folo_file_read(path, NULL, err);
     int rc = text ? folo_config_parse(cfg, text, path, err) : -1;
     free(text);
+    free(path);
+    path = folo_path_join(model_dir, "quantize_config.json");
+    if (rc == 0 && !cfg->quant.gptq && folo_file_exists(path)) {
+        text = folo_file_read(path, NULL, err);
+        json_t *root = NULL;
+        rc = text ? load_object(&root, text, path, err) : -1;
+        if (rc == 0) {
+            json_fields f = {root, path, err};
+            rc = parse_quant(&cfg->quant, &f);
+            json_decref(root);
+        }
+        free(text);
+    }
     free(path);
     return rc;
 }

@@ -7,7 +7,14 @@
  * (num_key_value_heads = Hq, head_dim = H / Hq, rope_theta 10000,
  * rms_norm_eps 1e-6, max_position_embeddings 32768, untied, float32).
  * Features the forward pass lacks (biases, sliding windows, scaled RoPE)
- * are refused by name. */
+ * are refused by name.
+ *
+ * A GPTQ checkpoint declares itself by `quantization_config` in config.json
+ * (transformers' spelling, `quant_method: "gptq"`) or by a
+ * quantize_config.json beside it (AutoGPTQ's and GPTQModel's file); when
+ * both exist config.json's wins, as in transformers. Only 4-bit GPTQ with
+ * int32 packing is supported; any other method, bit width, packing or
+ * per-module override is an error naming the field (see docs/gptq.md). */
 #ifndef FOLO_MODEL_CONFIG_H
 #define FOLO_MODEL_CONFIG_H
 
@@ -17,6 +24,18 @@
 #include "core/error.h"
 
 #define FOLO_MAX_EOS 8
+
+/* The quantization of every decoder linear (q, k, v, o, gate, up, down
+ * projections), and of lm_head when `lm_head` is set. */
+typedef struct folo_quant_config {
+    bool gptq;                   /* false: the checkpoint is unquantized */
+    int bits;                    /* 4 */
+    int group_size;              /* G input columns per scale, or -1: one group per row */
+    bool desc_act;               /* act-order: groups follow g_idx, not column order */
+    bool sym;                    /* informative: asym checkpoints carry their zeros too */
+    bool zeros_minus_one;        /* checkpoint_format "gptq": qzeros store zero - 1 */
+    bool lm_head;                /* lm_head is quantized too */
+} folo_quant_config;
 
 typedef struct folo_config {
     int hidden_size;             /* H */
@@ -34,6 +53,7 @@ typedef struct folo_config {
     int bos_token_id;            /* -1 when null/absent */
     int eos_token_ids[FOLO_MAX_EOS];
     int n_eos_token_ids;
+    folo_quant_config quant;     /* quantization_config / quantize_config.json */
 } folo_config;
 
 /* Sampling defaults of generation_config.json (absent file: all defaults). */
@@ -50,6 +70,8 @@ typedef struct folo_generation_config {
 
 /* Parses config.json text (path is for messages only). */
 int folo_config_parse(folo_config *cfg, const char *json_text, const char *path, folo_error *err);
+/* Reads config.json, then quantize_config.json when config.json has no
+ * quantization_config. */
 int folo_config_load(folo_config *cfg, const char *model_dir, folo_error *err);
 
 /* Reads generation_config.json from model_dir when present; eos ids fall

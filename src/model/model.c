@@ -5,7 +5,8 @@
  * checkpoint names its files in model.safetensors.index.json's weight_map);
  * then every tensor DESIGN §4 needs is looked up, its dtype and shape
  * checked against the config, and bound as a pointer into its mapping.
- * Nothing is copied: the model owns the mappings and frees them last. */
+ * Nothing is copied but GPTQ linears, repacked by gptq.c: the model owns
+ * the mappings and the repacked copies and frees them last. */
 #include "model/model.h"
 
 #include <jansson.h>
@@ -15,6 +16,9 @@
 
 #include "core/alloc.h"
 #include "core/file.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "model/gptq.h"
 #include "model/safetensors.h"
 
 struct folo_model_files {
@@ -29,6 +33,7 @@ typedef struct {
     const char *dir;          /* the model directory */
     json_t *weight_map;       /* name -> shard file name; NULL for a single file */
     const char *index_path;   /* for messages, when sharded */
+    const char *bound_path;   /* the file of the last tensor bound */
     size_t weight_bytes;
     folo_error *err;
 } loader;
@@ -128,14 +133,20 @@ static void format_shape(char *out, size_t cap, int n_dims, const int64_t *shape
     if (len < cap) snprintf(out + len, cap - len, "]");
 }
 
-/* Looks up `name`, checks it is a float tensor of shape [d0] (d1 == 0) or
- * [d0, d1], and points *out at its bytes. */
-static int bind(loader *ld, folo_tensor *out, const char *name, int64_t d0, int64_t d1) {
+/* Looks up `name`, checks it is a float tensor (an I32 one when int32) of
+ * shape [d0] (d1 == 0) or [d0, d1], and points *out at its bytes. */
+static int bind_typed(loader *ld, folo_tensor *out, const char *name, int64_t d0, int64_t d1,
+                      bool int32) {
     int file;
     const folo_st_tensor *t = find_tensor(ld, name, &file);
     if (!t) return -1;
     const char *path = ld->files->maps[file].path;
-    if (t->dtype != FOLO_DTYPE_F32 && t->dtype != FOLO_DTYPE_F16 && t->dtype != FOLO_DTYPE_BF16)
+    ld->bound_path = path;
+    if (int32 && t->dtype != FOLO_DTYPE_I32)
+        return folo_fail(ld->err, "%s: tensor '%s' has dtype %s; GPTQ stores it as I32", path,
+                         name, folo_dtype_name(t->dtype));
+    if (!int32 && t->dtype != FOLO_DTYPE_F32 && t->dtype != FOLO_DTYPE_F16 &&
+        t->dtype != FOLO_DTYPE_BF16)
         return folo_fail(ld->err, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
                          path, name, folo_dtype_name(t->dtype));
     int64_t want[2] = {d0, d1};
@@ -161,7 +172,40 @@ static int bind(loader *ld, folo_tensor *out, const char *name, int64_t d0, int6
     return 0;
 }
 
-static int bind_layer(loader *ld, const folo_config *c, int l, folo_layer_weights *w) {
+static int bind(loader *ld, folo_tensor *out, const char *name, int64_t d0, int64_t d1) {
+    return bind_typed(ld, out, name, d0, d1, false);
+}
+
+/* Binds the GPTQ linear `prefix` (prefix.qweight, .qzeros, .scales, .g_idx)
+ * of shape [N, K], repacked into the model's next qlinear. */
+static int bind_gptq(loader *ld, folo_model *m, folo_tensor *out, const char *prefix, int64_t N,
+                     int64_t K) {
+    const folo_quant_config *q = &m->config.quant;
+    folo_tensor parts[FOLO_GPTQ_PARTS];
+    char name[160];
+    size_t stored_bytes = ld->weight_bytes;
+    for (int p = 0; p < FOLO_GPTQ_PARTS; p++) {
+        int64_t d0, d1;
+        if (folo_gptq_shape(p, N, K, q, &d0, &d1, prefix, ld->err) != 0) return -1;
+        snprintf(name, sizeof name, "%s.%s", prefix, folo_gptq_suffixes[p]);
+        if (bind_typed(ld, &parts[p], name, d0, d1, p != FOLO_GPTQ_SCALES) != 0) return -1;
+    }
+    folo_qlinear *l = &m->qlinears[m->n_qlinears];
+    if (folo_gptq_repack(l, parts, q, name, ld->bound_path, ld->err) != 0) return -1;
+    m->n_qlinears++;
+    /* What a forward reads is the repacked copy, not the stored tensors. */
+    ld->weight_bytes = stored_bytes + l->bytes;
+    memset(out, 0, sizeof *out);
+    out->quant = l;
+    out->dtype = FOLO_DTYPE_I32;
+    out->n_dims = 2;
+    out->shape[0] = N;
+    out->shape[1] = K;
+    return 0;
+}
+
+static int bind_layer(loader *ld, folo_model *m, int l, folo_layer_weights *w) {
+    const folo_config *c = &m->config;
     const int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
     const int64_t q_dim = (int64_t)c->n_heads * D, kv_dim = (int64_t)c->n_kv_heads * D;
     const struct {
@@ -184,7 +228,15 @@ static int bind_layer(loader *ld, const folo_config *c, int l, folo_layer_weight
     for (size_t k = 0; k < sizeof table / sizeof table[0]; k++) {
         char name[128];
         snprintf(name, sizeof name, "model.layers.%d.%s", l, table[k].suffix);
-        if (bind(ld, table[k].dst, name, table[k].d0, table[k].d1) != 0) return -1;
+        int rc;
+        if (c->quant.gptq && table[k].d1 != 0) {
+            /* A linear: "....q_proj.weight" is stored as "....q_proj.qweight" etc. */
+            name[strlen(name) - strlen(".weight")] = '\0';
+            rc = bind_gptq(ld, m, table[k].dst, name, table[k].d0, table[k].d1);
+        } else {
+            rc = bind(ld, table[k].dst, name, table[k].d0, table[k].d1);
+        }
+        if (rc != 0) return -1;
     }
     return 0;
 }
@@ -206,14 +258,23 @@ static int load_weights(folo_model *m, loader *ld) {
 
     if (rc == 0) rc = bind(ld, &m->embed, "model.embed_tokens.weight", V, H);
     if (rc == 0) rc = bind(ld, &m->final_norm, "model.norm.weight", H, 0);
+    double repack_start = folo_now_s();
+    if (c->quant.gptq) /* 7 linears a layer and lm_head */
+        m->qlinears = folo_calloc((size_t)c->n_layers * 7 + 1, sizeof *m->qlinears);
     if (rc == 0) {
-        /* Tied: transformers reuses the embedding and ignores any stored head. */
-        if (c->tie_word_embeddings) m->lm_head = m->embed;
+        /* Tied: transformers reuses the embedding and ignores any stored head;
+         * a quantized head is its own tensor whatever the tie says. */
+        if (c->quant.lm_head) rc = bind_gptq(ld, m, &m->lm_head, "lm_head", V, H);
+        else if (c->tie_word_embeddings) m->lm_head = m->embed;
         else rc = bind(ld, &m->lm_head, "lm_head.weight", V, H);
     }
     m->layers = folo_calloc((size_t)c->n_layers, sizeof *m->layers);
-    for (int l = 0; rc == 0 && l < c->n_layers; l++) rc = bind_layer(ld, c, l, &m->layers[l]);
+    for (int l = 0; rc == 0 && l < c->n_layers; l++) rc = bind_layer(ld, m, l, &m->layers[l]);
     m->weight_bytes = ld->weight_bytes;
+    if (rc == 0 && c->quant.gptq)
+        folo_log(FOLO_LOG_INFO, "gptq: repacked %d 4-bit linears (group size %d%s) in %.2f s",
+                 m->n_qlinears, c->quant.group_size, c->quant.desc_act ? ", act-order" : "",
+                 folo_now_s() - repack_start);
     free(index_path);
     free(single_path);
     return rc;
@@ -244,6 +305,8 @@ void folo_model_free(folo_model *m) {
     free(m->files->maps);
     free(m->files->headers);
     free(m->files);
+    for (int i = 0; i < m->n_qlinears; i++) folo_qlinear_free(&m->qlinears[i]);
+    free(m->qlinears);
     free(m->layers);
     free(m->dir);
     free(m);

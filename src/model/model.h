@@ -5,7 +5,13 @@
  * Loading validates everything the forward pass will rely on: every expected
  * tensor is present with the shape DESIGN §4 gives it and a float dtype
  * (F32, F16 or BF16); unexpected extra tensors are ignored. Errors name the
- * file and the tensor. */
+ * file and the tensor.
+ *
+ * A GPTQ checkpoint (config.quant.gptq) stores every decoder linear, and
+ * lm_head when config.quant.lm_head, as qweight/qzeros/scales/g_idx
+ * (gptq.h); those are checked, repacked into memory the model owns (the
+ * time is logged), and their folo_tensor points at the repacked linear
+ * through `quant` instead of `data`. */
 #ifndef FOLO_MODEL_MODEL_H
 #define FOLO_MODEL_MODEL_H
 
@@ -16,8 +22,11 @@
 #include "core/error.h"
 #include "model/config.h"
 
+struct folo_qlinear;
+
 typedef struct folo_tensor {
-    const void *data;               /* into a mapping; row-major */
+    const void *data;               /* into a mapping; row-major (NULL when quant) */
+    const struct folo_qlinear *quant; /* a GPTQ linear (gptq.h), shape [N, K]; else NULL */
     folo_dtype dtype;
     int n_dims;
     int64_t shape[4];
@@ -45,7 +54,10 @@ typedef struct folo_model {
     folo_tensor final_norm;         /* (H) model.norm.weight */
     folo_tensor lm_head;            /* (V, H): lm_head.weight, or embed when tied */
     folo_layer_weights *layers;     /* [L] */
-    size_t weight_bytes;            /* bytes of all used tensors (tied head once) */
+    size_t weight_bytes;            /* bytes of all used tensors (tied head once; GPTQ
+                                       linears as repacked) */
+    struct folo_qlinear *qlinears;  /* [n_qlinears] the repacked GPTQ linears, owned */
+    int n_qlinears;
     /* private: the mappings and parsed headers behind the pointers */
     struct folo_model_files *files;
 } folo_model;

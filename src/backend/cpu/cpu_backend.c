@@ -13,7 +13,9 @@
  *     only when a batch needs more, so the steady-state step allocates
  *     nothing;
  *   - a thread pool: matmuls split their output rows across threads,
- *     attention its (sequence, kv head, run of tokens) items.
+ *     attention its (sequence, kv head, run of tokens) items;
+ *   - with naive_attention, the score matrices of attention_naive.h, one
+ *     per thread, grown on demand within naive_attention_bytes.
  *
  * A forward first checks the batch (ids, positions, slots and block tables
  * in range, slot_mapping consistent with the block tables), then per layer
@@ -32,7 +34,9 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/attention_naive.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/kernels_int4.h"
 #include "core/alloc.h"
 #include "core/threadpool.h"
 
@@ -46,6 +50,12 @@
  * weights at K = 1024), a multiple of FOLO_CPU_MATMUL_ROWS. */
 #define DECODE_MAX_TOKENS 6
 #define DECODE_CHUNK_ROWS 64
+/* f32 bytes of the rows of a GPTQ linear dequantized per float matmul call
+ * (kernels_int4.h; decode-sized calls take the GEMV instead). Each call
+ * packs its tokens again, so a panel must be tall: at 512 tokens, panels of
+ * 32 rows ran 25-30 % slower than bf16, of 2 MiB (512 rows at K = 1024,
+ * 168 at K = 3072) within 10 % (docs/gptq.md). */
+#define INT4_PANEL_BYTES (2u << 20)
 
 /* Per-layer norm weights converted to f32. */
 typedef struct cpu_layer_norms {
@@ -78,6 +88,7 @@ typedef struct cpu_backend {
     folo_pool *pool;
     int n_threads;
     const folo_cpu_kernels *kernels; /* matmul and attention for this CPU (kernels.h) */
+    const folo_cpu_int4_kernels *int4; /* GPTQ linears, same ISA (kernels_int4.h) */
     int n_slots;            /* kv_n_blocks * kv_block_size */
     float *k_cache;         /* [L, n_blocks, Hkv, block_size, D] */
     float *v_cache;         /* [L, n_blocks, Hkv, block_size, D] */
@@ -85,9 +96,16 @@ typedef struct cpu_backend {
     cpu_layer_norms *norms; /* [L] */
     float *final_norm;      /* [H] */
     float *inv_freq;        /* [D/2] RoPE inverse frequencies */
-    float *rows_f32;        /* [n_threads, rows_f32_stride] matmul scratch (kernels.h) */
+    float *rows_f32;        /* [n_threads, rows_f32_stride] matmul scratch (kernels.h),
+                               then INT4_PANEL_BYTES of dequantized rows of a GPTQ model */
     size_t rows_f32_stride; /* floats per thread in rows_f32 */
     cpu_scratch s;
+    /* --attention naive (attention_naive.h): score matrices, one per thread,
+     * grown to the largest a batch needs, within naive_budget bytes each */
+    bool naive;
+    size_t naive_budget;
+    float *naive_scores;    /* [n_threads, naive_stride] */
+    size_t naive_stride;    /* floats per thread in naive_scores */
 } cpu_backend;
 
 /* ---- parallel regions ---------------------------------------------------- */
@@ -118,8 +136,29 @@ typedef struct matmul_job {
 
 static void matmul_rows(const matmul_job *job, int i, int begin, int end, float *scratch) {
     const folo_tensor *w = job->w[i];
-    job->b->kernels->matmul(job->y[i], (size_t)w->shape[0], job->x, job->n_tokens, job->K,
-                            w->data, w->dtype, begin, end, scratch);
+    const folo_cpu_kernels *k = job->b->kernels;
+    size_t ldy = (size_t)w->shape[0];
+    if (!w->quant) {
+        k->matmul(job->y[i], ldy, job->x, job->n_tokens, job->K, w->data, w->dtype, begin, end,
+                  scratch);
+        return;
+    }
+    /* GPTQ: decode in registers, or a panel of rows to f32 and the float
+     * matmul on it (the same bits either way, kernels_int4.h). */
+    if (job->n_tokens <= FOLO_CPU_INT4_GEMV_TOKENS && job->b->int4->gemv) {
+        job->b->int4->gemv(job->y[i], ldy, job->x, job->n_tokens, w->quant, begin, end);
+        return;
+    }
+    int panel_rows = (int)(INT4_PANEL_BYTES / sizeof(float) / (size_t)job->K);
+    panel_rows = panel_rows / FOLO_CPU_MATMUL_ROWS * FOLO_CPU_MATMUL_ROWS;
+    if (panel_rows < FOLO_CPU_MATMUL_ROWS) panel_rows = FOLO_CPU_MATMUL_ROWS;
+    float *rows = scratch + k->matmul_scratch_floats(job->K); /* [panel_rows, K] */
+    for (int r0 = begin; r0 < end; r0 += panel_rows) {
+        int n_rows = end - r0 < panel_rows ? end - r0 : panel_rows;
+        job->b->int4->dequant(rows, w->quant, r0, n_rows);
+        k->matmul(job->y[i] + r0, ldy, job->x, job->n_tokens, job->K, rows, FOLO_DTYPE_F32, 0,
+                  n_rows, scratch);
+    }
 }
 
 static void matmul_worker(void *ctx, int thread, int n_threads) {
@@ -294,6 +333,59 @@ static void attention_worker(void *ctx, int thread, int n_threads) {
     }
 }
 
+/* The same with naive attention: an item is one query head of one
+ * sequence's tokens in the batch, its whole score matrix in the thread's
+ * naive_scores. */
+static void attention_naive_worker(void *ctx, int thread, int n_threads) {
+    const attention_job *job = ctx;
+    const folo_batch *batch = job->batch;
+    const cpu_backend *b = job->b;
+    const folo_config *c = &b->model->config;
+    int Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, group = Hq / Hkv;
+    float scale = 1.0f / sqrtf((float)D);
+    float *scores = b->naive_scores + (size_t)thread * b->naive_stride;
+    int item = 0;
+    for (int seq = 0; seq < batch->n_seqs; seq++) {
+        const int32_t *table = batch->block_tables + (size_t)seq * batch->max_blocks_per_seq;
+        int t0 = batch->seq_starts[seq], n = batch->seq_starts[seq + 1] - t0;
+        for (int head = 0; head < Hq; head++, item++) {
+            if (item % n_threads != thread) continue;
+            size_t offset = (size_t)t0 * Hq * D + (size_t)head * D;
+            folo_cpu_attention_naive(b->s.att + offset, (size_t)Hq * D, b->s.q + offset,
+                                     (size_t)Hq * D, batch->positions + t0, n,
+                                     batch->seq_lens[seq], scores, job->k_cache, job->v_cache,
+                                     table, b->base.kv_block_size, Hkv, head / group, D, scale);
+        }
+    }
+}
+
+/* Grows the naive score matrices for the batch's largest sequence, or
+ * fails when it exceeds the budget. */
+static int ensure_naive_scores(cpu_backend *b, const folo_batch *batch, folo_error *err) {
+    size_t need = 0;
+    for (int seq = 0; seq < batch->n_seqs; seq++) {
+        int n = batch->seq_starts[seq + 1] - batch->seq_starts[seq], ctx = batch->seq_lens[seq];
+        size_t floats = (size_t)n * (size_t)ctx;
+        if (floats * sizeof(float) > b->naive_budget)
+            return folo_fail(err,
+                             "naive attention: %d queries over a %d-token context need a %.1f MiB "
+                             "score matrix per head, beyond the budget of %.1f MiB",
+                             n, ctx, (double)(floats * sizeof(float)) / (1 << 20),
+                             (double)b->naive_budget / (1 << 20));
+        if (floats > need) need = floats;
+    }
+    if (need <= b->naive_stride) return 0;
+    float *scores = folo_alloc_large((size_t)b->n_threads * need * sizeof(float));
+    if (!scores)
+        return folo_fail(err, "naive attention: cannot allocate %d score matrices of %zu bytes",
+                         b->n_threads, need * sizeof(float));
+    folo_free_large(b->naive_scores);
+    b->base.scratch_bytes += (size_t)b->n_threads * (need - b->naive_stride) * sizeof(float);
+    b->naive_scores = scores;
+    b->naive_stride = need;
+    return 0;
+}
+
 /* ---- the forward pass ---------------------------------------------------- */
 
 static void embed_tokens(cpu_backend *b, const folo_batch *batch) {
@@ -339,7 +431,7 @@ static void attention_block(cpu_backend *b, int layer, const folo_batch *batch) 
     folo_pool_run(b->pool, qk_worker, &qk);
 
     attention_job att = {.b = b, .batch = batch, .k_cache = k_cache, .v_cache = v_cache};
-    folo_pool_run(b->pool, attention_worker, &att);
+    folo_pool_run(b->pool, b->naive ? attention_naive_worker : attention_worker, &att);
 
     matmul1(b, s->h, s->att, T, &w->wo, s->x);
 }
@@ -420,7 +512,8 @@ static int scratch_alloc(cpu_scratch *s, const folo_config *c, int cap_tokens, f
 static int ensure_scratch(cpu_backend *b, int n_tokens, folo_error *err) {
     if (n_tokens <= b->s.cap_tokens) return 0;
     if (scratch_alloc(&b->s, &b->model->config, n_tokens, err) != 0) return -1;
-    b->base.scratch_bytes = b->s.bytes + (size_t)b->n_threads * b->rows_f32_stride * sizeof(float);
+    b->base.scratch_bytes = b->s.bytes + (size_t)b->n_threads *
+                                             (b->rows_f32_stride + b->naive_stride) * sizeof(float);
     return 0;
 }
 
@@ -431,6 +524,7 @@ static int cpu_forward(folo_backend *base, const folo_batch *batch, float *logit
                             b->base.kv_n_blocks, logits, err) != 0)
         return -1;
     if (ensure_scratch(b, batch->n_tokens, err) != 0) return -1;
+    if (b->naive && ensure_naive_scores(b, batch, err) != 0) return -1;
     embed_tokens(b, batch);
     prepare_positions(b, batch);
     for (int layer = 0; layer < b->model->config.n_layers; layer++) {
@@ -477,6 +571,7 @@ static void cpu_destroy(folo_backend *base) {
     folo_free_large(b->norm_block);
     folo_free_large(b->rows_f32);
     folo_free_large(b->s.block);
+    folo_free_large(b->naive_scores);
     free(b->norms);
     free(b->inv_freq);
     free(b);
@@ -512,7 +607,10 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
     if (!kernels) return NULL;
     cpu_backend *b = folo_calloc(1, sizeof *b);
     b->kernels = kernels;
+    b->int4 = folo_cpu_int4_kernels_for(kernels);
     b->base.name = "cpu";
+    b->naive = opt->naive_attention;
+    b->naive_budget = opt->naive_attention_bytes;
     b->base.kv_block_size = block_size;
     b->base.kv_n_blocks = opt->kv_n_blocks;
     b->base.forward = cpu_forward;
@@ -542,6 +640,11 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
     int inner[3] = {H, c->n_heads * D, I};
     for (int i = 0; i < 3; i++) {
         size_t floats = b->kernels->matmul_scratch_floats(inner[i]);
+        /* at least FOLO_CPU_MATMUL_ROWS rows, as matmul_rows takes */
+        size_t panel_floats = INT4_PANEL_BYTES / sizeof(float);
+        if ((size_t)FOLO_CPU_MATMUL_ROWS * inner[i] > panel_floats)
+            panel_floats = (size_t)FOLO_CPU_MATMUL_ROWS * inner[i];
+        if (model->n_qlinears > 0) floats += panel_floats;
         if (floats > b->rows_f32_stride) b->rows_f32_stride = floats;
     }
     b->rows_f32 = folo_alloc_large((size_t)b->n_threads * b->rows_f32_stride * sizeof(float));

@@ -512,6 +512,11 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
                                        folo_error *err) {
     const folo_config *c = &model->config;
     int block_size = opt->kv_block_size > 0 ? opt->kv_block_size : 16;
+    if (opt->naive_attention) {
+        folo_fail(err, "cuda backend: naive attention is not implemented on cuda "
+                       "(--attention naive runs on --device cpu)");
+        return NULL;
+    }
     if (opt->kv_n_blocks < 1) {
         folo_fail(err, "cuda backend: kv_n_blocks must be at least 1 (got %d)", opt->kv_n_blocks);
         return NULL;
@@ -527,6 +532,11 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
                   "cuda backend: unsupported head layout (head_dim %d, at most %d and even; %d "
                   "query heads, %d kv heads)",
                   c->head_dim, FOLO_CUDA_MAX_HEAD_DIM, c->n_heads, c->n_kv_heads);
+        return NULL;
+    }
+    if (c->quant.gptq) {
+        folo_fail(err, "cuda backend: GPTQ 4-bit checkpoints run only on the CPU backend so far "
+                  "(use --device cpu)");
         return NULL;
     }
     if (folo_cuda_device_count() < 1) {

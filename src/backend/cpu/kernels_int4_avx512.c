@@ -1,0 +1,216 @@
+/* AVX-512 twins of the GPTQ kernels of kernels_int4.h; compiled with
+ * AVX-512 flags alone (CMakeLists.txt) and reached only through
+ * folo_cpu_int4_kernels_for, which checks the CPU first.
+ *
+ * Dequantization. One 16-byte load holds 32 columns (gptq.h): zero-extended
+ * to 16 lanes, its low nibbles are columns 0-15 and its high ones 16-31.
+ * Each lane computes (code − zero) · scale as the portable loop does (an
+ * exact subtraction, one rounding), so the rows are the same bits. With
+ * contiguous groups of a multiple of 32 columns (the common layout, K then
+ * a multiple of 32 too) the 16 values a row's group can take are computed
+ * once per group into a register, and each block's codes index it
+ * (vpermps): one shuffle per 16 weights instead of convert, subtract and
+ * multiply. Otherwise (act-order, odd group sizes) each lane gathers its
+ * group's scale and zero through g_idx.
+ *
+ * Decode GEMV. For at most FOLO_CPU_INT4_GEMV_TOKENS tokens the dequantized
+ * weights stay in registers and feed the FMAs directly: per (token, row)
+ * one 16-lane register of partial sums, lane l taking the columns
+ * k % 16 == l in order, the last partial vector zero-padded on both sides,
+ * reduced by the fixed tree of reduce4 (reduce_avx512.h). That is exactly what
+ * kernels_avx512.c's float matmul does with the dequantized rows (its tile
+ * and reduce4), so decode and prefill give the same bits and batch
+ * invariance holds across the two paths (tests/c/test_int4_kernels.c
+ * checks the equality). */
+#include "backend/cpu/kernels_int4.h"
+
+#if defined(__x86_64__)
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
+    !defined(__FMA__)
+#error "kernels_int4_avx512.c needs -mavx512f -mavx512bw -mavx512vl -mfma"
+#endif
+
+#include <immintrin.h>
+
+#include "backend/cpu/reduce_avx512.h"
+
+#define TILE_ROWS 4
+/* How far ahead a GEMV tile prefetches: the same columns of the next
+ * tile's rows, which follow this tile's in memory. */
+#define PREFETCH_TILES 1
+
+static inline __mmask16 lanes_below(int n) {
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* One row's view for dequantizing 16-column halves of 32-column blocks. */
+typedef struct {
+    const uint8_t *codes;  /* [K32 / 2] */
+    const float *scales;   /* [n_groups] */
+    const float *zeros;    /* [n_groups] */
+} row_view;
+
+static inline row_view row_at(const folo_qlinear *l, size_t n) {
+    row_view v = {l->codes + n * l->row_bytes, l->scales + n * (size_t)l->n_groups,
+                  l->zeros + n * (size_t)l->n_groups};
+    return v;
+}
+
+/* Columns k .. k + 31 of a row as two vectors of 16, each lane's scale and
+ * zero gathered through g_idx, the lanes outside m0 and m1 (past K) +0. */
+static inline void dequant32(__m512 w[2], const row_view *v, const folo_qlinear *l, int k,
+                             __mmask16 m0, __mmask16 m1) {
+    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(v->codes + k / 2)));
+    __m512 code[2] = {_mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15))),
+                      _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4))};
+    __mmask16 m[2] = {m0, m1};
+    for (int half = 0; half < 2; half++) {
+        __m512i g = _mm512_maskz_loadu_epi32(m[half], l->g_idx + k + 16 * half);
+        __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->scales, 4);
+        __m512 zero = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->zeros, 4);
+        w[half] = _mm512_maskz_mul_ps(m[half], _mm512_sub_ps(code[half], zero), scale);
+    }
+}
+
+static int table_groups(const folo_qlinear *l) {
+    return l->contiguous_groups && l->group_size % 32 == 0;
+}
+
+/* The 16 values (c − zero) · scale, c = 0..15, of group g of a row. */
+static inline __m512 group_table(const row_view *v, int g) {
+    const __m512 codes = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_mul_ps(_mm512_sub_ps(codes, _mm512_set1_ps(v->zeros[g])),
+                         _mm512_set1_ps(v->scales[g]));
+}
+
+/* Columns k .. k + 31 of a row through its group's table (table_groups). */
+static inline void lookup32(__m512 w[2], const uint8_t *codes, int k, __m512 table) {
+    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + k / 2)));
+    w[0] = _mm512_permutexvar_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), table);
+    w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+}
+
+static void dequant_int4_avx512(float *rows, const folo_qlinear *l, int row_begin, int n_rows) {
+    int K = l->K, G = l->group_size;
+    for (int r = 0; r < n_rows; r++) {
+        row_view v = row_at(l, (size_t)(row_begin + r));
+        float *out = rows + (size_t)r * K;
+        if (table_groups(l)) {
+            for (int g = 0; g < l->n_groups; g++) {
+                __m512 table = group_table(&v, g);
+                for (int k = g * G; k < (g + 1) * G; k += 32) {
+                    __m512 w[2];
+                    lookup32(w, v.codes, k, table);
+                    _mm512_storeu_ps(out + k, w[0]);
+                    _mm512_storeu_ps(out + k + 16, w[1]);
+                }
+            }
+            continue;
+        }
+        for (int k = 0; k < K; k += 32) {
+            __mmask16 m0 = lanes_below(K - k), m1 = lanes_below(K - k - 16);
+            __m512 w[2];
+            dequant32(w, &v, l, k, m0, m1);
+            _mm512_mask_storeu_ps(out + k, m0, w[0]);
+            if (m1) _mm512_mask_storeu_ps(out + k + 16, m1, w[1]);
+        }
+    }
+}
+
+
+/* acc[t][r] += x_t[k .. k + 31] · w (two vectors, the second left out
+ * when m1 is 0) for t < n_tokens: one row's weights used while in
+ * registers. */
+static inline __attribute__((always_inline)) void
+fma_block(__m512 acc[][TILE_ROWS], int r, const __m512 w[2], const float *x, int K, int k,
+          __mmask16 m0, __mmask16 m1, int n_tokens) {
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++) {
+        const float *xt = x + (size_t)t * K + k;
+        acc[t][r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, xt), w[0], acc[t][r]);
+        if (m1) acc[t][r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, xt + 16), w[1], acc[t][r]);
+    }
+}
+
+/* y[t, r0 + r] for t < n_tokens (a constant once inlined), r < n_rows. */
+static inline __attribute__((always_inline)) void
+gemv_tile(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0, int n_rows,
+          int n_tokens, int tables) {
+    int K = l->K, G = l->group_size;
+    row_view v[TILE_ROWS];
+    for (int r = 0; r < TILE_ROWS; r++)
+        v[r] = row_at(l, (size_t)(r0 + (r < n_rows ? r : n_rows - 1)));
+    size_t ahead = (size_t)PREFETCH_TILES * TILE_ROWS * l->row_bytes;
+    __m512 acc[FOLO_CPU_INT4_GEMV_TOKENS][TILE_ROWS];
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++)
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_setzero_ps();
+    if (tables) {
+        /* K is whole groups of whole 32-column blocks: no tails. */
+        for (int g = 0; g < l->n_groups; g++) {
+            __m512 table[TILE_ROWS];
+#pragma GCC unroll 8
+            for (int r = 0; r < TILE_ROWS; r++) table[r] = group_table(&v[r], g);
+            for (int k = g * G; k < (g + 1) * G; k += 32) {
+#pragma GCC unroll 8
+                for (int r = 0; r < TILE_ROWS; r++) {
+                    _mm_prefetch((const char *)v[r].codes + k / 2 + ahead, _MM_HINT_T0);
+                    __m512 w[2];
+                    lookup32(w, v[r].codes, k, table[r]);
+                    fma_block(acc, r, w, x, K, k, (__mmask16)0xffff, (__mmask16)0xffff, n_tokens);
+                }
+            }
+        }
+    } else {
+        for (int k = 0; k < K; k += 32) {
+            __mmask16 m0 = lanes_below(K - k), m1 = lanes_below(K - k - 16);
+#pragma GCC unroll 8
+            for (int r = 0; r < TILE_ROWS; r++) {
+                __m512 w[2];
+                dequant32(w, &v[r], l, k, m0, m1);
+                fma_block(acc, r, w, x, K, k, m0, m1, n_tokens);
+            }
+        }
+    }
+    __mmask8 row_mask = (__mmask8)((1u << n_rows) - 1u);
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++)
+        _mm_mask_storeu_ps(y + (size_t)t * ldy + r0, row_mask,
+                           reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
+}
+
+/* gemv_tile with each token count its own unrolled copy and the group
+ * lookup chosen once. */
+static void gemv_tile_n(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0,
+                        int n_rows, int n_tokens, int tables) {
+#define GEMV_CASE(T)                                                              \
+    case T:                                                                       \
+        if (tables) gemv_tile(y, ldy, x, l, r0, n_rows, T, 1);                    \
+        else gemv_tile(y, ldy, x, l, r0, n_rows, T, 0);                           \
+        break;
+    switch (n_tokens) {
+        GEMV_CASE(1)
+        GEMV_CASE(2)
+        GEMV_CASE(3)
+        GEMV_CASE(4)
+        GEMV_CASE(5)
+        GEMV_CASE(FOLO_CPU_INT4_GEMV_TOKENS)
+    }
+#undef GEMV_CASE
+}
+
+static void gemv_int4_avx512(float *y, size_t ldy, const float *x, int n_tokens,
+                             const folo_qlinear *l, int row_begin, int row_end) {
+    int tables = table_groups(l);
+    for (int r0 = row_begin; r0 < row_end; r0 += TILE_ROWS) {
+        int n_rows = row_end - r0 < TILE_ROWS ? row_end - r0 : TILE_ROWS;
+        gemv_tile_n(y, ldy, x, l, r0, n_rows, n_tokens, tables);
+    }
+}
+
+const folo_cpu_int4_kernels folo_cpu_int4_kernels_avx512 = {
+    .dequant = dequant_int4_avx512,
+    .gemv = gemv_int4_avx512,
+};
+#endif

@@ -1,0 +1,70 @@
+/* GPTQ 4-bit linears: the checkpoint layout GPTQModel and AutoGPTQ write
+ * (and vLLM and transformers load), validated and repacked at load into
+ * the row layout the CPU kernels read.
+ *
+ * Stored layout of a linear y = x · Wᵀ with W [N, K] (N outputs, K inputs,
+ * G = group_size, or K when group_size is -1; n_groups = K / G):
+ *   qweight  I32 [K/8, N]        W's 4-bit codes packed down K: code of
+ *                                (k, n) in qweight[k/8, n] bits 4·(k%8)..+3
+ *   qzeros   I32 [n_groups, N/8] zero points packed across N: zero of
+ *                                (g, n) in qzeros[g, n/8] bits 4·(n%8)..+3;
+ *                                format "gptq" stores zero − 1, "gptq_v2"
+ *                                the zero itself
+ *   scales   F16 [n_groups, N]
+ *   g_idx    I32 [K]             the group of each input column; k / G
+ *                                unless desc_act reordered the columns
+ * and W[n, k] = (code(k, n) − zero(g, n)) · scale(g, n) with g = g_idx[k],
+ * the subtraction exact and the product one f32 rounding: the value
+ * GPTQModel's and transformers' dequantization give, in f32.
+ *
+ * Repacked layout (folo_qlinear), one row per output, so a kernel reads
+ * W's rows as it reads a float matrix: each row is K32 / 2 bytes
+ * (K32 = K rounded up to 32), 16 bytes per 32 columns, byte j of a block
+ * holding column j in its low nibble and column j + 16 in its high one, so
+ * one 16-byte load widens to two vectors of 16 consecutive columns; the
+ * scales and true zero points (f32) are per row, per group. Built by
+ * folo_gptq_repack from the mapped tensors; the model owns the copy. */
+#ifndef FOLO_MODEL_GPTQ_H
+#define FOLO_MODEL_GPTQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "model/config.h"
+#include "model/model.h"
+
+typedef struct folo_qlinear {
+    int n_rows;             /* N, outputs */
+    int K;                  /* inputs */
+    int group_size;         /* G: columns per group (K for one group per row) */
+    int n_groups;           /* K / G */
+    bool contiguous_groups; /* g_idx[k] == k / G for every k */
+    size_t row_bytes;       /* K32 / 2 */
+    uint8_t *codes;         /* [N, K32 / 2] 4-bit codes, layout above */
+    float *scales;          /* [N, n_groups] */
+    float *zeros;           /* [N, n_groups] true zero points, 0..16 */
+    int32_t *g_idx;         /* [K] group of each column, in [0, n_groups) */
+    size_t bytes;           /* of the four arrays above */
+} folo_qlinear;
+
+/* The four stored tensors of a linear, in the order of this enum. */
+enum { FOLO_GPTQ_QWEIGHT, FOLO_GPTQ_QZEROS, FOLO_GPTQ_SCALES, FOLO_GPTQ_G_IDX, FOLO_GPTQ_PARTS };
+extern const char *const folo_gptq_suffixes[FOLO_GPTQ_PARTS]; /* "qweight", ... */
+
+/* The stored shape of part `part` of an [N, K] linear ([d0, d1], d1 = 0
+ * for a vector); the loader checks it and the dtype (I32, scales a float)
+ * before repacking. Fails, naming the linear, when N or K cannot be 4-bit
+ * GPTQ packed (not multiples of 8, or K not a multiple of group_size). */
+int folo_gptq_shape(int part, int64_t N, int64_t K, const folo_quant_config *q, int64_t *d0,
+                    int64_t *d1, const char *linear, folo_error *err);
+
+/* Fills *out with a repacked copy of the checked parts. g_idx entries are
+ * range-checked here; an error names g_idx_name and path. */
+int folo_gptq_repack(folo_qlinear *out, const folo_tensor parts[FOLO_GPTQ_PARTS],
+                     const folo_quant_config *q, const char *g_idx_name, const char *path,
+                     folo_error *err);
+void folo_qlinear_free(folo_qlinear *l);
+
+#endif

@@ -1,0 +1,186 @@
+/* GPTQ 4-bit linears: the repack of model/gptq.c and the kernels of
+ * kernels_int4*.c against a dequantization written straight from the
+ * stored layout (gptq.h), on random codes, zeros and scales for shapes with
+ * column tails past the last full 32, every group size the formats use (32,
+ * 64, 128, per channel) and odd ones (8, 24), contiguous and act-order
+ * (permuted) g_idx, and both zero conventions:
+ *   - every table's dequantization gives the reference's bits exactly
+ *     ((code − zero) · scale is one f32 rounding), for any row range;
+ *   - every SIMD GEMV gives, for 1..6 tokens and a row range with a partial
+ *     tile, the same bits as dequantization followed by its ISA's float
+ *     matmul (the prefill path), which makes decode and prefill agree.
+ * Also the checks the loader relies on: shapes that cannot be packed,
+ * g_idx out of range. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/kernels_int4.h"
+#include "check.h"
+#include "core/dtype.h"
+#include "model/gptq.h"
+#include "test_random.h"
+
+/* The stored tensors of one random [N, K] linear. */
+typedef struct {
+    int N, K, G, n_groups;
+    uint32_t *qweight; /* [K/8, N] */
+    uint32_t *qzeros;  /* [n_groups, N/8] */
+    uint16_t *scales;  /* [n_groups, N] f16 */
+    int32_t *g_idx;    /* [K] */
+    folo_tensor parts[FOLO_GPTQ_PARTS];
+} stored_linear;
+
+static folo_tensor part(const void *data, folo_dtype dtype, int64_t d0, int64_t d1) {
+    folo_tensor t = {.data = data, .dtype = dtype, .n_dims = d1 ? 2 : 1, .shape = {d0, d1}};
+    return t;
+}
+
+static void make_linear(stored_linear *s, int N, int K, int group_size, int act_order) {
+    s->N = N, s->K = K, s->G = group_size < 0 ? K : group_size, s->n_groups = K / s->G;
+    s->qweight = calloc((size_t)K / 8 * N, sizeof *s->qweight);
+    s->qzeros = calloc((size_t)s->n_groups * N / 8, sizeof *s->qzeros);
+    s->scales = malloc(sizeof *s->scales * (size_t)s->n_groups * N);
+    s->g_idx = malloc(sizeof *s->g_idx * (size_t)K);
+    for (int i = 0; i < K / 8 * N; i++) s->qweight[i] = (uint32_t)rng_next();
+    for (int i = 0; i < s->n_groups * N / 8; i++) s->qzeros[i] = (uint32_t)rng_next();
+    for (int i = 0; i < s->n_groups * N; i++)
+        s->scales[i] = folo_f32_to_f16(0.001f + 0.05f * (rng_float() + 1.0f));
+    for (int k = 0; k < K; k++) s->g_idx[k] = k / s->G;
+    /* Act-order: the columns' groups shuffled, each group keeping G columns. */
+    for (int k = K - 1; act_order && k > 0; k--) {
+        int j = rng_int(k + 1);
+        int32_t t = s->g_idx[k];
+        s->g_idx[k] = s->g_idx[j], s->g_idx[j] = t;
+    }
+    s->parts[FOLO_GPTQ_QWEIGHT] = part(s->qweight, FOLO_DTYPE_I32, K / 8, N);
+    s->parts[FOLO_GPTQ_QZEROS] = part(s->qzeros, FOLO_DTYPE_I32, s->n_groups, N / 8);
+    s->parts[FOLO_GPTQ_SCALES] = part(s->scales, FOLO_DTYPE_F16, s->n_groups, N);
+    s->parts[FOLO_GPTQ_G_IDX] = part(s->g_idx, FOLO_DTYPE_I32, K, 0);
+}
+
+static void free_linear(stored_linear *s) {
+    free(s->qweight);
+    free(s->qzeros);
+    free(s->scales);
+    free(s->g_idx);
+}
+
+/* W [N, K] from the stored tensors, as gptq.h defines it. */
+static void dequant_stored(float *w, const stored_linear *s, int zeros_minus_one) {
+    for (int n = 0; n < s->N; n++) {
+        for (int k = 0; k < s->K; k++) {
+            int g = s->g_idx[k];
+            unsigned code = (s->qweight[(k / 8) * s->N + n] >> (4 * (k % 8))) & 15u;
+            unsigned zero = (s->qzeros[g * (s->N / 8) + n / 8] >> (4 * (n % 8))) & 15u;
+            zero += zeros_minus_one ? 1u : 0u;
+            float scale = folo_f16_to_f32(s->scales[g * s->N + n]);
+            w[(size_t)n * s->K + k] = ((float)code - (float)zero) * scale;
+        }
+    }
+}
+
+/* int4->gemv against the float matmul of k on the dequantized rows w [N, K],
+ * rows [begin, end), bit for bit. */
+static void check_gemv(const folo_cpu_kernels *k, const folo_cpu_int4_kernels *int4,
+                       const folo_qlinear *l, const float *w, int begin, int end) {
+    int N = l->n_rows, K = l->K, T = FOLO_CPU_INT4_GEMV_TOKENS;
+    float *x = malloc(sizeof(float) * (size_t)T * K);     /* [T, K] */
+    float *y = malloc(sizeof(float) * (size_t)T * N);     /* [T, N] gemv */
+    float *y_ref = malloc(sizeof(float) * (size_t)T * N); /* [T, N] float matmul */
+    float *scratch = malloc(sizeof(float) * k->matmul_scratch_floats(K));
+    fill_random(x, (size_t)T * K, 1.0f);
+    for (int n_tokens = 1; n_tokens <= T; n_tokens++) {
+        for (int i = 0; i < T * N; i++) y[i] = y_ref[i] = 7.0f;
+        int4->gemv(y, (size_t)N, x, n_tokens, l, begin, end);
+        k->matmul(y_ref, (size_t)N, x, n_tokens, K, w, FOLO_DTYPE_F32, begin, end, scratch);
+        CHECK_MSG(memcmp(y, y_ref, sizeof(float) * (size_t)T * N) == 0,
+                  "%s gemv: %d tokens, N %d K %d G %d", k->name, n_tokens, N, K, l->group_size);
+    }
+    free(x);
+    free(y);
+    free(y_ref);
+    free(scratch);
+}
+
+static void test_shape(int N, int K, int group_size, int act_order, int zeros_minus_one) {
+    stored_linear s;
+    make_linear(&s, N, K, group_size, act_order);
+    folo_quant_config q = {.gptq = true, .bits = 4, .group_size = group_size,
+                           .desc_act = act_order != 0, .zeros_minus_one = zeros_minus_one != 0};
+    for (int p = 0; p < FOLO_GPTQ_PARTS; p++) {
+        int64_t d0, d1;
+        folo_error err = {0};
+        CHECK(folo_gptq_shape(p, N, K, &q, &d0, &d1, "linear", &err) == 0);
+        CHECK(d0 == s.parts[p].shape[0] && d1 == s.parts[p].shape[1]);
+    }
+    folo_qlinear l;
+    folo_error err = {0};
+    int rc = folo_gptq_repack(&l, s.parts, &q, "linear.g_idx", "test", &err);
+    CHECK_MSG(rc == 0, "%s", err.message);
+    if (rc != 0) {
+        free_linear(&s);
+        return;
+    }
+    CHECK(l.contiguous_groups == (!act_order || s.n_groups == 1));
+
+    float *want = malloc(sizeof(float) * (size_t)N * K);
+    float *got = malloc(sizeof(float) * (size_t)N * K);
+    dequant_stored(want, &s, zeros_minus_one);
+    for (int isa = 0; isa < FOLO_CPU_ISA_COUNT; isa++) {
+        const folo_cpu_kernels *k = folo_cpu_kernels_for((folo_cpu_isa)isa);
+        if (!k) continue;
+        const folo_cpu_int4_kernels *int4 = folo_cpu_int4_kernels_for(k);
+        /* All rows at once, then a range starting past row 0. */
+        int4->dequant(got, &l, 0, N);
+        CHECK_MSG(memcmp(got, want, sizeof(float) * (size_t)N * K) == 0,
+                  "%s: N %d K %d G %d act-order %d v1 %d", k->name, N, K, group_size, act_order,
+                  zeros_minus_one);
+        int begin = N / 3, n_rows = N - begin - 1;
+        memset(got, 0, sizeof(float) * (size_t)N * K);
+        int4->dequant(got, &l, begin, n_rows);
+        CHECK(memcmp(got, want + (size_t)begin * K, sizeof(float) * (size_t)n_rows * K) == 0);
+        if (int4->gemv) check_gemv(k, int4, &l, want, begin, begin + n_rows);
+    }
+    free(want);
+    free(got);
+    folo_qlinear_free(&l);
+    free_linear(&s);
+}
+
+static void test_errors(void) {
+    folo_quant_config q = {.gptq = true, .bits = 4, .group_size = 128};
+    int64_t d0, d1;
+    folo_error err = {0};
+    CHECK(folo_gptq_shape(FOLO_GPTQ_QWEIGHT, 64, 100, &q, &d0, &d1, "model.x", &err) != 0);
+    CHECK(strstr(err.message, "model.x") && strstr(err.message, "multiples of 8"));
+    CHECK(folo_gptq_shape(FOLO_GPTQ_SCALES, 64, 192, &q, &d0, &d1, "model.y", &err) != 0);
+    CHECK(strstr(err.message, "group_size 128"));
+
+    stored_linear s;
+    make_linear(&s, 16, 64, 32, 0);
+    s.g_idx[5] = 2; /* two groups: 0 and 1 */
+    folo_qlinear l;
+    CHECK(folo_gptq_repack(&l, s.parts, &q, "m.g_idx", "file.safetensors", &err) != 0);
+    CHECK_MSG(strstr(err.message, "file.safetensors") && strstr(err.message, "'m.g_idx'") &&
+                  strstr(err.message, "column 5"),
+              "%s", err.message);
+    free_linear(&s);
+}
+
+int main(void) {
+    rng_seed(14);
+    const int groups[] = {32, 64, 128, -1, 8, 24};
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        for (int act_order = 0; act_order < 2; act_order++) {
+            for (int v1 = 0; v1 < 2; v1++) {
+                int G = groups[g];
+                /* K: whole 32-column blocks, and a tail of 8 or 16 past them. */
+                int Ks[3] = {G > 0 ? 4 * G : 256, G > 0 ? 3 * G : 200, G > 0 ? 5 * G : 40};
+                for (int i = 0; i < 3; i++) test_shape(24, Ks[i], G, act_order, v1);
+            }
+        }
+    }
+    test_errors();
+    return check_summary("test_int4_kernels");
+}

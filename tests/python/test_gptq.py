@@ -1,0 +1,362 @@
+"""GPTQ 4-bit checkpoints (issue 14) against two oracles.
+
+Each case builds a small synthetic Qwen3 in numpy, quantizes its linears by
+round-to-nearest into the standard GPTQ layout exactly as GPTQModel and
+AutoGPTQ store it (qweight codes packed down the input dimension, qzeros
+packed across outputs, f16 scales, g_idx; format "gptq" storing zero - 1,
+"gptq_v2" the zero itself), and writes beside it the same model with every
+linear dequantized in f32 as an ordinary checkpoint:
+  - folo's logits on the 4-bit checkpoint must equal, bit for bit, folo's on
+    the dequantized twin (the int4 path computes exactly the twin's f32
+    weights and multiplies them in the same order);
+  - the twin's logits must match transformers on the same f32 weights
+    within the tolerance of test_logits.py, argmax for argmax.
+Cases cover both formats, symmetric and asymmetric zeros, group sizes 32,
+128 and -1, act-order with a permuted g_idx, a quantized and an unquantized
+lm_head, and the configuration in config.json (transformers' spelling) or
+in quantize_config.json (GPTQModel 7's `method` and `format`).
+Malformed checkpoints (bits 3, another method, wrong shapes and dtypes,
+missing g_idx, bad groups) must fail with one line naming the field or the
+tensor.
+
+Run by ctest (FOLO_BIN set); `pytest -s` prints the measured errors."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+
+from logits_helpers import FOLO, compare, folo_logits, load_oracle, oracle_logits
+
+TOLERANCE = 1e-4
+VOCAB = 1024
+CONFIG = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": VOCAB,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "hidden_act": "silu",
+    "attention_bias": False,
+    "use_sliding_window": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+PROMPT = [int(i) for i in np.random.RandomState(3).randint(0, VOCAB, size=24)]
+LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+RESULTS = {}
+
+
+def float_model(seed, tied):
+    """name -> f32 array of a random Qwen3 with CONFIG's sizes."""
+    rng = np.random.default_rng(seed)
+    c = CONFIG
+    H, I, D = c["hidden_size"], c["intermediate_size"], c["head_dim"]
+    q_dim, kv_dim = c["num_attention_heads"] * D, c["num_key_value_heads"] * D
+    shapes = {"self_attn.q_proj": (q_dim, H), "self_attn.k_proj": (kv_dim, H),
+              "self_attn.v_proj": (kv_dim, H), "self_attn.o_proj": (H, q_dim),
+              "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
+    w = {"model.embed_tokens.weight": rng.normal(0, 1, (VOCAB, H)),
+         "model.norm.weight": 1 + 0.1 * rng.normal(size=H)}
+    if not tied:
+        w["lm_head.weight"] = rng.normal(0, 0.06, (VOCAB, H))
+    for layer in range(c["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        for name in ["input_layernorm", "post_attention_layernorm"]:
+            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=H)
+        for name in ["self_attn.q_norm", "self_attn.k_norm"]:
+            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=D)
+        for name, shape in shapes.items():
+            w[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
+    return {k: v.astype(np.float32) for k, v in w.items()}
+
+
+def quantize(W, group_size, sym, act_order, v1, rng):
+    """Round-to-nearest 4-bit GPTQ of W [N, K]: codes [N, K], true zeros and
+    f16 scales [n_groups, N], g_idx [K]."""
+    N, K = W.shape
+    G = K if group_size == -1 else group_size
+    n_groups = K // G
+    g_idx = np.arange(K, dtype=np.int32) // G
+    if act_order:  # groups formed in a permuted column order, as desc_act does
+        g_idx = np.empty(K, dtype=np.int32)
+        g_idx[rng.permutation(K)] = np.arange(K) // G
+    codes = np.zeros((N, K), dtype=np.uint32)
+    zeros = np.zeros((n_groups, N), dtype=np.uint32)
+    scales = np.zeros((n_groups, N), dtype=np.float16)
+    for g in range(n_groups):
+        cols = np.nonzero(g_idx == g)[0]
+        Wg = W[:, cols]
+        if sym:
+            scale = 2 * np.abs(Wg).max(axis=1) / 15
+            zero = np.full(N, 8.0)
+        else:
+            lo, hi = np.minimum(Wg.min(axis=1), 0), np.maximum(Wg.max(axis=1), 0)
+            scale = (hi - lo) / 15
+            zero = np.round(-lo / scale)
+        # Format "gptq" cannot store a zero of 0 (it keeps zero - 1 in 4 bits).
+        zero = np.clip(zero, 1 if v1 else 0, 15)
+        scales[g] = scale.astype(np.float16)
+        s32 = scales[g].astype(np.float32)
+        zeros[g] = zero.astype(np.uint32)
+        codes[:, cols] = np.clip(np.round(Wg / s32[:, None]) + zero[:, None], 0, 15)
+    return codes, zeros, scales, g_idx
+
+
+def pack(codes, zeros, scales, g_idx, v1):
+    """The stored tensors: qweight [K/8, N], qzeros [n_groups, N/8] as int32."""
+    N, K = codes.shape
+    qweight = np.zeros((K // 8, N), dtype=np.uint32)
+    for i in range(8):
+        qweight |= codes.T[i::8, :] << np.uint32(4 * i)
+    stored = zeros - np.uint32(1 if v1 else 0)
+    qzeros = np.zeros((zeros.shape[0], N // 8), dtype=np.uint32)
+    for i in range(8):
+        qzeros |= stored[:, i::8] << np.uint32(4 * i)
+    return {"qweight": qweight.view(np.int32), "qzeros": qzeros.view(np.int32),
+            "scales": scales, "g_idx": g_idx}
+
+
+def dequantize(codes, zeros, scales, g_idx):
+    """W [N, K] = (code - zero) * scale in f32, the group of column k g_idx[k]."""
+    z = zeros[g_idx, :].T.astype(np.float32)
+    s = scales[g_idx, :].T.astype(np.float32)
+    return (codes.astype(np.float32) - z) * s
+
+
+def write(out, tensors, config, quantize_config=None):
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+              str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    if quantize_config is not None:
+        (out / "quantize_config.json").write_text(json.dumps(quantize_config, indent=2))
+    return out
+
+
+def make_pair(root, name, fmt, sym, group_size, act_order, lm_head, in_config_json, seed):
+    """Writes root/name-gptq and root/name-dequant; returns both paths."""
+    v1 = fmt == "gptq"
+    tied = not lm_head
+    weights = float_model(seed, tied)
+    rng = np.random.default_rng(seed + 1)
+    quant, twin = {}, {}
+    for key, value in weights.items():
+        prefix = key[:-len(".weight")]
+        is_linear = any(prefix.endswith(l) for l in LINEARS) or (lm_head and key == "lm_head.weight")
+        if not is_linear:
+            quant[key] = twin[key] = value
+            continue
+        parts = quantize(value, group_size, sym, act_order, v1, rng)
+        for suffix, tensor in pack(*parts, v1).items():
+            quant[f"{prefix}.{suffix}"] = tensor
+        twin[key] = dequantize(*parts)
+    qc = {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": act_order,
+          "sym": sym, "checkpoint_format": fmt, "lm_head": lm_head, "true_sequential": True,
+          "damp_percent": 0.01, "static_groups": False, "pack_dtype": "int32",
+          "meta": {"quantizer": ["test_gptq.py"]}}
+    config = dict(CONFIG, tie_word_embeddings=tied)
+    # GPTQModel 7's quantize_config.json spells the method and format so.
+    qc_file = {{"quant_method": "method", "checkpoint_format": "format"}.get(k, k): v
+               for k, v in qc.items()}
+    gptq_dir = write(root / f"{name}-gptq", quant,
+                     dict(config, quantization_config=qc) if in_config_json else config,
+                     None if in_config_json else qc_file)
+    return gptq_dir, write(root / f"{name}-dequant", twin, config)
+
+
+CASES = {
+    # name: format, sym, group size, act-order, quantized lm_head, config in config.json
+    "v1-sym-g128": ("gptq", True, 128, False, False, True),
+    "v2-asym-g32-lmhead": ("gptq_v2", False, 32, False, True, False),
+    "v1-asym-per-channel": ("gptq", False, -1, False, False, True),
+    "v2-sym-g128-actorder": ("gptq_v2", True, 128, True, False, True),
+    "v1-asym-g32-actorder-lmhead": ("gptq", False, 32, True, True, False),
+}
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gptq")
+    return {name: make_pair(root, name, *case, seed=20 + i)
+            for i, (name, case) in enumerate(CASES.items())}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_gptq_logits_equal_dequantized_twin(pairs, name):
+    gptq_dir, twin_dir = pairs[name]
+    got = folo_logits(gptq_dir, PROMPT)
+    twin = folo_logits(twin_dir, PROMPT)
+    assert got.shape == (len(PROMPT), VOCAB)
+    assert np.array_equal(got, twin), f"{name}: max |diff| {np.abs(got - twin).max()}"
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_dequantized_twin_matches_transformers(pairs, name):
+    _, twin_dir = pairs[name]
+    got = folo_logits(twin_dir, PROMPT)
+    rel, same_argmax = compare(f"gptq {name} (dequantized, f32)", got,
+                               oracle_logits(load_oracle(twin_dir, torch.float32), PROMPT),
+                               RESULTS)
+    assert rel.max() <= TOLERANCE
+    assert same_argmax.all()
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
+def test_gptq_equals_twin_with_other_kernels(pairs, isa, monkeypatch):
+    """The plain C dequantization with the portable and AVX2 float matmuls
+    (FOLO_CPU_ISA): the same equality, on act-order and a quantized head."""
+    monkeypatch.setenv("FOLO_CPU_ISA", isa)
+    gptq_dir, twin_dir = pairs["v1-asym-g32-actorder-lmhead"]
+    assert np.array_equal(folo_logits(gptq_dir, PROMPT), folo_logits(twin_dir, PROMPT))
+
+
+def test_gptq_chunked_equals_one_shot(pairs):
+    gptq_dir, _ = pairs["v2-sym-g128-actorder"]
+    assert np.array_equal(folo_logits(gptq_dir, PROMPT, chunk=5), folo_logits(gptq_dir, PROMPT))
+
+
+def test_quantized_model_stays_near_float(pairs, tmp_path):
+    """4-bit weights move the logits, but not far: a check that the codes
+    are read as the quantizer meant them. Round-to-nearest on these random
+    weights moves the logits by about 0.3-0.4 relative L2; a wrong nibble
+    order or zero convention gives unrelated logits, about sqrt(2) away."""
+    gptq_dir, _ = pairs["v1-sym-g128"]
+    weights = float_model(20, tied=True)
+    float_dir = write(tmp_path / "float", weights, dict(CONFIG, tie_word_embeddings=True))
+    rel = np.linalg.norm(folo_logits(gptq_dir, PROMPT) - folo_logits(float_dir, PROMPT), axis=1)
+    rel /= np.linalg.norm(folo_logits(float_dir, PROMPT), axis=1)
+    print(f"\n4-bit RTN vs float logits: max rel L2 {rel.max():.3f}")
+    assert rel.max() < 0.6
+
+
+# ---- malformed checkpoints ---------------------------------------------------
+
+def folo_error(model_dir):
+    out = model_dir / "logits.f32"
+    proc = subprocess.run([FOLO, "logits", "-m", str(model_dir), "--ids", "1,2,3", "--out",
+                           str(out), "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def edit_config(model_dir, change):
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    change(config["quantization_config"])
+    path.write_text(json.dumps(config))
+
+
+def edit_tensors(model_dir, change):
+    path = model_dir / "model.safetensors"
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+
+
+Q = "model.layers.0.self_attn.q_proj"
+MALFORMED = {
+    "bits 3": (lambda d: edit_config(d, lambda q: q.update(bits=3)), ['"bits" is 3']),
+    "awq": (lambda d: edit_config(d, lambda q: q.update(quant_method="awq")),
+            ['"quant_method" is "awq"']),
+    "marlin format": (lambda d: edit_config(d, lambda q: q.update(checkpoint_format="marlin")),
+                      ['"checkpoint_format" is "marlin"']),
+    "group size 48": (lambda d: edit_config(d, lambda q: q.update(group_size=48)),
+                      ["group_size 48"]),
+    "group size 0": (lambda d: edit_config(d, lambda q: q.update(group_size=0)),
+                     ['"group_size" is 0']),
+    "dynamic": (lambda d: edit_config(d, lambda q: q.update(dynamic={"-:.*down": {}})),
+                ['"dynamic"']),
+    "missing g_idx": (lambda d: edit_tensors(d, lambda t: t.pop(Q + ".g_idx")),
+                      [f"'{Q}.g_idx'", "missing"]),
+    "transposed qweight": (lambda d: edit_tensors(
+        d, lambda t: t.update({Q + ".qweight": np.ascontiguousarray(t[Q + ".qweight"].T)})),
+        [f"'{Q}.qweight'", "shape [256, 32]", "expected [32, 256]"]),
+    "f32 qweight": (lambda d: edit_tensors(
+        d, lambda t: t.update({Q + ".qweight": t[Q + ".qweight"].astype(np.float32)})),
+        [f"'{Q}.qweight'", "dtype F32"]),
+    "int32 scales": (lambda d: edit_tensors(
+        d, lambda t: t.update({Q + ".scales": t[Q + ".scales"].astype(np.int32)})),
+        [f"'{Q}.scales'", "dtype I32"]),
+    "g_idx out of range": (lambda d: edit_tensors(
+        d, lambda t: t[Q + ".g_idx"].__setitem__(7, 9)), [f"'{Q}.g_idx'", "column 7", "group 9"]),
+    "float linears": (lambda d: edit_tensors(d, lambda t: [t.pop(k) for k in list(t)
+                                                           if k.startswith(Q + ".")]),
+                      [f"'{Q}.qweight'", "missing"]),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_checkpoint_is_refused_by_name(pairs, tmp_path, case):
+    gptq_dir, _ = pairs["v1-sym-g128"]
+    bad = tmp_path / "bad"
+    shutil.copytree(gptq_dir, bad)
+    change, expected = MALFORMED[case]
+    change(bad)
+    line = folo_error(bad)
+    for text in expected:
+        assert text in line, line
+
+
+# ---- round-to-nearest GPTQ checkpoints for the benchmarks (docs/gptq.md) ----
+
+def main():
+    """python tests/python/test_gptq.py SRC OUT [--group-size G] [--lm-head]:
+    writes OUT, SRC's checkpoint with its linears quantized by this file's
+    round-to-nearest packer (format gptq, symmetric), other tensors kept."""
+    import argparse
+
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("src")
+    parser.add_argument("out")
+    parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument("--lm-head", action="store_true", help="quantize lm_head too (untied)")
+    args = parser.parse_args()
+    src, out = Path(args.src), Path(args.out)
+    config = json.loads((src / "config.json").read_text())
+    tensors = load_torch(str(src / "model.safetensors"))
+    if args.lm_head and "lm_head.weight" not in tensors:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+        config["tie_word_embeddings"] = False
+    rng = np.random.default_rng(0)
+    result = {}
+    for key, value in tensors.items():
+        prefix = key[:-len(".weight")]
+        if not (any(prefix.endswith(l) for l in LINEARS) or (args.lm_head and prefix == "lm_head")):
+            result[key] = value
+            continue
+        parts = quantize(value.float().numpy(), args.group_size, True, False, True, rng)
+        for suffix, tensor in pack(*parts, True).items():
+            result[f"{prefix}.{suffix}"] = torch.from_numpy(np.ascontiguousarray(tensor))
+    out.mkdir(parents=True, exist_ok=True)
+    save_torch(result, str(out / "model.safetensors"))
+    config["quantization_config"] = {"quant_method": "gptq", "bits": 4,
+                                     "group_size": args.group_size, "desc_act": False,
+                                     "sym": True, "checkpoint_format": "gptq",
+                                     "lm_head": args.lm_head}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    for name in ["generation_config.json", "tokenizer.json", "tokenizer_config.json"]:
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+
+
+if __name__ == "__main__":
+    main()
