@@ -17,7 +17,7 @@ void folo_bench_record_set_times(folo_bench_record *r, const double *token_times
     free(r->token_times_s);
     r->token_times_s = n > 0 ? folo_calloc((size_t)n, sizeof(double)) : NULL;
     if (n > 0) memcpy(r->token_times_s, token_times_s, (size_t)n * sizeof(double));
-    r->n_output_tokens = n;
+    r->n_token_times = r->n_output_tokens = n;
 }
 
 void folo_bench_record_free(folo_bench_record *r) {
@@ -112,6 +112,36 @@ void folo_bench_dist_compute(double *values, int n, folo_bench_dist *out) {
 
 /* ---- the run ----------------------------------------------------------------- */
 
+/* vLLM's max_output_tokens_per_s and max_concurrent_requests (stats.h). */
+static void peaks(const folo_bench_record *records, int n_records, folo_bench_summary *out) {
+    double t0 = INFINITY, t1 = -INFINITY;
+    for (int i = 0; i < n_records; i++) {
+        if (!records[i].ok) continue;
+        t0 = fmin(t0, records[i].arrival_s);
+        t1 = fmax(t1, records[i].finish_s);
+    }
+    if (!(t1 >= t0)) return;
+    size_t n_buckets = (size_t)ceil(t1 - t0) + 1;
+    int *tokens = folo_calloc(n_buckets, sizeof(int));
+    int *alive = folo_calloc(n_buckets, sizeof(int));
+    for (int i = 0; i < n_records; i++) {
+        const folo_bench_record *r = &records[i];
+        if (!r->ok) continue;
+        for (int t = 0; t < r->n_token_times; t++) {
+            size_t b = (size_t)(r->token_times_s[t] - t0);
+            if (b < n_buckets) tokens[b]++;
+        }
+        for (size_t b = (size_t)(r->arrival_s - t0); b <= (size_t)(r->finish_s - t0); b++)
+            alive[b]++;
+    }
+    for (size_t b = 0; b < n_buckets; b++) {
+        out->max_output_tokens_per_s = fmax(out->max_output_tokens_per_s, tokens[b]);
+        if (alive[b] > out->max_concurrent_requests) out->max_concurrent_requests = alive[b];
+    }
+    free(tokens);
+    free(alive);
+}
+
 void folo_bench_summarize(const folo_bench_record *records, int n_records, double duration_s,
                           const folo_bench_slo *slo, folo_bench_summary *out) {
     memset(out, 0, sizeof *out);
@@ -119,8 +149,8 @@ void folo_bench_summarize(const folo_bench_record *records, int n_records, doubl
     out->has_goodput = folo_bench_slo_any(slo);
     size_t n_gaps = 0;
     for (int i = 0; i < n_records; i++)
-        if (records[i].ok && records[i].n_output_tokens > 1)
-            n_gaps += (size_t)records[i].n_output_tokens - 1;
+        if (records[i].ok && records[i].n_token_times > 1)
+            n_gaps += (size_t)records[i].n_token_times - 1;
     size_t n_req = n_records > 0 ? (size_t)n_records : 1;
     double *ttft = folo_calloc(n_req, sizeof(double));  /* [completed] ms */
     double *tpot = folo_calloc(n_req, sizeof(double));  /* [requests with >= 2 tokens] ms */
@@ -138,7 +168,7 @@ void folo_bench_summarize(const folo_bench_record *records, int n_records, doubl
         e2el[out->completed] = folo_bench_e2el_ms(r);
         out->completed++;
         if (folo_bench_tpot_ms(r, &tpot[n_tpot])) n_tpot++;
-        for (int t = 1; t < r->n_output_tokens; t++)
+        for (int t = 1; t < r->n_token_times; t++)
             itl[k_gap++] = (r->token_times_s[t] - r->token_times_s[t - 1]) * 1e3;
         out->total_input_tokens += r->n_prompt_tokens;
         out->total_output_tokens += r->n_output_tokens;
@@ -152,6 +182,7 @@ void folo_bench_summarize(const folo_bench_record *records, int n_records, doubl
     free(tpot);
     free(e2el);
     free(itl);
+    peaks(records, n_records, out);
     if (duration_s > 0) {
         out->request_throughput = out->completed / duration_s;
         out->request_goodput = n_good / duration_s;
@@ -201,16 +232,35 @@ json_t *folo_bench_summary_json(const folo_bench_summary *s) {
     dist_json(o, "tpot", &s->tpot_ms);
     dist_json(o, "itl", &s->itl_ms);
     dist_json(o, "e2el", &s->e2el_ms);
+    json_object_set_new(o, "max_output_tokens_per_s", json_real(s->max_output_tokens_per_s));
+    json_object_set_new(o, "max_concurrent_requests", json_integer(s->max_concurrent_requests));
+    return o;
+}
+
+json_t *folo_bench_errors_json(const folo_bench_record *records, int n_records) {
+    json_t *o = json_object();
+    for (int i = 0; i < n_records; i++) {
+        if (records[i].ok) continue;
+        const char *why = records[i].error[0] ? records[i].error : "unknown";
+        json_t *count = json_object_get(o, why);
+        json_object_set_new(o, why, json_integer(count ? json_integer_value(count) + 1 : 1));
+    }
     return o;
 }
 
 json_t *folo_bench_record_json(const folo_bench_record *r) {
     json_t *o = json_object();
     json_object_set_new(o, "ok", json_boolean(r->ok));
+    json_object_set_new(o, "error", r->ok ? json_null() : json_string(r->error));
     json_object_set_new(o, "prompt_tokens", json_integer(r->n_prompt_tokens));
     json_object_set_new(o, "output_tokens", json_integer(r->n_output_tokens));
+    json_object_set_new(o, "usage_prompt_tokens", r->n_usage_prompt_tokens > 0
+                                                      ? json_integer(r->n_usage_prompt_tokens)
+                                                      : json_null());
     json_object_set_new(o, "arrival_s", json_real(r->arrival_s));
-    json_object_set_new(o, "first_scheduled_s", json_real(r->first_scheduled_s));
+    json_object_set_new(o, "first_scheduled_s", isnan(r->first_scheduled_s)
+                                                    ? json_null()
+                                                    : json_real(r->first_scheduled_s));
     json_object_set_new(o, "first_token_s", json_real(r->first_token_s));
     json_object_set_new(o, "finish_s", json_real(r->finish_s));
     json_object_set_new(o, "ttft_ms", json_real(folo_bench_ttft_ms(r)));
@@ -219,7 +269,7 @@ json_t *folo_bench_record_json(const folo_bench_record *r) {
                         folo_bench_tpot_ms(r, &tpot) ? json_real(tpot) : json_null());
     json_object_set_new(o, "e2el_ms", json_real(folo_bench_e2el_ms(r)));
     json_t *itl = json_array();
-    for (int t = 1; t < r->n_output_tokens; t++)
+    for (int t = 1; t < r->n_token_times; t++)
         json_array_append_new(itl,
                               json_real((r->token_times_s[t] - r->token_times_s[t - 1]) * 1e3));
     json_object_set_new(o, "itl_ms", itl);

@@ -33,20 +33,27 @@
 #define FOLO_BENCH_N_PERCENTILES 5
 extern const double folo_bench_percentiles[FOLO_BENCH_N_PERCENTILES];
 
-/* One request as the engine reported it (folo_request_metrics). */
+/* One request as the engine reported it (folo_request_metrics), or as an
+ * HTTP client saw it: then arrival is the send, token times are the
+ * arrivals of the stream's chunks (one per token on servers that stream
+ * each token, as vLLM's bench assumes), the output count is the server's
+ * usage figure, and the first scheduling is unknown (NAN). */
 typedef struct folo_bench_record {
     bool ok;                  /* finished by stop or length (not error or abort) */
     int n_prompt_tokens;      /* tokens */
     int n_output_tokens;      /* tokens */
+    int n_usage_prompt_tokens; /* the server's usage.prompt_tokens; 0 when not reported */
     double arrival_s;         /* s, folo_now_s clock */
-    double first_scheduled_s; /* s */
+    double first_scheduled_s; /* s; NAN when unknown */
     double first_token_s;     /* s */
     double finish_s;          /* s */
-    double *token_times_s;    /* [n_output_tokens] s, owned (folo_bench_record_free) */
+    double *token_times_s;    /* [n_token_times] s, owned (folo_bench_record_free) */
+    int n_token_times;        /* times of the tokens (chunks) received */
+    char error[128];          /* why a request failed ("" when ok) */
 } folo_bench_record;
 
-/* Copies n token times out of the engine's array into r (token_times_s
- * owned) and sets r->n_output_tokens to n. */
+/* Copies n token times into r (token_times_s owned) and sets both
+ * r->n_token_times and r->n_output_tokens to n. */
 void folo_bench_record_set_times(folo_bench_record *r, const double *token_times_s, int n);
 void folo_bench_record_free(folo_bench_record *r);
 
@@ -97,9 +104,14 @@ typedef struct folo_bench_summary {
     folo_bench_dist tpot_ms;       /* ms, requests with >= 2 output tokens */
     folo_bench_dist itl_ms;        /* ms, every gap of every request */
     folo_bench_dist e2el_ms;       /* ms */
+    double max_output_tokens_per_s;  /* tokens in the busiest 1 s bucket */
+    int max_concurrent_requests;     /* requests alive in the busiest 1 s bucket */
 } folo_bench_summary;
 
-/* slo may be NULL. */
+/* slo may be NULL. The peaks are vLLM's: time from the first completed
+ * request's arrival is cut into 1 s buckets; a bucket counts the tokens
+ * whose time falls in it, and the completed requests whose [arrival,
+ * finish] touches it. */
 void folo_bench_summarize(const folo_bench_record *records, int n_records, double duration_s,
                           const folo_bench_slo *slo, folo_bench_summary *out);
 
@@ -107,11 +119,16 @@ void folo_bench_summarize(const folo_bench_record *records, int n_records, doubl
  * total_output_tokens, request_throughput, request_goodput (null without
  * SLOs), output_throughput, total_token_throughput, and for each of ttft,
  * tpot, itl, e2el: mean_X_ms, median_X_ms, std_X_ms, p50_X_ms, p90_X_ms,
- * p95_X_ms, p99_X_ms, p99.9_X_ms. folo adds "failed". A new reference. */
+ * p95_X_ms, p99_X_ms, p99.9_X_ms, max_output_tokens_per_s,
+ * max_concurrent_requests. folo adds "failed". A new reference. */
 json_t *folo_bench_summary_json(const folo_bench_summary *s);
-/* One request's raw record: prompt_tokens, output_tokens, ok, the
- * timestamps (s), ttft_ms, tpot_ms (null for one token), e2el_ms and
- * itl_ms (an array). A new reference. */
+/* The failed requests by error message: {"message": count}, vLLM's
+ * "errors" of a run. A new reference. */
+json_t *folo_bench_errors_json(const folo_bench_record *records, int n_records);
+/* One request's raw record: prompt_tokens, output_tokens,
+ * usage_prompt_tokens (null when not reported), ok, error (null when ok),
+ * the timestamps (s; first_scheduled_s null when unknown), ttft_ms, tpot_ms (null for one token), e2el_ms and itl_ms (an array of
+ * n_token_times - 1 gaps). A new reference. */
 json_t *folo_bench_record_json(const folo_bench_record *r);
 
 #endif

@@ -186,10 +186,60 @@ static void test_json(void) {
     fixture_free(&f);
 }
 
+/* vLLM's peaks over 1 s buckets from the first arrival, and a record as the
+ * HTTP client makes it: fewer chunks than the usage's output tokens (a
+ * token whose text the server held back), so ITL has one gap per pair of
+ * chunks while TPOT and the token totals use the usage count. */
+static void test_peaks_and_chunks(void) {
+    folo_bench_record r[4];
+    memset(r, 0, sizeof r);
+    const double t0[] = {0.2, 0.5, 0.9, 1.3}, t1[] = {1.1, 1.2, 2.4}, t3[] = {2.5};
+    const double *times[] = {t0, t1, t0, t3};
+    const int n[] = {4, 3, 4, 1};
+    const double arrival[] = {0.0, 0.5, 0.0, 1.9};
+    for (int i = 0; i < 4; i++) {
+        r[i].ok = i != 2;  /* r2 failed: out of every figure */
+        r[i].arrival_s = arrival[i];
+        r[i].first_scheduled_s = NAN;
+        folo_bench_record_set_times(&r[i], times[i], n[i]);
+        r[i].first_token_s = times[i][0];
+        r[i].finish_s = times[i][n[i] - 1];
+    }
+    r[1].n_output_tokens = 5;  /* the usage count; 3 chunks arrived */
+    folo_bench_summary s;
+    folo_bench_summarize(r, 4, 2.5, NULL, &s);
+    /* tokens per bucket [0,1) [1,2) [2,3): 3, 3, 2 */
+    CHECK_NEAR(s.max_output_tokens_per_s, 3, 0);
+    /* alive: r0 in 0-1, r1 in 0-2, r3 in 1-2: 2, 3, 2 */
+    CHECK(s.max_concurrent_requests == 3);
+    CHECK(s.total_output_tokens == 4 + 5 + 1);
+    CHECK(s.itl_ms.n == 3 + 2);
+    double tpot;
+    CHECK(folo_bench_tpot_ms(&r[1], &tpot));
+    CHECK_NEAR(tpot, (2.4 - 1.1) * 1e3 / 4, TOL);
+    json_t *j = folo_bench_record_json(&r[1]);
+    CHECK(json_is_null(json_object_get(j, "first_scheduled_s")));
+    CHECK(json_array_size(json_object_get(j, "itl_ms")) == 2);
+    CHECK(json_integer_value(json_object_get(j, "output_tokens")) == 5);
+    CHECK(json_is_null(json_object_get(j, "error")));
+    json_decref(j);
+    snprintf(r[2].error, sizeof r[2].error, "HTTP 503: busy");
+    j = folo_bench_errors_json(r, 4);
+    CHECK(json_object_size(j) == 1 &&
+          json_integer_value(json_object_get(j, "HTTP 503: busy")) == 1);
+    json_decref(j);
+    j = folo_bench_summary_json(&s);
+    CHECK(json_integer_value(json_object_get(j, "max_concurrent_requests")) == 3);
+    CHECK_NEAR(json_real_value(json_object_get(j, "max_output_tokens_per_s")), 3, 0);
+    json_decref(j);
+    for (int i = 0; i < 4; i++) folo_bench_record_free(&r[i]);
+}
+
 int main(void) {
     test_percentiles();
     test_requests();
     test_goodput();
     test_json();
+    test_peaks_and_chunks();
     return check_summary("test_bench_stats");
 }

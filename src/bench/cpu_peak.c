@@ -1,0 +1,135 @@
+/* The local CPU's roofline, measured on the spot (see cpu_peak.h). */
+#include "bench/cpu_peak.h"
+
+#include <stdint.h>
+
+#include "core/timer.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+const char *const folo_bench_peak_names[FOLO_BENCH_PEAK_COUNT] = {
+    "f32 FMA (AVX2)", "f32 FMA (AVX-512)", "vdpbf16ps (AVX512-BF16)"};
+/* FLOPs per instruction: lanes x 2, and x 2 again for the bf16 pairs. */
+static const double k_peak_flops[FOLO_BENCH_PEAK_COUNT] = {16.0, 32.0, 64.0};
+
+double folo_bench_best_of(folo_pool *pool, folo_pool_fn fn, void *ctx, int repeat) {
+    double best = 1e30;
+    for (int r = 0; r < repeat; r++) {
+        double t0 = folo_now_s();
+        folo_pool_run(pool, fn, ctx);
+        double dt = folo_now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+/* ---- read bandwidth ------------------------------------------------------ */
+
+typedef struct read_job {
+    const uint64_t *buf; /* [n_words] */
+    size_t n_words;
+    uint64_t sums[64]; /* per thread, so the reads are not optimized away */
+} read_job;
+
+static void read_worker(void *ctx, int thread, int n_threads) {
+    read_job *job = ctx;
+    size_t begin, end;
+    folo_split(job->n_words, 64, thread, n_threads, &begin, &end);
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (size_t i = begin; i + 4 <= end; i += 4) {
+        s0 += job->buf[i];
+        s1 += job->buf[i + 1];
+        s2 += job->buf[i + 2];
+        s3 += job->buf[i + 3];
+    }
+    job->sums[thread % 64] = s0 + s1 + s2 + s3;
+}
+
+double folo_bench_read_gbs(folo_pool *pool, const void *buf, size_t bytes, int repeat) {
+    read_job job = {.buf = buf, .n_words = bytes / 8};
+    return (double)bytes / folo_bench_best_of(pool, read_worker, &job, repeat) / 1e9;
+}
+
+/* ---- peak arithmetic ----------------------------------------------------- */
+
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static float peak_fma256(long iters) {
+    __m256 acc[12], a = _mm256_set1_ps(1.0000001f), b = _mm256_set1_ps(0.9999999f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    float s = 0.0f;
+    for (int i = 0; i < 12; i++) s += _mm256_cvtss_f32(acc[i]);
+    return s;
+}
+
+__attribute__((target("avx512f"))) static float peak_fma512(long iters) {
+    __m512 acc[12], a = _mm512_set1_ps(1.0000001f), b = _mm512_set1_ps(0.9999999f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    float s = 0.0f;
+    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_ps(acc[i]);
+    return s;
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static float peak_bf16dot(long iters) {
+    __m512 acc[12];
+    __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3c00);
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++)
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+    float s = 0.0f;
+    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_ps(acc[i]);
+    return s;
+}
+#endif
+
+bool folo_bench_peak_supported(folo_bench_peak_kind kind) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    switch (kind) {
+    case FOLO_BENCH_PEAK_FMA256:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case FOLO_BENCH_PEAK_FMA512: return __builtin_cpu_supports("avx512f");
+    case FOLO_BENCH_PEAK_BF16DOT:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+    default: return false;
+    }
+#else
+    (void)kind;
+    return false;
+#endif
+}
+
+typedef struct peak_job {
+    folo_bench_peak_kind kind;
+    long iters;
+    float sink[64]; /* per thread, so the loops are not optimized away */
+} peak_job;
+
+static void peak_worker(void *ctx, int thread, int n_threads) {
+    peak_job *job = ctx;
+    float s = 0;
+    (void)n_threads;
+#if defined(__x86_64__)
+    switch (job->kind) {
+    case FOLO_BENCH_PEAK_FMA256: s = peak_fma256(job->iters); break;
+    case FOLO_BENCH_PEAK_FMA512: s = peak_fma512(job->iters); break;
+    default: s = peak_bf16dot(job->iters); break;
+    }
+#endif
+    job->sink[thread % 64] = s;
+}
+
+double folo_bench_peak_gflops(folo_pool *pool, folo_bench_peak_kind kind, long iters,
+                              int repeat) {
+    peak_job job = {.kind = kind, .iters = iters};
+    double s = folo_bench_best_of(pool, peak_worker, &job, repeat);
+    return (double)iters * 12 * k_peak_flops[kind] * folo_pool_size(pool) / s / 1e9;
+}

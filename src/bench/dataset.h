@@ -1,0 +1,58 @@
+/* Benchmark workloads: the prompts a run sends and the output length each
+ * one asks for, as vLLM's bench datasets make them (--dataset-name).
+ *
+ *   sharegpt  conversations in ShareGPT format (a JSON array of objects
+ *             whose "conversations" array holds {"from", "value"} turns),
+ *             sampled as vLLM's sample_sharegpt_requests does: entries with
+ *             fewer than two turns are skipped, the rest shuffled with the
+ *             seed; each pair (first turn = prompt, second turn = reference
+ *             completion, whose token count is the output length unless a
+ *             fixed one is given) is kept unless its prompt has fewer than
+ *             4 or more than 1024 tokens, its completion fewer than 4, or
+ *             both more than 2048; the first n kept pairs are the workload.
+ *             The shuffle is folo's generator, not Python's, so the same
+ *             seed picks other conversations than vLLM does.
+ *   random    text of exactly input_len tokens per prompt: words drawn from
+ *             the tokenizer's vocabulary of single tokens " <letters>",
+ *             which the pre-tokenizer splits at each space and each of
+ *             which encodes back to its one token, so the count is exact
+ *             (and checked by encoding the prompt); lengths are fixed,
+ *             uniform in [len * (1 - ratio), len * (1 + ratio)] (vLLM's
+ *             --random-range-ratio), or Poisson with mean len.
+ * Every random choice comes from the seed (src/bench/random.h). */
+#ifndef FOLO_BENCH_DATASET_H
+#define FOLO_BENCH_DATASET_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct folo_bench_prompt {
+    char *text;        /* owned, NUL-terminated */
+    int prompt_len;    /* tokens of text */
+    int output_len;    /* tokens to ask for (max_tokens) */
+} folo_bench_prompt;
+
+typedef enum folo_bench_length_dist {
+    FOLO_BENCH_LENGTHS_FIXED,
+    FOLO_BENCH_LENGTHS_UNIFORM,  /* len * (1 +- range_ratio) */
+    FOLO_BENCH_LENGTHS_POISSON,  /* mean len */
+} folo_bench_length_dist;
+
+typedef struct folo_bench_random_spec {
+    int input_len;                 /* tokens */
+    int output_len;                /* tokens */
+    folo_bench_length_dist dist;
+    double range_ratio;            /* [0, 1), uniform only */
+} folo_bench_random_spec;
+
+/* n prompts into out[0..n) (folo_bench_prompts_free); output_len > 0
+ * replaces every completion's length. On error nothing is left to free. */
+int folo_bench_sharegpt(const char *path, const folo_tokenizer *tok, int n, int output_len,
+                        uint64_t seed, folo_bench_prompt *out, folo_error *err);
+int folo_bench_random_prompts(const folo_tokenizer *tok, const folo_bench_random_spec *spec,
+                              int n, uint64_t seed, folo_bench_prompt *out, folo_error *err);
+void folo_bench_prompts_free(folo_bench_prompt *prompts, int n);
+
+#endif
