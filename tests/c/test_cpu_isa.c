@@ -77,9 +77,10 @@ static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T
 }
 
 static void test_matmul(const folo_cpu_kernels *k) {
-    /* Token counts around the tiles (2 and 6 tokens) and the decode path;
-     * K around the vector widths (8, 16) and, with 3001, token blocks of
-     * fewer tokens than the batch. */
+    /* Token counts around the tiles (2 and 6 tokens) and around the last
+     * count whose bf16 weights are widened in registers (12 in
+     * kernels_avx512.c) rather than packed; K around the vector widths (8,
+     * 16) and, with 3001, token blocks of fewer tokens than the batch. */
     static const int shapes[][3] = {
         {1, 1, 1},    {1, 16, 4},  {2, 17, 9},   {3, 64, 13},  {5, 131, 22},
         {6, 200, 7},  {7, 15, 33}, {12, 96, 5},  {13, 1029, 6}, {37, 3001, 9},
