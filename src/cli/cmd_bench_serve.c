@@ -7,11 +7,15 @@
  * paths measure through the same client (src/bench/http.h): the numbers
  * include HTTP, JSON and SSE, as a user of the server sees them.
  *
- * The workload (src/bench/dataset.h) is made once; for each request rate
- * of the sweep the same prompts are sent with gamma-distributed gaps
- * (--burstiness; 1 = Poisson arrivals, inf = all at once), optionally
- * capped at --max-concurrency in flight. Warm-up requests go first, once,
- * and are left out of every figure. Prompt lengths are counted with the
+ * The workload (src/bench/dataset.h) is made once, num-warmups + one set
+ * of num-prompts per request rate, all drawn from --seed: the warm-ups and
+ * every rate get prompts of their own, so a server's prefix cache cannot
+ * serve one run's prompts to the next (a sweep over the same prompts
+ * measured every rate after the first with its prompts already cached).
+ * Each rate's set is sent with gamma-distributed gaps (--burstiness;
+ * 1 = Poisson arrivals, inf = all at once), optionally capped at
+ * --max-concurrency in flight. Warm-up requests go first, once, and are
+ * left out of every figure. Prompt lengths are counted with the
  * local tokenizer (the served model's own in process; -m or --tokenizer
  * with --url), output lengths are what the server reports in its usage
  * chunk. In process, the report also states the roofline of this machine
@@ -84,7 +88,8 @@ static const char k_help[] =
     "      --seed N               seed of every random choice (default 0)\n"
     "  load\n"
     "      --request-rate R       requests/s, or inf to send all at once (default inf)\n"
-    "      --request-rates LIST   a sweep, e.g. 1,2,4,inf: one run per rate, same prompts\n"
+    "      --request-rates LIST   a sweep, e.g. 1,2,4,inf: one run per rate, each with\n"
+    "                             prompts of its own (none served from another run's cache)\n"
     "      --burstiness B         gamma shape of the arrival gaps: 1 = Poisson (default),\n"
     "                             < 1 burstier, > 1 more regular\n"
     "      --max-concurrency N    requests in flight at most (default: no limit)\n"
@@ -300,7 +305,8 @@ static int free_port(int *port, folo_error *err) {
 typedef struct serve_run {
     const serve_options *o;
     folo_bench_http_options http;
-    folo_bench_prompt *prompts;   /* [num_prompts] */
+    folo_bench_prompt *prompts;   /* [n_prompts]: the warm-ups', then each rate's */
+    int n_prompts;                /* num_warmups + n_rates x num_prompts */
     double *send_at_s;            /* [num_prompts] */
     folo_bench_roofline roof;     /* in process only */
     bool has_roof;
@@ -345,7 +351,7 @@ static int send_warmups(serve_run *b, folo_error *err) {
     int n = o->num_warmups;
     folo_bench_prompt *prompts = folo_calloc((size_t)n, sizeof *prompts);
     double *send_at = folo_calloc((size_t)n, sizeof *send_at);
-    for (int i = 0; i < n; i++) prompts[i] = b->prompts[i % o->num_prompts];
+    for (int i = 0; i < n; i++) prompts[i] = b->prompts[i];
     folo_bench_record *records = folo_calloc((size_t)n, sizeof *records);
     folo_progress bar;
     folo_progress_begin(&bar, "warmup", n);
@@ -375,7 +381,8 @@ static int run_rate(serve_run *b, int k, json_t *results, folo_bench_summary *s,
     folo_progress bar;
     folo_progress_begin(&bar, label, n);
     double duration_s = 0;
-    int rc = folo_bench_http_run(&b->http, b->prompts, b->send_at_s, n, records, &duration_s,
+    const folo_bench_prompt *prompts = b->prompts + o->num_warmups + (size_t)k * n;
+    int rc = folo_bench_http_run(&b->http, prompts, b->send_at_s, n, records, &duration_s,
                                  &bar, err);
     folo_progress_end(&bar);
     if (rc != 0) {
@@ -445,15 +452,15 @@ static json_t *header_json(const serve_run *b, const char *url) {
     return j;
 }
 
-static int make_prompts(const serve_options *o, const char *tokenizer_dir,
+static int make_prompts(const serve_options *o, const char *tokenizer_dir, int n,
                         folo_bench_prompt *prompts, folo_error *err) {
     folo_tokenizer *tok = folo_tokenizer_load(tokenizer_dir, err);
     if (!tok) return -1;
     int rc = strcmp(o->dataset_name, "sharegpt") == 0
-                 ? folo_bench_sharegpt(o->dataset_path, tok, o->num_prompts,
+                 ? folo_bench_sharegpt(o->dataset_path, tok, n,
                                        o->output_len_given ? o->random.output_len : 0, o->seed,
                                        prompts, err)
-                 : folo_bench_random_prompts(tok, &o->random, o->num_prompts, o->seed, prompts,
+                 : folo_bench_random_prompts(tok, &o->random, n, o->seed, prompts,
                                              err);
     folo_tokenizer_free(tok);
     return rc;
@@ -540,10 +547,11 @@ int folo_cmd_bench_serve(int argc, char **argv) {
                                 : model_dir ? model_dir
                                             : cli_tokenizer_dir();
     serve_run b = {.o = &o};
-    b.prompts = folo_calloc((size_t)o.num_prompts, sizeof *b.prompts);
+    b.n_prompts = o.num_warmups + o.n_rates * o.num_prompts;
+    b.prompts = folo_calloc((size_t)b.n_prompts, sizeof *b.prompts);
     b.send_at_s = folo_calloc((size_t)o.num_prompts, sizeof *b.send_at_s);
     folo_error err = {{0}};
-    bool have_prompts = make_prompts(&o, tokenizer_dir, b.prompts, &err) == 0;
+    bool have_prompts = make_prompts(&o, tokenizer_dir, b.n_prompts, b.prompts, &err) == 0;
     rc = have_prompts ? 0 : -1;
     if (rc == 0) {
         if (o.url) {
@@ -560,7 +568,7 @@ int folo_cmd_bench_serve(int argc, char **argv) {
         }
     }
     if (rc != 0) fprintf(stderr, "folo bench serve: %s\n", err.message);
-    if (have_prompts) folo_bench_prompts_free(b.prompts, o.num_prompts);
+    if (have_prompts) folo_bench_prompts_free(b.prompts, b.n_prompts);
     free(b.prompts);
     free(b.send_at_s);
     free(listed_name);

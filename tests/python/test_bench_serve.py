@@ -110,6 +110,23 @@ def test_url_max_concurrency(tmp_path, server):
     assert in_flight_max(res["requests"]) <= 2
 
 
+def test_sweep_never_resends_a_prompt(tmp_path, server):
+    """Warm-ups and each rate get prompts of their own: sent again, a
+    prompt would be served by the server's prefix cache and the later
+    rates measured with their prefills already done."""
+    key = ("folo:prefix_cache_hits_total", frozenset())
+    queries = ("folo:prefix_cache_queries_total", frozenset())
+    before = server.metrics()
+    input_len = 40  # two whole 16-token blocks the cache could serve
+    _, j = bench_serve(tmp_path, "--url", f"http://127.0.0.1:{server.port}", "--input-len",
+                       str(input_len), "--output-len", "2", "--ignore-eos", "--num-prompts", "3",
+                       "--num-warmups", "2", "--request-rates", "50,inf", "--seed", "4242")
+    assert [r["summary"]["completed"] for r in j["results"]] == [3, 3]
+    after = server.wait_metrics(lambda m: m[queries] >= before[queries] + 8 * input_len)
+    assert after[queries] - before[queries] == 8 * input_len
+    assert after[key] == before[key]
+
+
 def hf_len(tok, text):
     return len(tok.encode(text).ids)
 
