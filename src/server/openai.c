@@ -6,8 +6,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "core/alloc.h"
+
+/* Replaces each byte that does not start a valid UTF-8 character with '?',
+ * in place. An error message may quote the client's bytes (Jansson's
+ * "invalid UTF-8" and syntax errors do), and truncation may cut a character
+ * in two; JSON strings must be valid UTF-8, so the error document could not
+ * otherwise be written. */
+static void scrub_utf8(char *s) {
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t used =
+            utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &cp);
+        if (used > 0) {
+            i += (size_t)used;
+        } else {
+            s[i++] = '?';
+        }
+    }
+}
 
 int folo_oai_fail(folo_oai_error *err, int status, const char *param, const char *fmt, ...) {
     err->status = status;
@@ -16,6 +36,8 @@ int folo_oai_fail(folo_oai_error *err, int status, const char *param, const char
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    scrub_utf8(err->param);
+    scrub_utf8(err->message);
     return -1;
 }
 

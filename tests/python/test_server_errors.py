@@ -30,6 +30,9 @@ BAD = [
     ("POST", COMP, b"{", 400, None),
     ("POST", COMP, b'{"prompt": "\xff\xfe"}', 400, None),
     ("POST", CHAT, b'{"messages": [{"role": "user", "content": "\xc3("}]}', 400, None),
+    # A syntax error whose message quotes invalid UTF-8 (found by fuzz_openai).
+    ("POST", COMP, b'{"ets\\ud\xd6\xa4\xcf\x8a', 400, None),
+    ("POST", "/detokenize", b'{"ets\\ud\xd6\xa4\xcf\x8a', 400, None),
     ("POST", COMP, {"prompt": OVER_LONG, "max_tokens": 1}, 400, None),
     ("POST", COMP, b"[1, 2]", 400, None),
     ("POST", COMP, {"max_tokens": 2}, 400, "prompt"),
