@@ -513,8 +513,10 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
     const folo_config *c = &model->config;
     int block_size = opt->kv_block_size > 0 ? opt->kv_block_size : 16;
     if (opt->naive_attention) {
-        folo_fail(err, "cuda backend: naive attention is not implemented on cuda "
-                       "(--attention naive runs on --device cpu)");
+        /* The materialized-score baseline is the seeds' CPU M1 stage
+         * (docs/switches.md); on the GPU the comparison is made on --device cpu. */
+        folo_fail(err, "cuda backend: --attention naive is a CPU-only baseline "
+                       "(docs/switches.md); run it with --device cpu");
         return NULL;
     }
     if (opt->kv_n_blocks < 1) {
