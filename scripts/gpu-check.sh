@@ -2,18 +2,25 @@
 # The one call to make on a GPU machine: builds folo with the CUDA backend,
 # checks it, and benchmarks it against transformers in the same run.
 #
-#   scripts/gpu-check.sh RESULTS_DIR      on the GPU machine
-#   scripts/gpu-check.sh --fetch-deps     here, before: downloads the .debs of
-#                                         folo's build dependencies (pkgconf,
-#                                         PCRE2, utf8proc, Jansson) into
-#                                         build-gpu-deps/, to carry along where
-#                                         the GPU machine lacks them
+#   scripts/gpu-check.sh --prebuild       here, before: builds build-gpu/ for
+#                                         sm_90a with the libraries folo links
+#                                         (PCRE2, utf8proc, Jansson, libmicrohttpd,
+#                                         libcurl and theirs) copied into
+#                                         build-gpu/libs, object files dropped, so
+#                                         that it fits the 64 MiB a device call
+#                                         carries; carry build-gpu
+#   scripts/gpu-check.sh RESULTS_DIR      on the GPU machine: uses a carried
+#                                         build-gpu/ when there is one (its glibc
+#                                         must be no newer than the machine's;
+#                                         Debian 12's 2.36 is), else builds there
+#                                         (the machine then needs those -dev
+#                                         packages)
 #
 # Steps, each logged to RESULTS_DIR/<step>.log; a failed step is reported and
 # the script goes on to every step that does not depend on it:
 #   1. nvidia-smi;
 #   2. build (Release, CUDA on, the GPU's own architecture unless
-#      FOLO_CUDA_ARCHS says otherwise) in build-gpu/;
+#      FOLO_CUDA_ARCHS says otherwise) in build-gpu/, or the carried one;
 #   3. synthetic models made there (weights don't travel): tiny bf16 and
 #      Qwen3-0.6B-shaped bf16;
 #   4. the gpu-labelled tests (tests/gpu/test_cuda_backend.c);
@@ -25,7 +32,9 @@
 #      (tests/gpu/bench_transformers.py): TTFT of 128/512/2048-token prompts
 #      and single-stream decode tokens/s, each against its floor (decode:
 #      weight bytes / 3.35 TB/s; prefill: FLOPs / 800 TFLOP/s);
-#   8. a short table, printed last; results.json holds every number.
+#   8. the engine end to end on the GPU (`folo bench latency` at 1, 16, 64
+#      and 256 sequences; `folo bench throughput` of 256 requests);
+#   9. a short table, printed last; results.json holds every number.
 #
 # The whole run takes about 6-9 minutes on an H100 with 16 cores (device
 # calls are capped at 10). To split it over two calls, name steps to leave
@@ -35,20 +44,27 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-deps_dir=build-gpu-deps
+build=$root/build-gpu
 
-if [ "${1:-}" = "--fetch-deps" ]; then
-  mkdir -p "$deps_dir" && cd "$deps_dir" &&
-    apt-get download pkgconf pkgconf-bin libpkgconf3 libpcre2-dev libpcre2-8-0 \
-      libutf8proc-dev libutf8proc2 libjansson-dev libjansson4 && ls -1 "$root/$deps_dir"
+if [ "${1:-}" = "--prebuild" ]; then
+  set -e
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFOLO_CUDA=ON -DFOLO_CUDA_ARCHS="${FOLO_CUDA_ARCHS:-90a}" >/dev/null
+  cmake --build "$build" -j"$(nproc)" >/dev/null
+  rm -rf "$build/libs" && mkdir "$build/libs"
+  # every library the binaries load but the C runtime and CUDA's own
+  ldd "$build/folo" "$build/tests/test_cuda_backend" "$build/tests/bench_backend" |
+    awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u |
+    grep -Ev '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|libcublas|libcublasLt|libcudart)\.so' |
+    xargs -I{} cp -L {} "$build/libs/"
+  find "$build" -name '*.o' -delete
+  echo "build-gpu ready: $(du -sh "$build" | cut -f1); carry it: run with carry [\"build-gpu\"]"
   exit
 fi
 if [ $# -ne 1 ]; then
-  echo "usage: scripts/gpu-check.sh RESULTS_DIR | --fetch-deps" >&2
+  echo "usage: scripts/gpu-check.sh RESULTS_DIR | --prebuild" >&2
   exit 2
 fi
 mkdir -p "$1" && results=$(cd "$1" && pwd)
-build=$root/build-gpu
 models=$build/gpu-models
 steps_file=$results/steps.tsv
 : >"$steps_file"
@@ -95,30 +111,34 @@ esac
 arch=${FOLO_CUDA_ARCHS:-$arch}
 
 # ---- 2. build ---------------------------------------------------------------------
-# Build dependencies the image may lack come from carried .debs, unpacked
-# into a private root that pkg-config and the loader are pointed at.
-cmake_extra=()
-if ! pkg-config --exists libpcre2-8 libutf8proc jansson 2>/dev/null && [ -d "$deps_dir" ]; then
-  echo "== unpacking build dependencies from $deps_dir"
-  sysroot=$root/$deps_dir/root
-  for deb in "$deps_dir"/*.deb; do dpkg -x "$deb" "$sysroot"; done
-  libdir=$sysroot/usr/lib/x86_64-linux-gnu
-  export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  export PKG_CONFIG_PATH=$libdir/pkgconfig:$sysroot/usr/share/pkgconfig
-  export PKG_CONFIG_SYSROOT_DIR=$sysroot
-  export PATH=$sysroot/usr/bin:$PATH
-  cmake_extra+=("-DPKG_CONFIG_EXECUTABLE=$sysroot/usr/bin/pkgconf")
-fi
 build_ok=0
-configure_and_build() {
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFOLO_CUDA=ON \
-    "-DFOLO_CUDA_ARCHS=$arch" "${cmake_extra[@]}" &&
-    cmake --build "$build" -j"$jobs"
-}
-step build configure_and_build && build_ok=1
-if [ $build_ok = 1 ] && ! grep -q "folo: CUDA backend ON" "$results/build.log"; then
-  echo "-- build: the CUDA backend was not configured (see build.log)"
-  build_ok=0
+if [ -x "$build/folo" ] && [ -d "$build/libs" ]; then
+  # Carried from `--prebuild`: its CTest files name the source and build
+  # folders where it was made, so that path is linked to this checkout.
+  use_prebuilt() {
+    local made_in
+    made_in=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
+    if [ -n "$made_in" ] && [ "$made_in" != "$root" ]; then
+      mkdir -p "$(dirname "$made_in")" && ln -sfn "$root" "$made_in" || return 1
+    fi
+    grep -q test_cuda_backend "$build/tests/CTestTestfile.cmake" &&
+      ldd "$build/folo" && "$build/folo" --version
+  }
+  # cuBLAS is the machine's: its CUDA toolkit, or the wheel PyTorch uses.
+  cublas=$(find /usr/local/cuda/ /usr/local/cuda-13*/ /opt /usr/lib -name 'libcublas.so.13' 2>/dev/null | head -n 1)
+  export LD_LIBRARY_PATH=$build/libs${cublas:+:$(dirname "$cublas")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  step build use_prebuilt && build_ok=1
+else
+  configure_and_build() {
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFOLO_CUDA=ON \
+      "-DFOLO_CUDA_ARCHS=$arch" &&
+      cmake --build "$build" -j"$jobs"
+  }
+  step build configure_and_build && build_ok=1
+  if [ $build_ok = 1 ] && ! grep -q "folo: CUDA backend ON" "$results/build.log"; then
+    echo "-- build: the CUDA backend was not configured (see build.log)"
+    build_ok=0
+  fi
 fi
 
 # ---- 3. models -----------------------------------------------------------------------
@@ -183,11 +203,25 @@ if [ $models_ok = 1 ]; then
   step bench-folo-cli cli_decode
   step bench-transformers timeout 300 python3 tests/gpu/bench_transformers.py --model "$big" \
     --out "$results/bench_transformers.json" --lengths 128,512,2048 --decode-steps 256 --repeats 5
+  # The engine end to end (scheduler, paged KV, sampling) on the GPU: TPOT
+  # at 1-256 running sequences, and offline throughput of 256 requests of
+  # 562 + 562 tokens (the mean of the nano-vllm workload's 100-1024).
+  step engine-latency "$build/folo" bench latency -m "$big" --device cuda --input-len 128 \
+    --output-len 128 --batch-sizes 1,16,64,256 --iters 2 --max-batched-tokens 8192 \
+    --kv-memory 16G --json "$results/engine_latency.json"
+  step engine-throughput "$build/folo" bench throughput -m "$big" --device cuda --num-prompts 256 \
+    --input-len 562 --output-len 562 --max-batched-tokens 8192 --kv-memory 16G \
+    --json "$results/engine_throughput.json"
 else
   skip bench-folo "no models"
   skip bench-folo-cli "no models"
   skip bench-transformers "no models"
+  skip engine-latency "no models"
+  skip engine-throughput "no models"
 fi
+for log in engine-latency engine-throughput; do
+  [ -f "$results/$log.log" ] && { echo "== $log"; grep -v '^\s*$' "$results/$log.log" | grep -v '\r' | tail -n 14; }
+done
 
 # ---- 8. the table -----------------------------------------------------------------------------------
 gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)

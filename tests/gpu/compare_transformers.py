@@ -9,9 +9,13 @@ users run it (`from_pretrained(dir, dtype=torch.bfloat16).cuda()`, which
 rounds every activation to bf16) and in f32 with the weights upcast (a
 reference closer to the exact function, since folo keeps its residual stream
 and accumulations in f32). Reported per reference: the max and mean over
-positions of ‖folo − ref‖ / ‖ref‖ and the fraction of positions whose
-argmax agree. Exit status 1 when the f32-reference error passes --tol
-(default 2e-2) or argmax agreement falls under 90 %; the numbers are written
+positions of ‖folo − ref‖ / ‖ref‖, the fraction of positions whose
+argmax agree, and how many of those that differ are not near-ties (a
+near-tie: the reference's logit of folo's pick is within the row's largest
+|folo − ref| of the reference's top logit, so the measured error alone
+explains the flip; random weights make such ties common). Exit status 1
+when the f32-reference error passes --tol (default 2e-2) or any argmax
+differs outside a near-tie; the numbers are written
 to --out as JSON either way. Runs on the GPU machine's python3 (torch and
 transformers, no network)."""
 
@@ -44,9 +48,13 @@ def reference_logits(model, ids, torch_device):
 def compare(got, ref):
     rel = np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)
     rel[~np.isfinite(got).all(axis=1)] = np.inf
-    same = got.argmax(axis=1) == ref.argmax(axis=1)
+    pick = got.argmax(axis=1)
+    same = pick == ref.argmax(axis=1)
+    rows = np.arange(len(ref))
+    gap = ref.max(axis=1) - ref[rows, pick]
+    tie = gap <= np.abs(got - ref).max(axis=1)
     return {"max_rel_l2": float(rel.max()), "mean_rel_l2": float(rel.mean()),
-            "argmax_agree": float(same.mean())}
+            "argmax_agree": float(same.mean()), "argmax_differ_not_tie": int((~same & ~tie).sum())}
 
 
 def main():
@@ -79,9 +87,10 @@ def main():
     for n, refs in results["lengths"].items():
         for name, r in refs.items():
             print(f"  {n:>5} tokens vs {name:<18} max rel L2 {r['max_rel_l2']:.3g}  "
-                  f"mean {r['mean_rel_l2']:.3g}  argmax agree {100 * r['argmax_agree']:.1f}%")
+                  f"mean {r['mean_rel_l2']:.3g}  argmax agree {100 * r['argmax_agree']:.1f}% "
+                  f"({r['argmax_differ_not_tie']} differ outside near-ties)")
         f32 = refs["transformers_f32"]
-        ok &= f32["max_rel_l2"] <= args.tol and f32["argmax_agree"] >= 0.9
+        ok &= f32["max_rel_l2"] <= args.tol and f32["argmax_differ_not_tie"] == 0
     results["passed"] = bool(ok)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
