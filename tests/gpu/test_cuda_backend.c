@@ -277,18 +277,33 @@ static void test_qk_norm_rope_cache(int D) {
     cudaFree(d_slots), cudaFree(d_k), cudaFree(d_v);
 }
 
+/* The CPU kernels' cache layout, [block, Hkv, block_size, D], of a CUDA
+ * cache of n_blocks blocks, [slot, Hkv, D]. */
+static float *cpu_cache_layout(const float *cache, int n_blocks, int block_size, int Hkv, int D) {
+    float *out = malloc((size_t)n_blocks * block_size * Hkv * D * sizeof(float));
+    for (int blk = 0; blk < n_blocks; blk++)
+        for (int off = 0; off < block_size; off++)
+            for (int h = 0; h < Hkv; h++)
+                memcpy(out + (((size_t)blk * Hkv + h) * block_size + off) * D,
+                       cache + (((size_t)blk * block_size + off) * Hkv + h) * D,
+                       (size_t)D * sizeof(float));
+    return out;
+}
+
 /* Four sequences of different lengths over scattered blocks; each has its
- * last few positions as query tokens (a prefill chunk) or only its last (a
- * decode), all in one flat batch. */
-static void test_attention(int D, int block_size) {
+ * last n_new positions as query tokens (a prefill chunk, or a decode when
+ * 1), all in one flat batch. Both kernels run on it: the per-token one and,
+ * where it takes D, the tiled one. Rows of the tiled kernel past a tile's
+ * tokens, and keys past the context, must not leak in: the output is
+ * poisoned first and every query's context ends mid-block. */
+static void test_attention(int D, int block_size, const int seq_len[4], const int n_new[4]) {
     enum { N_SEQS = 4, MAX_BLOCKS = 80 }; /* 300 tokens in blocks of 4 take 75 */
-    static const int seq_len[N_SEQS] = {1, 17, 100, 300}, n_new[N_SEQS] = {1, 17, 1, 9};
     int Hq = 4, Hkv = 2, n_heads = Hq + 2 * Hkv;
     int n_blocks = N_SEQS * MAX_BLOCKS, n_slots = n_blocks * block_size;
-    int32_t tables[N_SEQS * MAX_BLOCKS];
+    int32_t tables[N_SEQS * MAX_BLOCKS], seq_starts[N_SEQS + 1] = {0};
     for (int i = 0; i < n_blocks; i++) tables[i] = (int32_t)((i * 53 + 11) % n_blocks);
-    int T = 0;
-    for (int s = 0; s < N_SEQS; s++) T += n_new[s];
+    for (int s = 0; s < N_SEQS; s++) seq_starts[s + 1] = seq_starts[s] + n_new[s];
+    int T = seq_starts[N_SEQS];
     int32_t *positions = malloc((size_t)T * 4), *token_seq = malloc((size_t)T * 4);
     for (int s = 0, t = 0; s < N_SEQS; s++)
         for (int j = 0; j < n_new[s]; j++, t++) {
@@ -298,35 +313,48 @@ static void test_attention(int D, int block_size) {
     size_t cache_elems = (size_t)n_slots * Hkv * D, row = (size_t)n_heads * D;
     float *k = random_f32(cache_elems, 1.0f), *v = random_f32(cache_elems, 1.0f);
     uint16_t *k_bf16 = to_bf16(k, cache_elems), *v_bf16 = to_bf16(v, cache_elems);
+    float *k_cpu = cpu_cache_layout(k, n_blocks, block_size, Hkv, D);
+    float *v_cpu = cpu_cache_layout(v, n_blocks, block_size, Hkv, D);
     float *qkv = random_f32((size_t)T * row, 2.0f);
+    int32_t *tiles = malloc(2 * sizeof(int32_t) * folo_cuda_attention_max_tiles(T, N_SEQS));
+    int n_tiles = folo_cuda_attention_tiles(seq_starts, N_SEQS, tiles);
 
     uint16_t *d_k = dev_upload(k_bf16, cache_elems * 2), *d_v = dev_upload(v_bf16, cache_elems * 2);
     float *d_qkv = dev_upload(qkv, (size_t)T * row * 4);
     int32_t *d_tables = dev_upload(tables, sizeof tables);
     int32_t *d_pos = dev_upload(positions, (size_t)T * 4),
             *d_seq = dev_upload(token_seq, (size_t)T * 4);
-    uint16_t *d_out = dev_poisoned((size_t)T * Hq * D * 2);
-    folo_error err = {{0}};
-    CHECK_MSG(folo_cuda_attention(d_out, d_qkv, d_k, d_v, d_tables, MAX_BLOCKS, d_seq, d_pos, T, Hq,
-                                  Hkv, D, block_size, 0, &err) == 0,
-              "%s", err.message);
-    float *out = download_bf16(d_out, (size_t)T * Hq * D);
+    int32_t *d_tiles = dev_upload(tiles, 2 * sizeof(int32_t) * n_tiles);
     float *ref = malloc((size_t)T * Hq * D * 4);
     float scale = 1.0f / sqrtf((float)D);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < Hq; h++)
             folo_cpu_attention(ref + ((size_t)t * Hq + h) * D,
-                               qkv + (size_t)t * row + (size_t)h * D, k, v,
+                               qkv + (size_t)t * row + (size_t)h * D, k_cpu, v_cpu,
                                tables + token_seq[t] * MAX_BLOCKS, positions[t] + 1, block_size,
                                Hkv, h / (Hq / Hkv), D, scale);
-    char name[64];
-    snprintf(name, sizeof name, "paged attention (D=%d, block %d)", D, block_size);
-    CHECK_REL(name, out, ref, (size_t)T * Hq * D, 1e-2);
+    for (int tiled = 0; tiled <= folo_cuda_attention_tiled_ok(D); tiled++) {
+        uint16_t *d_out = dev_poisoned((size_t)T * Hq * D * 2);
+        folo_error err = {{0}};
+        CHECK_MSG(folo_cuda_attention(d_out, d_qkv, d_k, d_v, d_tables, MAX_BLOCKS, d_seq, d_pos,
+                                      T, tiled ? d_tiles : NULL, tiled ? n_tiles : 0, Hq, Hkv, D,
+                                      block_size, 0, &err) == 0,
+                  "%s", err.message);
+        float *out = download_bf16(d_out, (size_t)T * Hq * D);
+        char name[96];
+        snprintf(name, sizeof name, "%s attention (D=%d, block %d, %d+%d+%d+%d new)",
+                 tiled ? "tiled" : "per-token", D, block_size, n_new[0], n_new[1], n_new[2],
+                 n_new[3]);
+        /* The tiled kernel rounds Q and P to bf16: a little more error. */
+        CHECK_REL(name, out, ref, (size_t)T * Hq * D, tiled ? 2e-2 : 1e-2);
+        free(out);
+        cudaFree(d_out);
+    }
 
     free(positions), free(token_seq), free(k), free(v), free(k_bf16), free(v_bf16), free(qkv);
-    free(out), free(ref);
+    free(k_cpu), free(v_cpu), free(tiles), free(ref);
     cudaFree(d_k), cudaFree(d_v), cudaFree(d_qkv), cudaFree(d_tables), cudaFree(d_pos);
-    cudaFree(d_seq), cudaFree(d_out);
+    cudaFree(d_seq), cudaFree(d_tiles);
 }
 
 static void test_silu_mul(void) {
@@ -577,9 +605,15 @@ int main(void) {
     test_qk_norm_rope_cache(16);
     test_qk_norm_rope_cache(96);
     test_qk_norm_rope_cache(128);
-    test_attention(16, 4);
-    test_attention(128, 16);
-    test_attention(80, 5);
+    static const int decode_len[4] = {1, 17, 100, 300}, decode_new[4] = {1, 17, 1, 9};
+    static const int prefill_len[4] = {70, 17, 130, 300}, prefill_new[4] = {70, 1, 129, 200};
+    test_attention(16, 4, decode_len, decode_new);
+    test_attention(128, 16, decode_len, decode_new);
+    test_attention(80, 5, decode_len, decode_new);
+    test_attention(16, 4, prefill_len, prefill_new);
+    test_attention(128, 16, prefill_len, prefill_new);
+    test_attention(80, 5, prefill_len, prefill_new);
+    test_attention(72, 16, prefill_len, prefill_new); /* not a multiple of 16: per-token only */
     test_silu_mul();
     cublasHandle_t cublas;
     CHECK(cublasCreate(&cublas) == CUBLAS_STATUS_SUCCESS);

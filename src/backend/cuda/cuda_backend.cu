@@ -85,7 +85,13 @@ typedef struct cuda_batch_meta {
     const int32_t *token_seq;    /* [T] sequence index of each token */
     const int32_t *logit_rows;   /* [R] */
     const int32_t *block_tables; /* [n_seqs, max_blocks_per_seq] */
+    const int32_t *tiles;        /* [n_tiles, 2] the tiled attention kernel's query tiles */
+    int n_tiles;                 /* 0: the per-token attention kernel runs */
 } cuda_batch_meta;
+
+/* A batch whose longest run of one sequence's tokens reaches this many takes
+ * the tiled (tensor-core) attention kernel; decode batches take the other. */
+#define TILED_ATTENTION_MIN_ROWS 16
 
 typedef struct cuda_backend {
     folo_backend base; /* first, so a folo_backend * is a cuda_backend * */
@@ -323,12 +329,21 @@ static int ensure_meta(cuda_backend *b, size_t n_ints, folo_error *err) {
 
 /* Packs the batch's arrays (and each token's sequence index) into the pinned
  * buffer as [ids T | positions T | slots T | token_seq T | logit_rows R |
- * block_tables n_seqs·max_blocks] and sends them in one copy. */
+ * block_tables n_seqs·max_blocks | attention tiles] and sends them in one
+ * copy. */
 static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_meta *m,
                         folo_error *err) {
     size_t T = (size_t)batch->n_tokens, R = (size_t)batch->n_logit_rows;
     size_t table_ints = (size_t)batch->n_seqs * batch->max_blocks_per_seq;
-    size_t n_ints = 4 * T + R + table_ints;
+    int longest = 0;
+    for (int seq = 0; seq < batch->n_seqs; seq++)
+        if (batch->seq_starts[seq + 1] - batch->seq_starts[seq] > longest)
+            longest = batch->seq_starts[seq + 1] - batch->seq_starts[seq];
+    int tiled = longest >= TILED_ATTENTION_MIN_ROWS &&
+                folo_cuda_attention_tiled_ok(b->model->config.head_dim);
+    size_t tile_ints =
+        tiled ? 2 * (size_t)folo_cuda_attention_max_tiles(batch->n_tokens, batch->n_seqs) : 0;
+    size_t n_ints = 4 * T + R + table_ints + tile_ints;
     if (ensure_meta(b, n_ints, err) != 0) return -1;
     int32_t *host = b->meta_host;
     memcpy(host, batch->token_ids, T * sizeof(int32_t));
@@ -339,6 +354,9 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
             host[3 * T + (size_t)t] = seq;
     if (R > 0) memcpy(host + 4 * T, batch->logit_rows, R * sizeof(int32_t));
     memcpy(host + 4 * T + R, batch->block_tables, table_ints * sizeof(int32_t));
+    int32_t *tiles = host + 4 * T + R + table_ints;
+    m->n_tiles = tiled ? folo_cuda_attention_tiles(batch->seq_starts, batch->n_seqs, tiles) : 0;
+    n_ints = 4 * T + R + table_ints + 2 * (size_t)m->n_tiles;
     CUDA_CHECK(cudaMemcpyAsync(b->meta_dev, host, n_ints * sizeof(int32_t), cudaMemcpyHostToDevice,
                                b->stream));
     const int32_t *dev = b->meta_dev;
@@ -348,6 +366,7 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
     m->token_seq = dev + 3 * T;
     m->logit_rows = dev + 4 * T;
     m->block_tables = dev + 4 * T + R;
+    m->tiles = dev + 4 * T + R + table_ints;
     return 0;
 }
 
@@ -376,8 +395,8 @@ static int run_layer(cuda_backend *b, int layer, const folo_batch *batch, const 
                                      m->positions, m->slot_mapping, T, Hq, Hkv, D, eps, st,
                                      err) != 0 ||
         folo_cuda_attention(s->att, s->qkv, k_cache, v_cache, m->block_tables,
-                            batch->max_blocks_per_seq, m->token_seq, m->positions, T, Hq, Hkv, D,
-                            b->base.kv_block_size, st, err) != 0 ||
+                            batch->max_blocks_per_seq, m->token_seq, m->positions, T, m->tiles,
+                            m->n_tiles, Hq, Hkv, D, b->base.kv_block_size, st, err) != 0 ||
         folo_cuda_gemm(b->cublas, s->y, s->att, w->w_o, T, H, Hq * D, err) != 0 ||
         folo_cuda_rmsnorm(s->h, s->x, s->y, NULL, T, w->post_norm, H, eps, st, err) != 0 ||
         folo_cuda_gemm(b->cublas, s->gate_up, s->h, w->w_gate_up, T, 2 * I, H, err) != 0 ||

@@ -9,8 +9,9 @@
  * matmul inputs (normed activations, the SiLU product, the attention output)
  * and weights are bf16, stored as raw uint16_t; norm weights, RoPE
  * frequencies and all reductions and softmax arithmetic are f32. The KV cache
- * of one layer is [n_slots, Hkv, D] bf16, slot = block * block_size + offset,
- * the CPU backend's layout in a narrower type.
+ * of one layer is [n_slots, Hkv, D] bf16, slot = block * block_size + offset
+ * (the CPU backend keeps each block's heads apart, [block, Hkv, block_size,
+ * D]; the tests convert between the two).
  *
  * Limit the launchers check: head_dim even and at most
  * FOLO_CUDA_MAX_HEAD_DIM. */
@@ -59,17 +60,38 @@ int folo_cuda_qk_norm_rope_cache(float *qkv, uint16_t *k_cache, uint16_t *v_cach
 
 /* ---- attention.cu ---- */
 
+/* Query rows of one tile of the prefill kernel (4 warps of 16). */
+#define FOLO_CUDA_ATTN_TILE_ROWS 64
+
 /* Causal paged attention of every token of a flat batch: for token t of
  * sequence token_seq[t], each query head j (read from qkv's q part, row
  * stride (Hq + 2·Hkv)·D) attends positions 0..positions[t] of kv head
  * j / (Hq / Hkv), read through the sequence's row of block_tables
  * [n_seqs, max_blocks_per_seq]. Online softmax in f32 with scale
- * 1/sqrt(D); no score matrix is stored. out: [T, Hq·D] bf16. */
+ * 1/sqrt(D); no score matrix is stored. out: [T, Hq·D] bf16.
+ *
+ * With tiles (n_tiles > 0, from folo_cuda_attention_tiles) a tile of up to
+ * FOLO_CUDA_ATTN_TILE_ROWS query tokens of one sequence is one thread block
+ * per query head that runs Q·Kᵀ and P·V on the tensor cores (bf16 in, f32
+ * accumulate; Q and P rounded to bf16), reading each key once per tile:
+ * the kernel for prefill chunks; D must be a multiple of 16, at most 128
+ * (folo_cuda_attention_tiled_ok). Without, each (token, head) is a block of
+ * warps over the keys in f32: the kernel for decodes. */
 int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache,
                         const uint16_t *v_cache, const int32_t *block_tables,
                         int max_blocks_per_seq, const int32_t *token_seq, const int32_t *positions,
-                        int n_tokens, int Hq, int Hkv, int D, int block_size, cudaStream_t stream,
-                        folo_error *err);
+                        int n_tokens, const int32_t *tiles, int n_tiles, int Hq, int Hkv, int D,
+                        int block_size, cudaStream_t stream, folo_error *err);
+
+/* Whether the tiled kernel takes head dimension D. */
+int folo_cuda_attention_tiled_ok(int D);
+
+/* Splits each sequence's tokens (seq_starts [n_seqs + 1], as folo_batch has
+ * them) into tiles of at most FOLO_CUDA_ATTN_TILE_ROWS: tiles[2i] is a
+ * tile's first token, tiles[2i + 1] its count. tiles holds at least
+ * folo_cuda_attention_max_tiles(n_tokens, n_seqs) pairs; returns the count. */
+int folo_cuda_attention_tiles(const int32_t *seq_starts, int n_seqs, int32_t *tiles);
+int folo_cuda_attention_max_tiles(int n_tokens, int n_seqs);
 
 /* ---- activation.cu ---- */
 
