@@ -104,6 +104,7 @@ typedef struct folo_engine_options {
     size_t naive_attention_bytes; /* score-matrix budget of naive attention
                                      (FOLO_DEFAULT_NAIVE_ATTENTION_BYTES) */
     bool disable_chunked_prefill; /* prefills are never split across steps */
+    bool enforce_eager;           /* cuda: no CUDA graphs, every kernel launched each step */
 } folo_engine_options;
 
 /* What to generate for one request. */

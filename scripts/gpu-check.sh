@@ -56,7 +56,11 @@ if [ "${1:-}" = "--prebuild" ]; then
     awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u |
     grep -Ev '/(libc|libm|libdl|librt|libpthread|libresolv|libstdc\+\+|libgcc_s|libcublas|libcublasLt|libcudart)\.so' |
     xargs -I{} cp -L {} "$build/libs/"
+  # What the GPU run does not use goes, to stay under the carry limit: the
+  # objects, make's files, the CPU-only programs.
   find "$build" -name '*.o' -delete
+  rm -rf "$build/CMakeFiles" "$build/bench" "$build/libfolo.a"
+  find "$build/tests" -maxdepth 1 -type f -name 'test_*' ! -name test_cuda_backend -delete
   echo "build-gpu ready: $(du -sh "$build" | cut -f1); carry it: run with carry [\"build-gpu\"]"
   exit
 fi
@@ -201,6 +205,15 @@ cli_decode() { # end to end through the CLI: 1 + 256 forwards of one token
 if [ $models_ok = 1 ]; then
   step bench-folo bash -c "'$build/tests/bench_backend' '$big' cuda 128,512,2048 256 5 >'$results/bench_folo.json'"
   step bench-folo-cli cli_decode
+  # Start-up as a user meets it: a process that loads the model, plans
+  # memory, captures the decode graphs and generates one token.
+  startup() {
+    local s=$SECONDS
+    echo '{"prompt": "Hello", "max_tokens": 1}' |
+      "$build/folo" generate -m "$big" --device cuda --kv-memory 60G -i - -o /dev/null &&
+      python3 -c "import time, sys; print('startup_s %.2f' % (time.time() - float(sys.argv[1])))" "$1"
+  }
+  step startup startup "$(date +%s.%N)"
   step bench-transformers timeout 300 python3 tests/gpu/bench_transformers.py --model "$big" \
     --out "$results/bench_transformers.json" --lengths 128,512,2048 --decode-steps 256 --repeats 5
   # The engine end to end (scheduler, paged KV, sampling) on the GPU: TPOT
@@ -209,17 +222,22 @@ if [ $models_ok = 1 ]; then
   step engine-latency "$build/folo" bench latency -m "$big" --device cuda --input-len 128 \
     --output-len 128 --batch-sizes 1,16,64,256 --iters 2 --max-batched-tokens 8192 \
     --kv-memory 16G --json "$results/engine_latency.json"
+  step engine-latency-eager "$build/folo" bench latency -m "$big" --device cuda --input-len 128 \
+    --output-len 128 --batch-sizes 1,16,64,256 --iters 2 --max-batched-tokens 8192 \
+    --kv-memory 16G --enforce-eager --json "$results/engine_latency_eager.json"
   step engine-throughput "$build/folo" bench throughput -m "$big" --device cuda --num-prompts 256 \
-    --input-len 562 --output-len 562 --max-batched-tokens 8192 --kv-memory 16G \
+    --input-len 562 --output-len 562 --max-batched-tokens 8192 --kv-memory 60G \
     --json "$results/engine_throughput.json"
 else
   skip bench-folo "no models"
   skip bench-folo-cli "no models"
   skip bench-transformers "no models"
   skip engine-latency "no models"
+  skip engine-latency-eager "no models"
   skip engine-throughput "no models"
 fi
-for log in engine-latency engine-throughput; do
+grep -h "startup_s\|captured" "$results/startup.log" 2>/dev/null
+for log in engine-latency engine-latency-eager engine-throughput; do
   [ -f "$results/$log.log" ] && { echo "== $log"; grep -v '^\s*$' "$results/$log.log" | grep -v '\r' | tail -n 14; }
 done
 
@@ -240,7 +258,8 @@ def load(name):
 
 steps = [line.rstrip("\n").split("\t") for line in open(os.path.join(results, "steps.tsv"))]
 out = {"gpu": gpu, "steps": {s[0]: s[1] for s in steps}}
-for name in ("compare_tiny.json", "compare_0.6b.json", "bench_folo.json", "bench_transformers.json"):
+for name in ("compare_tiny.json", "compare_0.6b.json", "bench_folo.json", "bench_transformers.json",
+             "engine_latency.json", "engine_latency_eager.json", "engine_throughput.json"):
     out[name[:-5]] = load(name)
 
 rows = []
@@ -272,6 +291,9 @@ if cfg:
     fd, hd = folo.get("decode"), hf.get("decode")
     rows.append(("decode batch 1 (tokens/s)", fd and fd["tokens_per_s"], hd and hd["tokens_per_s"],
                  1.0 / decode_floor_s, "tok/s"))
+    fe = folo.get("decode_eager")
+    rows.append(("  the same, --enforce-eager", fe and fe["tokens_per_s"], None, 1.0 / decode_floor_s,
+                 "tok/s"))
     rows.append(("decode via folo logits --chunk 1", cli, None, 1.0 / decode_floor_s, "tok/s"))
     out["floors"] = {"decode_ms": 1e3 * decode_floor_s,
                      "prefill_ms": {n: 1e3 * prefill_floor_s(n) for n in (128, 512, 2048)}}
@@ -300,5 +322,19 @@ if rows:
     for name, f, h, floor, unit in rows:
         print(f"  {name:<34} {fmt(f):>9} {fmt(h):>9} {fmt(floor):>9} {frac(f, floor, unit):>8} {frac(h, floor, unit):>8}")
     print("  (x/fl = fraction of the floor reached: floor time / measured time; 1.0 is the speed of light)")
+lat, eager = out["engine_latency"], out["engine_latency_eager"]
+if lat:
+    by_bs = lambda d: {r["batch_size"]: r for r in d["results"]} if d else {}
+    g, e = by_bs(lat), by_bs(eager)
+    print(f"\n  engine, {lat['input_len']} + {lat['output_len']} tokens   {'TPOT ms':>9} {'eager':>9} {'tok/s':>9}")
+    for bs in sorted(g):
+        t = g[bs]["summary"]["mean_tpot_ms"]
+        te = e[bs]["summary"]["mean_tpot_ms"] if bs in e else None
+        print(f"  {bs:>4} sequences{'':<18} {fmt(t):>9} {fmt(te):>9} {fmt(g[bs]['summary']['output_throughput']):>9}")
+thr = out["engine_throughput"]
+if thr:
+    s = thr["summary"]
+    print(f"  throughput, {thr['num_prompts']} requests: {s['output_throughput']:.0f} output tokens/s "
+          f"({s['completed']} completed)")
 EOF
 ! grep -q FAILED "$steps_file"

@@ -30,6 +30,13 @@ typedef struct folo_batch {
     int max_blocks_per_seq;
     int n_logit_rows;              /* rows of logits wanted */
     const int32_t *logit_rows;     /* [n_logit_rows] indices into the flat tokens */
+    /* Rows whose sampler needs only the argmax (greedy, no penalties, no
+     * logprobs): when argmax_only is not NULL, each row r with
+     * argmax_only[r] set gets argmax[r] = folo_argmax of its logits, and its
+     * logits may be left unwritten, so a GPU backend copies back 4 bytes
+     * instead of a row of V floats. NULL: every row's logits, no argmax. */
+    const uint8_t *argmax_only;    /* [n_logit_rows] or NULL */
+    int32_t *argmax;               /* [n_logit_rows] when argmax_only is set */
 } folo_batch;
 
 typedef struct folo_backend_options {
@@ -41,6 +48,10 @@ typedef struct folo_backend_options {
                                       baseline; cpu only, cuda refuses it) */
     size_t naive_attention_bytes;  /* the largest score matrix it may hold per head; a batch
                                       needing more fails naming both */
+    bool eager;                    /* cuda: launch every kernel of every step, no CUDA
+                                      graphs (vLLM's --enforce-eager) */
+    int max_seqs;                  /* cuda: decode graphs for batches up to this many
+                                      sequences are captured at creation (0: none) */
 } folo_backend_options;
 
 typedef struct folo_backend folo_backend;
@@ -65,6 +76,9 @@ struct folo_backend {
  * asked for. */
 int folo_batch_validate(const folo_batch *batch, int vocab_size, int kv_block_size,
                         int kv_n_blocks, const float *logits, folo_error *err);
+/* argmax[r] of the rows argmax_only asks for, from logits [n_logit_rows, V]
+ * on the host: how the CPU backends answer it. */
+void folo_batch_fill_argmax(const folo_batch *batch, const float *logits, int vocab_size);
 
 folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backend_options *opt,
                                       folo_error *err);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "sample/sampler.h"
 
 int folo_batch_validate(const folo_batch *batch, int vocab_size, int kv_block_size,
                         int kv_n_blocks, const float *logits, folo_error *err) {
@@ -60,5 +61,14 @@ int folo_batch_validate(const folo_batch *batch, int vocab_size, int kv_block_si
         if (batch->logit_rows[r] < 0 || batch->logit_rows[r] >= batch->n_tokens)
             return folo_fail(err, "batch: logit row %d is token %d of %d", r, batch->logit_rows[r],
                              batch->n_tokens);
+    if (batch->argmax_only && !batch->argmax)
+        return folo_fail(err, "batch: argmax_only is set but there is no argmax array");
     return 0;
+}
+
+void folo_batch_fill_argmax(const folo_batch *batch, const float *logits, int vocab_size) {
+    if (!batch->argmax_only) return;
+    for (int r = 0; r < batch->n_logit_rows; r++)
+        if (batch->argmax_only[r])
+            batch->argmax[r] = folo_argmax(logits + (size_t)r * vocab_size, vocab_size);
 }

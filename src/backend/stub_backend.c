@@ -28,6 +28,7 @@ static int stub_forward(folo_backend *base, const folo_batch *batch, float *logi
         memset(row, 0, (size_t)b->vocab_size * sizeof(float));
         row[(batch->positions[t] + 1) % b->vocab_size] = 1.0f;
     }
+    folo_batch_fill_argmax(batch, logits, b->vocab_size);
     return 0;
 }
 

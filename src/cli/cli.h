@@ -54,7 +54,7 @@ const char *cli_tokenizer_dir(void);
 enum {
     CLI_OPT_MAX_BATCHED = 1000, CLI_OPT_MAX_SEQS, CLI_OPT_KV_MEMORY, CLI_OPT_BLOCK_SIZE,
     CLI_OPT_NO_PREFIX_CACHE, CLI_OPT_THREADS, CLI_OPT_DEVICE, CLI_OPT_BATCHING, CLI_OPT_KV,
-    CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL
+    CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL, CLI_OPT_ENFORCE_EAGER
 };
 #define CLI_ENGINE_LONG_OPTIONS                                                   \
     {"max-batched-tokens", required_argument, NULL, CLI_OPT_MAX_BATCHED},         \
@@ -67,7 +67,8 @@ enum {
     {"batching", required_argument, NULL, CLI_OPT_BATCHING},                      \
     {"kv", required_argument, NULL, CLI_OPT_KV},                                  \
     {"attention", required_argument, NULL, CLI_OPT_ATTENTION},                    \
-    {"no-chunked-prefill", no_argument, NULL, CLI_OPT_NO_CHUNKED_PREFILL}
+    {"no-chunked-prefill", no_argument, NULL, CLI_OPT_NO_CHUNKED_PREFILL},        \
+    {"enforce-eager", no_argument, NULL, CLI_OPT_ENFORCE_EAGER}
 #define CLI_ENGINE_HELP                                                                              \
     "      --max-batched-tokens N token budget of one engine step (default 512)\n"                  \
     "      --max-seqs N           sequences running at once (default 256)\n"                        \
@@ -83,7 +84,8 @@ enum {
     "                             reserved per sequence up front (no prefix cache)\n"             \
     "      --attention KIND       online (default), or naive: each head's score matrix\n"         \
     "                             materialized (cpu; sequences up to 4096 tokens)\n"              \
-    "      --no-chunked-prefill   prefill every prompt in one step, never split across steps\n"
+    "      --no-chunked-prefill   prefill every prompt in one step, never split across steps\n"  \
+    "      --enforce-eager        cuda: launch every kernel each step, no CUDA graphs\n"
 
 /* The default case of a command's getopt_long loop: parses c (with optarg)
  * into e when it is an engine flag and returns 0; otherwise, or on a bad

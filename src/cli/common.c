@@ -191,6 +191,10 @@ int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
         e->disable_chunked_prefill = true;
         bad = 0;
         break;
+    case CLI_OPT_ENFORCE_EAGER:
+        e->enforce_eager = true;
+        bad = 0;
+        break;
     default:
         return cli_usage_error(cmd, usage, "unknown option '%s' (or missing value)",
                                argv[optind - 1]);

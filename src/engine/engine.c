@@ -46,6 +46,7 @@
 #include "core/timer.h"
 #include "engine/request.h"
 #include "kv/kv_cache.h"
+#include "sample/sampler.h"
 #include "sched/scheduler.h"
 #include "tokenizer/chat.h"
 
@@ -81,6 +82,8 @@ struct folo_engine {
     int max_blocks_per_seq;       /* blocks of the longest possible sequence */
     int32_t *logit_rows;          /* [max_num_seqs] flat token index of each logits row */
     folo_request_seq **row_seqs;  /* [max_num_seqs] the sequence of each logits row */
+    uint8_t *argmax_only;         /* [max_num_seqs] row r's samplers need only its argmax */
+    int32_t *argmax;              /* [max_num_seqs] the backend's argmax of those rows */
     folo_request_seq **sampled;   /* [max_num_seqs] sequences that sample this step */
     int32_t *row_first;           /* [max_num_seqs + 1] each row's first entry in sampled */
     folo_pool *sample_pool;       /* threads that sample the rows */
@@ -418,6 +421,8 @@ static int prepare_batch(folo_engine *e, const folo_sched_plan *plan, folo_batch
         memcpy(e->block_tables + (size_t)i * stride, s->kv.blocks,
                (size_t)s->kv.n_blocks * sizeof(int32_t));
         if (en->wants_logits) {
+            /* A request's n samples share its params, so the first decides. */
+            e->argmax_only[rows] = !folo_sampler_needs_logits(seq->sampler);
             e->logit_rows[rows] = t - 1;
             e->row_seqs[rows++] = seq;
         }
@@ -435,6 +440,8 @@ static int prepare_batch(folo_engine *e, const folo_sched_plan *plan, folo_batch
         .max_blocks_per_seq = stride,
         .n_logit_rows = rows,
         .logit_rows = e->logit_rows,
+        .argmax_only = e->argmax_only,
+        .argmax = e->argmax,
     };
     if (rows > e->cap_logit_rows) {
         folo_free_large(e->logits);
@@ -484,8 +491,13 @@ static void sample_worker(void *ctx, int thread, int n_threads) {
     folo_engine *e = job->e;
     for (int r = thread; r < job->n_rows; r += n_threads) {
         float *row = e->logits + (size_t)r * e->vocab_size; /* [V] */
-        for (int i = e->row_first[r]; i < e->row_first[r + 1]; i++)
-            folo_sampler_sample(e->sampled[i]->sampler, row, &e->sampled[i]->sample);
+        for (int i = e->row_first[r]; i < e->row_first[r + 1]; i++) {
+            folo_request_seq *seq = e->sampled[i];
+            if (e->argmax_only[r])
+                folo_sampler_sample_argmax(seq->sampler, e->argmax[r], &seq->sample);
+            else
+                folo_sampler_sample(seq->sampler, row, &seq->sample);
+        }
     }
 }
 
@@ -711,6 +723,8 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     e->block_tables = folo_calloc(S * (size_t)e->max_blocks_per_seq, sizeof(int32_t));
     e->logit_rows = folo_calloc(S, sizeof(int32_t));
     e->row_seqs = folo_calloc(S, sizeof *e->row_seqs);
+    e->argmax_only = folo_calloc(S, sizeof *e->argmax_only);
+    e->argmax = folo_calloc(S, sizeof *e->argmax);
     e->sampled = folo_calloc(S, sizeof *e->sampled);
     e->row_first = folo_calloc(S + 1, sizeof(int32_t));
     e->sample_pool = folo_pool_create(o.n_threads);
@@ -787,6 +801,9 @@ folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err)
                                    .kv_n_blocks = (int)n_blocks,
                                    .naive_attention = opt->attention == FOLO_ATTENTION_NAIVE,
                                    .naive_attention_bytes = naive_bytes,
+                                   .eager = opt->enforce_eager,
+                                   .max_seqs = opt->max_num_seqs > 0 ? opt->max_num_seqs
+                                                                     : FOLO_DEFAULT_MAX_NUM_SEQS,
                                    .max_batch_tokens = opt->max_num_batched_tokens > 0
                                                            ? opt->max_num_batched_tokens
                                                            : FOLO_DEFAULT_MAX_BATCHED_TOKENS};
@@ -833,6 +850,8 @@ void folo_engine_destroy(folo_engine *e) {
     free(e->block_tables);
     free(e->logit_rows);
     free(e->row_seqs);
+    free(e->argmax_only);
+    free(e->argmax);
     free(e->sampled);
     free(e->row_first);
     folo_pool_destroy(e->sample_pool);

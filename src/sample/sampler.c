@@ -387,8 +387,7 @@ static float max_value(const float *x, int n) {
     return m[0];
 }
 
-/* The lowest id holding the largest logit (0 when every logit is NaN). */
-static int32_t argmax(const float *logits, int n) {
+int32_t folo_argmax(const float *logits, int n) {
     float m = max_value(logits, n);
     for (int id = 0; id < n; id++) {
         if (logits[id] == m) return id;
@@ -595,14 +594,24 @@ void folo_sampler_sample(folo_sampler *s, float *logits, folo_sample_result *out
     if (penalised) apply_penalties(s, logits);
     int32_t token;
     if (is_greedy(&s->params)) {
-        token = argmax(logits, s->vocab_size);
+        token = folo_argmax(logits, s->vocab_size);
     } else {
         candidates c = build_candidates(s, logits);
-        token = c.n > 0 ? draw(s, &c) : argmax(logits, s->vocab_size);
+        token = c.n > 0 ? draw(s, &c) : folo_argmax(logits, s->vocab_size);
     }
     if (penalised) restore_logits(s, logits);
     out->token = token;
     if (s->params.logprobs >= 0) fill_logprobs(s, logits, out);
+}
+
+bool folo_sampler_needs_logits(const folo_sampler *s) {
+    return !is_greedy(&s->params) || has_penalties(&s->params) || s->params.logprobs >= 0;
+}
+
+void folo_sampler_sample_argmax(folo_sampler *s, int32_t argmax, folo_sample_result *out) {
+    FOLO_ASSERT(!folo_sampler_needs_logits(s));
+    memset(out, 0, sizeof *out);
+    out->token = argmax;
 }
 
 void folo_sampler_probs(folo_sampler *s, float *logits, float *probs) {
@@ -614,7 +623,7 @@ void folo_sampler_probs(folo_sampler *s, float *logits, float *probs) {
     if (c.n > 0) {
         for (int i = 0; i < c.n; i++) probs[candidate_id(&c, i)] = (float)(c.q[i] / c.total);
     } else {
-        probs[argmax(logits, s->vocab_size)] = 1.0f;
+        probs[folo_argmax(logits, s->vocab_size)] = 1.0f;
     }
     if (penalised) restore_logits(s, logits);
 }

@@ -70,6 +70,16 @@ void folo_sampler_add_output(folo_sampler *s, int32_t id);
  * undone before returning, so logits read the same afterwards. Greedy calls
  * leave the RNG untouched; random calls draw one number from it. */
 void folo_sampler_sample(folo_sampler *s, float *logits, folo_sample_result *out);
+/* Whether sample needs the row's logits: false for greedy sampling without
+ * penalties or logprobs, whose token is the row's argmax alone, which a
+ * GPU backend computes on the device (folo_batch.argmax_only). */
+bool folo_sampler_needs_logits(const folo_sampler *s);
+/* For a sampler that needs no logits: the result sample would give, from
+ * the row's argmax (lowest id among the largest logits). */
+void folo_sampler_sample_argmax(folo_sampler *s, int32_t argmax, folo_sample_result *out);
+/* The lowest id holding the largest of logits [n] (0 when all are NaN): the
+ * greedy pick. */
+int32_t folo_argmax(const float *logits, int n);
 /* The final distribution a sample call would draw from, written to
  * probs [vocab_size] (zeros for dropped tokens; one-hot for greedy), without
  * drawing. For tests and inspection; logits are restored as in sample. */

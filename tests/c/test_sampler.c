@@ -61,6 +61,32 @@ static void test_greedy(void) {
     CHECK(probs[1] == 1.0f && count_nonzero(probs, 6) == 1);
 }
 
+/* Which samplers a device-side argmax can serve, and that its result is
+ * the one sample gives: only greedy without penalties or logprobs. */
+static void test_needs_logits(void) {
+    float logits[6] = {1.0f, 3.0f, -2.0f, 3.0f, 2.5f, 3.0f};
+    folo_sampling_params plain = folo_sampling_default();
+    folo_sampler *s = folo_sampler_create(&plain, 6);
+    CHECK(!folo_sampler_needs_logits(s));
+    folo_sample_result from_row, from_argmax;
+    folo_sampler_sample(s, logits, &from_row);
+    folo_sampler_sample_argmax(s, folo_argmax(logits, 6), &from_argmax);
+    CHECK(memcmp(&from_row, &from_argmax, sizeof from_row) == 0 && from_argmax.token == 1);
+    folo_sampler_free(s);
+
+    folo_sampling_params needs[4] = {random_params(0.7f), plain, plain, plain};
+    needs[1].repetition_penalty = 1.1f;
+    needs[2].presence_penalty = -0.5f;
+    needs[3].logprobs = 0;
+    for (int i = 0; i < 4; i++) {
+        s = folo_sampler_create(&needs[i], 6);
+        CHECK_MSG(folo_sampler_needs_logits(s), "params %d need the row", i);
+        folo_sampler_free(s);
+    }
+    float nan_row[3] = {NAN, NAN, NAN};
+    CHECK(folo_argmax(nan_row, 3) == 0);
+}
+
 static void test_temperature(void) {
     float logits[5] = {1.0f, 2.0f, 3.0f, 0.5f, -1.0f};
     const float temps[3] = {0.3f, 1.0f, 2.5f};
@@ -545,6 +571,7 @@ static void test_large_vocab(void) {
 
 int main(void) {
     test_greedy();
+    test_needs_logits();
     test_temperature();
     test_top_k();
     test_top_p();

@@ -7,10 +7,14 @@
  * Prefill: a fresh sequence of N random ids in one forward with the logits
  * of its last token (what TTFT costs inside the backend), REPEATS times
  * after one warm-up; the median and the minimum are reported. Decode:
- * after a 128-token prefill, DECODE_STEPS forwards of one token each with
- * its logits (batch 1, as a single stream decodes); the median step time
- * and tokens/s. Every forward returns with the device synchronized, so host
- * clocks time it whole. Prints one JSON object on stdout. */
+ * after a 128-token prefill, DECODE_STEPS forwards of one token each,
+ * greedy (only the argmax comes back, as the engine asks for greedy
+ * requests): batch 1, as a single stream decodes; the median step time and
+ * tokens/s, once as the backend runs by default (CUDA graphs on cuda) and
+ * once with a second backend made with `eager` (every kernel launched
+ * each step), so the graphs' gain is measured in the same run. Every
+ * forward returns with the device synchronized, so host clocks time it
+ * whole. Prints one JSON object on stdout. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +67,30 @@ static double time_prefill(folo_backend *b, const int32_t *ids, int n, float *lo
     return elapsed;
 }
 
+/* Median seconds of decode_steps greedy one-token forwards after a
+ * DECODE_CONTEXT-token prefill, or -1 with rc set. */
+static double time_decode(folo_backend *b, const int32_t *ids, int decode_steps, float *logits,
+                          double *samples, folo_error *err, int *rc) {
+    folo_single_seq seq;
+    folo_single_seq_init(&seq, DECODE_CONTEXT + decode_steps, BLOCK_SIZE);
+    *rc = folo_backend_forward(b, folo_single_seq_step(&seq, ids, DECODE_CONTEXT, false), logits,
+                               err);
+    folo_single_seq_commit(&seq);
+    uint8_t argmax_only = 1;
+    int32_t argmax;
+    for (int s = 0; s < decode_steps && *rc == 0; s++) {
+        folo_batch step = *folo_single_seq_step(&seq, ids + DECODE_CONTEXT + s, 1, false);
+        step.argmax_only = &argmax_only;
+        step.argmax = &argmax;
+        double start = folo_now_s();
+        *rc = folo_backend_forward(b, &step, logits, err);
+        samples[s] = folo_now_s() - start;
+        folo_single_seq_commit(&seq);
+    }
+    folo_single_seq_free(&seq);
+    return *rc == 0 ? median(samples, decode_steps) : -1;
+}
+
 int main(int argc, char **argv) {
     if (argc != 6) {
         fprintf(stderr, "usage: bench_backend MODEL_DIR DEVICE PROMPT_LENS DECODE_STEPS REPEATS\n");
@@ -111,26 +139,20 @@ int main(int argc, char **argv) {
         printf("%s{\"tokens\": %d, \"median_ms\": %.4f, \"min_ms\": %.4f}", i ? ", " : "", lens[i],
                med * 1e3, samples[0] * 1e3);
     }
-    if (rc == 0) {
-        folo_single_seq seq;
-        folo_single_seq_init(&seq, DECODE_CONTEXT + decode_steps, BLOCK_SIZE);
-        rc = folo_backend_forward(b, folo_single_seq_step(&seq, ids, DECODE_CONTEXT, false), logits,
-                                  &err);
-        folo_single_seq_commit(&seq);
-        for (int s = 0; s < decode_steps && rc == 0; s++) {
-            double start = folo_now_s();
-            rc = folo_backend_forward(
-                b, folo_single_seq_step(&seq, ids + DECODE_CONTEXT + s, 1, false), logits, &err);
-            samples[s] = folo_now_s() - start;
-            folo_single_seq_commit(&seq);
-        }
-        folo_single_seq_free(&seq);
-        if (rc == 0) {
-            double med = median(samples, decode_steps);
-            printf("], \"decode\": {\"context\": %d, \"steps\": %d, \"median_ms\": %.4f, "
-                   "\"tokens_per_s\": %.2f}",
-                   DECODE_CONTEXT, decode_steps, med * 1e3, 1.0 / med);
-        }
+    double med = rc == 0 ? time_decode(b, ids, decode_steps, logits, samples, &err, &rc) : -1;
+    if (rc == 0)
+        printf("], \"decode\": {\"context\": %d, \"steps\": %d, \"median_ms\": %.4f, "
+               "\"tokens_per_s\": %.2f}",
+               DECODE_CONTEXT, decode_steps, med * 1e3, 1.0 / med);
+    if (rc == 0 && strcmp(b->name, "cuda") == 0) {
+        folo_backend_destroy(b);
+        bo.eager = true;
+        b = folo_backend_create(device, m, &bo, &err);
+        rc = b ? 0 : -1;
+        med = rc == 0 ? time_decode(b, ids, decode_steps, logits, samples, &err, &rc) : -1;
+        if (rc == 0)
+            printf(", \"decode_eager\": {\"median_ms\": %.4f, \"tokens_per_s\": %.2f}", med * 1e3,
+                   1.0 / med);
     }
     printf("%s}\n", rc == 0 ? "" : "]");
     if (rc != 0) fprintf(stderr, "bench_backend: %s\n", err.message);

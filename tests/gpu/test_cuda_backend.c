@@ -29,6 +29,7 @@
 #include "core/dtype.h"
 #include "model/make_model.h"
 #include "model/model.h"
+#include "sample/sampler.h"
 
 #define SKIP_EXIT_CODE 77
 
@@ -292,10 +293,12 @@ static float *cpu_cache_layout(const float *cache, int n_blocks, int block_size,
 
 /* Four sequences of different lengths over scattered blocks; each has its
  * last n_new positions as query tokens (a prefill chunk, or a decode when
- * 1), all in one flat batch. Both kernels run on it: the per-token one and,
- * where it takes D, the tiled one. Rows of the tiled kernel past a tile's
- * tokens, and keys past the context, must not leak in: the output is
- * poisoned first and every query's context ends mid-block. */
+ * 1), all in one flat batch. Both kernels run on it: the decode one, with
+ * the context bound max_ctx exact and loose (as graphs pass it: more
+ * splits, some of them empty), and, where it takes D, the tiled one. Rows
+ * of the tiled kernel past a tile's tokens, and keys past the context, must
+ * not leak in: the output is poisoned first and every query's context ends
+ * mid-block. */
 static void test_attention(int D, int block_size, const int seq_len[4], const int n_new[4]) {
     enum { N_SEQS = 4, MAX_BLOCKS = 80 }; /* 300 tokens in blocks of 4 take 75 */
     int Hq = 4, Hkv = 2, n_heads = Hq + 2 * Hkv;
@@ -333,18 +336,22 @@ static void test_attention(int D, int block_size, const int seq_len[4], const in
                                qkv + (size_t)t * row + (size_t)h * D, k_cpu, v_cpu,
                                tables + token_seq[t] * MAX_BLOCKS, positions[t] + 1, block_size,
                                Hkv, h / (Hq / Hkv), D, scale);
-    for (int tiled = 0; tiled <= folo_cuda_attention_tiled_ok(D); tiled++) {
+    int max_ctx = 0;
+    for (int s = 0; s < N_SEQS; s++) max_ctx = seq_len[s] > max_ctx ? seq_len[s] : max_ctx;
+    float *d_partials = dev_poisoned((size_t)FOLO_CUDA_ATTN_PARTIALS * (D + 2) * sizeof(float));
+    for (int variant = 0; variant < 2 + folo_cuda_attention_tiled_ok(D); variant++) {
+        int tiled = variant == 2, bound = variant == 1 ? MAX_BLOCKS * block_size : max_ctx;
         uint16_t *d_out = dev_poisoned((size_t)T * Hq * D * 2);
         folo_error err = {{0}};
         CHECK_MSG(folo_cuda_attention(d_out, d_qkv, d_k, d_v, d_tables, MAX_BLOCKS, d_seq, d_pos,
-                                      T, tiled ? d_tiles : NULL, tiled ? n_tiles : 0, Hq, Hkv, D,
-                                      block_size, 0, &err) == 0,
+                                      T, bound, tiled ? d_tiles : NULL, tiled ? n_tiles : 0,
+                                      d_partials, Hq, Hkv, D, block_size, 0, &err) == 0,
                   "%s", err.message);
         float *out = download_bf16(d_out, (size_t)T * Hq * D);
         char name[96];
-        snprintf(name, sizeof name, "%s attention (D=%d, block %d, %d+%d+%d+%d new)",
-                 tiled ? "tiled" : "per-token", D, block_size, n_new[0], n_new[1], n_new[2],
-                 n_new[3]);
+        snprintf(name, sizeof name, "%s attention (D=%d, block %d, %d+%d+%d+%d new%s)",
+                 tiled ? "tiled" : "decode", D, block_size, n_new[0], n_new[1], n_new[2],
+                 n_new[3], variant == 1 ? ", loose" : "");
         /* The tiled kernel rounds Q and P to bf16: a little more error. */
         CHECK_REL(name, out, ref, (size_t)T * Hq * D, tiled ? 2e-2 : 1e-2);
         free(out);
@@ -354,7 +361,34 @@ static void test_attention(int D, int block_size, const int seq_len[4], const in
     free(positions), free(token_seq), free(k), free(v), free(k_bf16), free(v_bf16), free(qkv);
     free(k_cpu), free(v_cpu), free(tiles), free(ref);
     cudaFree(d_k), cudaFree(d_v), cudaFree(d_qkv), cudaFree(d_tables), cudaFree(d_pos);
-    cudaFree(d_seq), cudaFree(d_tiles);
+    cudaFree(d_seq), cudaFree(d_tiles), cudaFree(d_partials);
+}
+
+/* The device argmax against folo_argmax: random rows, ties (the lowest id
+ * wins), NaN (never wins; a row of NaN gives 0), a row of -inf. */
+static void test_argmax(void) {
+    enum { R = 6, V = 151936 };
+    float *x = random_f32((size_t)R * V, 5.0f);
+    x[1 * V + 7000] = x[1 * V + 90000] = x[1 * V + 150000] = 50.0f;
+    for (int i = 0; i < V; i++) x[2 * (size_t)V + i] = NAN;
+    for (int i = 0; i < V; i++) x[3 * (size_t)V + i] = -INFINITY;
+    x[4 * V + 0] = NAN, x[4 * V + 12345] = 60.0f, x[4 * V + 12346] = NAN;
+    x[5 * V + V - 1] = 70.0f;
+    float *d_x = dev_upload(x, (size_t)R * V * sizeof(float));
+    int32_t *d_out = dev_poisoned(R * sizeof(int32_t)), out[R];
+    folo_error err = {{0}};
+    CHECK_MSG(folo_cuda_argmax(d_out, d_x, R, V, 0, &err) == 0, "%s", err.message);
+    CUDA_OK(cudaMemcpy(out, d_out, sizeof out, cudaMemcpyDeviceToHost));
+    int agree = 0;
+    for (int r = 0; r < R; r++) {
+        int32_t want = folo_argmax(x + (size_t)r * V, V);
+        CHECK_MSG(out[r] == want, "argmax row %d: device %d, host %d", r, out[r], want);
+        agree += out[r] == want;
+    }
+    CHECK(out[1] == 7000 && out[2] == 0 && out[3] == 0 && out[4] == 12345 && out[5] == V - 1);
+    printf("  %-44s %d/%d rows as folo_argmax\n", "argmax (ties, NaN, -inf)", agree, R);
+    free(x);
+    cudaFree(d_x), cudaFree(d_out);
 }
 
 static void test_silu_mul(void) {
@@ -532,6 +566,105 @@ done:
     for (int s = 0; s < N_SEQS; s++) free(alone[s]);
 }
 
+/* Decode steps replayed from CUDA graphs against the same steps launched
+ * eagerly on a second backend: five sequences (3 to 250 prompt tokens,
+ * each in its own 80 blocks) decode 24 steps with the running set changing
+ * every step (3 to 5 sequences: padded to ladder sizes 4 and 8), one of
+ * them crossing 256 tokens (64 blocks: the block-table width doubles, a new
+ * graph), and every other step greedy on the graphed side (argmax only).
+ * Logits must agree, and each argmax must be the eager row's argmax or
+ * within the measured logit error of it (a near-tie). */
+static void test_graphs(const folo_model *m) {
+    enum { N = 5, BLOCKS_PER_SEQ = 80, STEPS = 24 }; /* 320 tokens in blocks of 4 */
+    static const int prompt[N] = {3, 40, 100, 250, 7};
+    int V = m->config.vocab_size;
+    folo_backend *graphed = make_backend("cuda", m, N * BLOCKS_PER_SEQ);
+    folo_error err = {{0}};
+    folo_backend_options bo = {.kv_block_size = BLOCK_SIZE, .kv_n_blocks = N * BLOCKS_PER_SEQ,
+                               .eager = true};
+    folo_backend *eager = folo_backend_cuda_create(m, &bo, &err);
+    CHECK_MSG(eager != NULL, "%s", err.message);
+    if (!graphed || !eager) goto done;
+    int32_t tables[N * BLOCKS_PER_SEQ], len[N], ids[512], positions[512], slots[512];
+    int32_t seq_starts[N + 1], seq_lens[N], rows[N], argmax[N];
+    uint8_t argmax_only[N];
+    float *logits[2] = {calloc((size_t)N * V, sizeof(float)), calloc((size_t)N * V, sizeof(float))};
+    for (int i = 0; i < N * BLOCKS_PER_SEQ; i++) tables[i] = i;
+    for (int i = 0; i < 512; i++) ids[i] = (int32_t)(uniform() * 151643);
+    folo_backend *both[2] = {graphed, eager};
+    for (int s = 0; s < N; s++) { /* each prompt alone, on both backends */
+        for (int p = 0; p < prompt[s]; p++)
+            positions[p] = p, slots[p] = tables[s * BLOCKS_PER_SEQ + p / BLOCK_SIZE] * BLOCK_SIZE +
+                                         p % BLOCK_SIZE;
+        int32_t starts[2] = {0, prompt[s]}, row = prompt[s] - 1;
+        len[s] = prompt[s];
+        folo_batch pre = {.n_tokens = prompt[s], .token_ids = ids, .positions = positions,
+                          .slot_mapping = slots, .n_seqs = 1, .seq_starts = starts,
+                          .seq_lens = &len[s], .block_tables = tables + s * BLOCKS_PER_SEQ,
+                          .max_blocks_per_seq = BLOCKS_PER_SEQ, .n_logit_rows = 1,
+                          .logit_rows = &row};
+        for (int k = 0; k < 2; k++)
+            CHECK_MSG(folo_backend_forward(both[k], &pre, logits[k], &err) == 0, "%s",
+                      err.message);
+    }
+    double worst = 0.0;
+    int argmax_checked = 0;
+    for (int step = 0; step < STEPS; step++) {
+        int n = 0, width = 1;
+        int32_t step_tables[N * BLOCKS_PER_SEQ];
+        for (int s = 0; s < N; s++) {
+            if ((step + s) % 4 == 0 && s != 3) continue; /* sits this step out */
+            int pos = len[s];
+            seq_starts[n] = n;
+            ids[n] = ids[(step * 7 + s) % 512];
+            positions[n] = pos;
+            slots[n] = tables[s * BLOCKS_PER_SEQ + pos / BLOCK_SIZE] * BLOCK_SIZE + pos % BLOCK_SIZE;
+            seq_lens[n] = pos + 1;
+            rows[n] = n;
+            argmax_only[n] = step % 2;
+            if (pos / BLOCK_SIZE + 1 > width) width = pos / BLOCK_SIZE + 1;
+            len[s]++;
+            n++;
+        }
+        for (int i = 0, s = 0; s < N; s++) {
+            if ((step + s) % 4 == 0 && s != 3) continue;
+            memcpy(step_tables + (size_t)i * width, tables + s * BLOCKS_PER_SEQ,
+                   (size_t)width * sizeof(int32_t));
+            i++;
+        }
+        seq_starts[n] = n;
+        for (int k = 0; k < 2; k++) {
+            folo_batch dec = {.n_tokens = n, .token_ids = ids, .positions = positions,
+                              .slot_mapping = slots, .n_seqs = n, .seq_starts = seq_starts,
+                              .seq_lens = seq_lens, .block_tables = step_tables,
+                              .max_blocks_per_seq = width, .n_logit_rows = n, .logit_rows = rows,
+                              .argmax_only = k == 0 ? argmax_only : NULL, .argmax = argmax};
+            CHECK_MSG(folo_backend_forward(both[k], &dec, logits[k], &err) == 0, "step %d: %s",
+                      step, err.message);
+        }
+        for (int r = 0; r < n; r++) {
+            const float *ref = logits[1] + (size_t)r * V;
+            if (argmax_only[r]) {
+                int want = folo_argmax(ref, V);
+                CHECK_MSG(argmax[r] == want || ref[argmax[r]] >= ref[want] - 1e-2f,
+                          "step %d row %d: graphed argmax %d (%g), eager %d (%g)", step, r,
+                          argmax[r], ref[argmax[r]], want, ref[want]);
+                argmax_checked++;
+            } else {
+                double rel = rel_l2(logits[0] + (size_t)r * V, ref, (size_t)V);
+                worst = rel > worst ? rel : worst;
+            }
+        }
+    }
+    printf("  %-44s worst rel L2 %.3g, %d argmax checked\n", "decode graphs vs eager launches",
+           worst, argmax_checked);
+    CHECK_MSG(worst <= 1e-3, "graphed decode differs from eager by %g", worst);
+    free(logits[0]), free(logits[1]);
+done:
+    folo_backend_destroy(graphed);
+    folo_backend_destroy(eager);
+}
+
 /* A decode over copies of a sequence's blocks equals one over the originals. */
 static void test_copy_blocks(const folo_model *m, const int32_t *ids) {
     int V = m->config.vocab_size, n = 7;
@@ -579,6 +712,21 @@ static void test_copy_blocks(const folo_model *m, const int32_t *ids) {
               "decode over copied blocks differs (rel L2 %g)",
               rel_l2(logits, logits + V, (size_t)V));
 
+    /* A greedy row: only its argmax comes back, the same as the host's pick
+     * from the full row, and the logits buffer is left alone. */
+    uint8_t argmax_only = 1;
+    int32_t argmax = -1;
+    decode.argmax_only = &argmax_only;
+    decode.argmax = &argmax;
+    memset(logits + V, 0xFF, (size_t)V * sizeof(float));
+    CHECK_MSG(folo_backend_forward(b, &decode, logits + V, &err) == 0, "%s", err.message);
+    CHECK_MSG(argmax == folo_argmax(logits, V), "device argmax %d, host argmax %d", argmax,
+              folo_argmax(logits, V));
+    CHECK_MSG(isnan(logits[V]) && isnan(logits[2 * V - 1]),
+              "an argmax-only row's logits were copied back");
+    decode.argmax_only = NULL;
+    decode.argmax = NULL;
+
     folo_kv_copy bad = {0, 8};
     CHECK(folo_backend_copy_blocks(b, &bad, 1, &err) != 0);
     CHECK(strstr(err.message, "outside the pool") != NULL);
@@ -615,6 +763,7 @@ int main(void) {
     test_attention(80, 5, prefill_len, prefill_new);
     test_attention(72, 16, prefill_len, prefill_new); /* not a multiple of 16: per-token only */
     test_silu_mul();
+    test_argmax();
     cublasHandle_t cublas;
     CHECK(cublasCreate(&cublas) == CUBLAS_STATUS_SUCCESS);
     test_gemm(cublas, 1, 300, 200);
@@ -650,6 +799,7 @@ int main(void) {
         test_forward_vs_cpu("tiny f32 (bf16 on the GPU): cuda vs cpu", f32, ids);
         test_mixed_batch(bf16, ids);
         test_copy_blocks(bf16, ids);
+        test_graphs(bf16);
     }
     folo_model_free(f32);
     folo_model_free(bf16);

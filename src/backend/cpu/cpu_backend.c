@@ -532,6 +532,7 @@ static int cpu_forward(folo_backend *base, const folo_batch *batch, float *logit
         mlp_block(b, layer, batch);
     }
     if (batch->n_logit_rows > 0) lm_head(b, batch, logits);
+    folo_batch_fill_argmax(batch, logits, b->model->config.vocab_size);
     return 0;
 }
 

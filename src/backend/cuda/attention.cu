@@ -3,14 +3,18 @@
  * length (its position + 1) and its sequence's block table. No T × T score
  * matrix exists anywhere. Two kernels (kernels.h says which runs when):
  *
- * attention_kernel, for decodes: one block per (token, query head),
- * ATTN_WARPS warps. The warps split the context key by key (warp w takes
- * keys w, w + ATTN_WARPS, ...), each keeping its own online softmax state
- * (running max m, denominator l, output accumulator o) in f32; a lane owns
- * the head elements d = lane + 32·e, so a key's score is one warp sum. Keys
- * are taken ATTN_KEYS at a time so their loads are in flight together. At
- * the end the warps' states are merged through shared memory:
- *   m = max m_w,  out = Σ_w e^(m_w − m) · o_w / Σ_w e^(m_w − m) · l_w.
+ * attention_decode_kernel, for decodes (FlashDecoding): one block per
+ * (token, query head, split of the context), DECODE_WARPS warps. A split
+ * is a range of at least DECODE_SPLIT_MIN keys, so a long context at a
+ * small batch still fills the GPU. The warps take the split's keys
+ * DECODE_KEYS at a time (their loads in flight together), each keeping its
+ * own online softmax state (running max m, denominator l, output
+ * accumulator o) in f32; a lane owns the head elements d = lane·E + e, read
+ * as one vector load, so a key's score is one warp sum. The warps' states
+ * merge through shared memory:
+ *   m = max m_w,  out = Σ_w e^(m_w − m) · o_w / Σ_w e^(m_w − m) · l_w,
+ * and, with several splits, the splits' states merge the same way in
+ * attention_combine_kernel.
  *
  * attention_tiled_kernel, for prefill chunks (FlashAttention-2's loop): one
  * block per (tile of up to 64 query tokens of one sequence, query head),
@@ -33,21 +37,60 @@
 
 #include "backend/cuda/common.cuh"
 
-#define ATTN_WARPS 4
-#define ATTN_KEYS 4
+#define DECODE_WARPS 4
+#define DECODE_KEYS 8       /* keys a warp has in flight */
+#define DECODE_SPLIT_MIN 64 /* keys per split, at least */
+#define DECODE_MAX_SPLITS 32
+
+/* x[0..E) = the E bf16 at p as f32; p is aligned to 2·E bytes. */
+template <int E>
+__device__ __forceinline__ void load_bf16(float (&x)[E], const __nv_bfloat16 *p) {
+    if constexpr (E == 8) {
+        uint4 v = *reinterpret_cast<const uint4 *>(p);
+        const __nv_bfloat16 *h = reinterpret_cast<const __nv_bfloat16 *>(&v);
+#pragma unroll
+        for (int e = 0; e < 8; e++) x[e] = __bfloat162float(h[e]);
+    } else if constexpr (E == 4) {
+        uint2 v = *reinterpret_cast<const uint2 *>(p);
+        const __nv_bfloat16 *h = reinterpret_cast<const __nv_bfloat16 *>(&v);
+#pragma unroll
+        for (int e = 0; e < 4; e++) x[e] = __bfloat162float(h[e]);
+    } else if constexpr (E == 2) {
+        __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162 *>(p);
+        x[0] = __low2float(v), x[1] = __high2float(v);
+    } else {
+        x[0] = __bfloat162float(*p);
+    }
+}
+
+/* A lane's E elements d = lane·E + e of the row at p (zeros past D). */
+template <int E>
+__device__ __forceinline__ void load_lane(float (&x)[E], const __nv_bfloat16 *p, int lane, int D) {
+    if (D == 32 * E) {
+        load_bf16<E>(x, p + lane * E);
+    } else {
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int d = lane * E + e;
+            x[e] = d < D ? __bfloat162float(p[d]) : 0.0f;
+        }
+    }
+}
 
 template <int E> /* head elements per lane: ceil(D / 32) rounded up to 1, 2, 4 or 8 */
-__global__ void __launch_bounds__(32 * ATTN_WARPS)
-    attention_kernel(__nv_bfloat16 *out, const float *qkv, const __nv_bfloat16 *k_cache,
-                     const __nv_bfloat16 *v_cache, const int32_t *block_tables,
-                     int max_blocks_per_seq, const int32_t *token_seq, const int32_t *positions,
-                     int Hq, int Hkv, int D, int block_size, float scale) {
-    __shared__ float warp_max[ATTN_WARPS], warp_denom[ATTN_WARPS];
-    __shared__ float warp_out[ATTN_WARPS][32 * E];
-    int t = blockIdx.x / Hq, head = blockIdx.x % Hq;
+__global__ void __launch_bounds__(32 * DECODE_WARPS)
+    attention_decode_kernel(__nv_bfloat16 *out, float *partials, const float *qkv,
+                            const __nv_bfloat16 *k_cache, const __nv_bfloat16 *v_cache,
+                            const int32_t *block_tables, int max_blocks_per_seq,
+                            const int32_t *token_seq, const int32_t *positions, int Hq, int Hkv,
+                            int D, int block_size, float scale, int split_keys) {
+    __shared__ float warp_max[DECODE_WARPS], warp_denom[DECODE_WARPS];
+    __shared__ float warp_out[DECODE_WARPS][32 * E];
+    int t = blockIdx.x / Hq, head = blockIdx.x % Hq, split = blockIdx.y, n_splits = gridDim.y;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int kv_head = head / (Hq / Hkv);
     int n_ctx = positions[t] + 1;
+    int k_begin = split * split_keys, k_end = min(n_ctx, k_begin + split_keys);
     const int32_t *table = block_tables + (size_t)token_seq[t] * max_blocks_per_seq;
     const float *q = qkv + (size_t)t * (Hq + 2 * Hkv) * D + (size_t)head * D; /* [D] */
     size_t slot_stride = (size_t)Hkv * D;
@@ -55,32 +98,32 @@ __global__ void __launch_bounds__(32 * ATTN_WARPS)
     float q_reg[E], o[E];
 #pragma unroll
     for (int e = 0; e < E; e++) {
-        int d = lane + 32 * e;
+        int d = lane * E + e;
         q_reg[e] = d < D ? q[d] * scale : 0.0f;
         o[e] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
 
-    for (int p0 = warp * ATTN_KEYS; p0 < n_ctx; p0 += ATTN_WARPS * ATTN_KEYS) {
-        float score[ATTN_KEYS];
-        size_t row[ATTN_KEYS];
+    for (int p0 = k_begin + warp * DECODE_KEYS; p0 < k_end; p0 += DECODE_WARPS * DECODE_KEYS) {
+        float score[DECODE_KEYS];
+        const __nv_bfloat16 *v_row[DECODE_KEYS];
 #pragma unroll
-        for (int j = 0; j < ATTN_KEYS; j++) {
-            int p = p0 + j < n_ctx ? p0 + j : n_ctx - 1; /* past the end: repeat, then mask */
+        for (int j = 0; j < DECODE_KEYS; j++) {
+            int p = p0 + j < k_end ? p0 + j : k_end - 1; /* past the end: repeat, then mask */
             size_t slot = (size_t)table[p / block_size] * block_size + p % block_size;
-            row[j] = slot * slot_stride + (size_t)kv_head * D;
+            size_t row = slot * slot_stride + (size_t)kv_head * D;
+            float k[E];
+            load_lane<E>(k, k_cache + row, lane, D);
             float partial = 0.0f;
 #pragma unroll
-            for (int e = 0; e < E; e++) {
-                int d = lane + 32 * e;
-                if (d < D) partial += q_reg[e] * __bfloat162float(k_cache[row[j] + d]);
-            }
+            for (int e = 0; e < E; e++) partial += q_reg[e] * k[e];
             score[j] = partial;
+            v_row[j] = v_cache + row;
         }
         float tile_max = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < ATTN_KEYS; j++) {
-            score[j] = p0 + j < n_ctx ? folo_warp_sum(score[j]) : -INFINITY;
+        for (int j = 0; j < DECODE_KEYS; j++) {
+            score[j] = p0 + j < k_end ? folo_warp_sum(score[j]) : -INFINITY;
             tile_max = fmaxf(tile_max, score[j]);
         }
         float new_max = fmaxf(m, tile_max);
@@ -89,14 +132,13 @@ __global__ void __launch_bounds__(32 * ATTN_WARPS)
 #pragma unroll
         for (int e = 0; e < E; e++) o[e] *= rescale;
 #pragma unroll
-        for (int j = 0; j < ATTN_KEYS; j++) {
+        for (int j = 0; j < DECODE_KEYS; j++) {
             float p = expf(score[j] - new_max); /* 0 for masked keys */
+            float v[E];
+            load_lane<E>(v, v_row[j], lane, D);
             l += p;
 #pragma unroll
-            for (int e = 0; e < E; e++) {
-                int d = lane + 32 * e;
-                if (d < D) o[e] += p * __bfloat162float(v_cache[row[j] + d]);
-            }
+            for (int e = 0; e < E; e++) o[e] += p * v[e];
         }
         m = new_max;
     }
@@ -106,26 +148,62 @@ __global__ void __launch_bounds__(32 * ATTN_WARPS)
         warp_denom[warp] = l;
     }
 #pragma unroll
-    for (int e = 0; e < E; e++) warp_out[warp][lane + 32 * e] = o[e];
+    for (int e = 0; e < E; e++) warp_out[warp][lane * E + e] = o[e];
     __syncthreads();
     if (warp != 0) return;
     float block_max = -INFINITY;
-    for (int w = 0; w < ATTN_WARPS; w++) block_max = fmaxf(block_max, warp_max[w]);
-    float denom = 0.0f, weight[ATTN_WARPS];
-    for (int w = 0; w < ATTN_WARPS; w++) {
+    for (int w = 0; w < DECODE_WARPS; w++) block_max = fmaxf(block_max, warp_max[w]);
+    float denom = 0.0f, weight[DECODE_WARPS];
+    for (int w = 0; w < DECODE_WARPS; w++) {
         /* A warp that saw no key has m = -inf and weight 0. */
         weight[w] = warp_max[w] == -INFINITY ? 0.0f : expf(warp_max[w] - block_max);
         denom += weight[w] * warp_denom[w];
     }
-    float inv_denom = 1.0f / denom;
-    __nv_bfloat16 *dst = out + (size_t)t * Hq * D + (size_t)head * D;
+    size_t row = (size_t)t * Hq + head; /* (token, head) */
+    if (n_splits == 1) {
+        float inv_denom = 1.0f / denom;
+        __nv_bfloat16 *dst = out + row * D;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int d = lane * E + e;
+            if (d >= D) continue;
+            float sum = 0.0f;
+            for (int w = 0; w < DECODE_WARPS; w++) sum += weight[w] * warp_out[w][d];
+            dst[d] = __float2bfloat16(sum * inv_denom);
+        }
+        return;
+    }
+    /* This split's share, unnormalized: (max, denominator, Σ e^(s − max)·v). */
+    float *part = partials + (row * n_splits + split) * (size_t)(D + 2);
+    if (lane == 0) part[0] = block_max, part[1] = denom;
 #pragma unroll
     for (int e = 0; e < E; e++) {
-        int d = lane + 32 * e;
+        int d = lane * E + e;
         if (d >= D) continue;
         float sum = 0.0f;
-        for (int w = 0; w < ATTN_WARPS; w++) sum += weight[w] * warp_out[w][d];
-        dst[d] = __float2bfloat16(sum * inv_denom);
+        for (int w = 0; w < DECODE_WARPS; w++) sum += weight[w] * warp_out[w][d];
+        part[2 + d] = sum;
+    }
+}
+
+/* out[(t, head)] from its n_splits shares, merged as the warps' are:
+ * m = max m_s, out = Σ_s e^(m_s − m)·o_s / Σ_s e^(m_s − m)·l_s. One block
+ * per (token, head), a thread per element. */
+__global__ void attention_combine_kernel(__nv_bfloat16 *out, const float *partials, int n_splits,
+                                         int D) {
+    size_t row = blockIdx.x;
+    const float *part = partials + row * n_splits * (size_t)(D + 2);
+    float m = -INFINITY;
+    for (int s = 0; s < n_splits; s++) m = fmaxf(m, part[s * (D + 2)]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float num = 0.0f, denom = 0.0f;
+        for (int s = 0; s < n_splits; s++) {
+            const float *p = part + s * (D + 2);
+            float w = p[0] == -INFINITY ? 0.0f : expf(p[0] - m); /* an empty split adds 0 */
+            num += w * p[2 + d];
+            denom += w * p[1];
+        }
+        out[row * D + d] = __float2bfloat16(num / denom);
     }
 }
 
@@ -342,8 +420,9 @@ static void launch_tiled(dim3 grid, cudaStream_t stream, __nv_bfloat16 *out, con
 int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache,
                         const uint16_t *v_cache, const int32_t *block_tables,
                         int max_blocks_per_seq, const int32_t *token_seq, const int32_t *positions,
-                        int n_tokens, const int32_t *tiles, int n_tiles, int Hq, int Hkv, int D,
-                        int block_size, cudaStream_t stream, folo_error *err) {
+                        int n_tokens, int max_ctx, const int32_t *tiles, int n_tiles,
+                        float *partials, int Hq, int Hkv, int D, int block_size,
+                        cudaStream_t stream, folo_error *err) {
     if (D < 1 || D > FOLO_CUDA_MAX_HEAD_DIM || Hkv < 1 || Hq % Hkv != 0)
         return folo_fail(err,
                          "cuda attention: unsupported heads (head_dim %d of at most %d, %d query "
@@ -373,24 +452,36 @@ int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache
         return 0;
     }
     const __nv_bfloat16 *k = (const __nv_bfloat16 *)k_cache, *v = (const __nv_bfloat16 *)v_cache;
-    unsigned blocks = (unsigned)n_tokens * (unsigned)Hq;
-    int threads = 32 * ATTN_WARPS;
+    /* Splits: enough to spread a long context over the GPU, each of at
+     * least DECODE_SPLIT_MIN keys, as many as the partials buffer holds. */
+    long long heads = (long long)n_tokens * Hq;
+    int n_splits = folo_cuda_div_up(max_ctx, DECODE_SPLIT_MIN);
+    if (n_splits > DECODE_MAX_SPLITS) n_splits = DECODE_MAX_SPLITS;
+    if (heads * n_splits > FOLO_CUDA_ATTN_PARTIALS) n_splits = (int)(FOLO_CUDA_ATTN_PARTIALS / heads);
+    if (n_splits < 1) n_splits = 1;
+    int step = DECODE_WARPS * DECODE_KEYS;
+    int split_keys = folo_cuda_div_up(folo_cuda_div_up(max_ctx, n_splits), step) * step;
+    dim3 grid((unsigned)heads, (unsigned)n_splits);
+    int threads = 32 * DECODE_WARPS;
+#define DECODE_CASE(e)                                                                             \
+    attention_decode_kernel<e><<<grid, threads, 0, stream>>>(o, partials, qkv, k, v, block_tables, \
+                                                             max_blocks_per_seq, token_seq,        \
+                                                             positions, Hq, Hkv, D, block_size,    \
+                                                             scale, split_keys)
     if (D <= 32)
-        attention_kernel<1>
-            <<<blocks, threads, 0, stream>>>(o, qkv, k, v, block_tables, max_blocks_per_seq,
-                                             token_seq, positions, Hq, Hkv, D, block_size, scale);
+        DECODE_CASE(1);
     else if (D <= 64)
-        attention_kernel<2>
-            <<<blocks, threads, 0, stream>>>(o, qkv, k, v, block_tables, max_blocks_per_seq,
-                                             token_seq, positions, Hq, Hkv, D, block_size, scale);
+        DECODE_CASE(2);
     else if (D <= 128)
-        attention_kernel<4>
-            <<<blocks, threads, 0, stream>>>(o, qkv, k, v, block_tables, max_blocks_per_seq,
-                                             token_seq, positions, Hq, Hkv, D, block_size, scale);
+        DECODE_CASE(4);
     else
-        attention_kernel<8>
-            <<<blocks, threads, 0, stream>>>(o, qkv, k, v, block_tables, max_blocks_per_seq,
-                                             token_seq, positions, Hq, Hkv, D, block_size, scale);
+        DECODE_CASE(8);
+#undef DECODE_CASE
+    LAUNCH_CHECK();
+    if (n_splits > 1) {
+        attention_combine_kernel<<<(unsigned)heads, D < 128 ? D : 128, 0, stream>>>(
+            o, partials, n_splits, D);
+    }
     LAUNCH_CHECK();
     return 0;
 }

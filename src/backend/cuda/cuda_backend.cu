@@ -17,13 +17,15 @@
  *     DEFAULT_MAX_TOKENS) tokens, the logits buffer and the batch metadata
  *     buffers; each grows only when a batch needs more, so the steady-state
  *     step allocates nothing;
- *   - a stream, a cuBLAS handle and its workspace.
+ *   - a stream, a cuBLAS handle and its workspace;
+ *   - the CUDA graphs of decode steps, captured as batch sizes are met.
  *
  * A forward checks the batch on the host (ids, positions, slots and block
  * tables in range, slot_mapping consistent with the block tables) so that
  * no kernel indexes out of bounds, sends its metadata in one copy, runs the
  * layers (the residual add of each block is fused into the norm that
- * follows it), and copies the logits of logit_rows back to the host. Every
+ * follows it), and copies back the logits of logit_rows, or only the argmax
+ * of the rows that ask for no more (folo_batch.argmax_only). Every
  * call ends with the stream synchronized, so the host buffers it was given
  * may be reused as soon as it returns, and a failure leaves nothing in
  * flight. Called by the engine's model runner and the single-sequence tools
@@ -41,6 +43,7 @@ extern "C" {
 #include "core/alloc.h"
 #include "core/dtype.h"
 #include "core/log.h"
+#include "core/timer.h"
 }
 
 /* Batch size the scratch is first sized for when the pool holds more slots. */
@@ -75,10 +78,14 @@ typedef struct cuda_scratch {
     uint16_t *h;    /* [T, H] bf16 normed input of the next matmul */
     uint16_t *att;  /* [T, Hq·D] bf16 attention output */
     uint16_t *act;  /* [T, I] bf16 silu(gate) · up */
+    float *attn_partials; /* [FOLO_CUDA_ATTN_PARTIALS, D + 2] split decode shares */
 } cuda_scratch;
 
-/* Device views of one batch's metadata, all inside meta_dev. */
+/* Device views of one batch's metadata, all inside meta_dev, and the sizes
+ * the kernels are launched with (a graphed decode's are padded). */
 typedef struct cuda_batch_meta {
+    int n_tokens, n_logit_rows, max_blocks_per_seq;
+    int max_ctx; /* a bound on every token's position + 1 */
     const int32_t *token_ids;    /* [T] */
     const int32_t *positions;    /* [T] */
     const int32_t *slot_mapping; /* [T] */
@@ -93,13 +100,29 @@ typedef struct cuda_batch_meta {
  * the tiled (tensor-core) attention kernel; decode batches take the other. */
 #define TILED_ATTENTION_MIN_ROWS 16
 
+/* Decode steps (one token per sequence, every token a logit row) of up to
+ * GRAPH_MAX_SEQS sequences replay a CUDA graph captured for the batch
+ * padded up the ladder 1, 2, 4, 8, 16, 24, ... (steps of 8, as vLLM's) and
+ * for block tables padded to a power-of-two width of at least
+ * GRAPH_MIN_TABLE: the whole forward is one launch instead of ~10 per
+ * layer. A graph is captured the first time its (batch, width) is met. */
+#define GRAPH_MAX_SEQS 512
+#define GRAPH_MIN_TABLE 16
+#define GRAPH_LADDER (3 + GRAPH_MAX_SEQS / 8) /* 1, 2, 4, then 8..512 by 8 */
+#define GRAPH_WIDTHS 24                       /* table widths 2^4 .. 2^27 */
+
+typedef struct cuda_graph {
+    cudaGraphExec_t exec; /* NULL until captured */
+} cuda_graph;
+
 typedef struct cuda_backend {
     folo_backend base; /* first, so a folo_backend * is a cuda_backend * */
     const folo_model *model;
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *cublas_workspace; /* [CUBLAS_WORKSPACE_BYTES] */
-    int n_slots;            /* kv_n_blocks · kv_block_size */
+    int n_slots; /* (kv_n_blocks + 1) · kv_block_size: a spare block past the pool
+                    takes the K and V of a graphed decode's padding tokens */
     void *weight_block;     /* the one allocation every weight below points into */
     size_t weight_bytes;
     cuda_layer *layers; /* [L] (host array of device pointers) */
@@ -112,9 +135,15 @@ typedef struct cuda_backend {
     cuda_scratch s;
     float *logits; /* [logits_cap_rows, V] device */
     int logits_cap_rows;
+    int32_t *argmax_dev;  /* [logits_cap_rows] each logit row's argmax */
+    int32_t *argmax_host; /* [logits_cap_rows] pinned copy of the same */
     int32_t *meta_dev;  /* [meta_cap] batch metadata (layout: upload_batch) */
     int32_t *meta_host; /* [meta_cap] pinned staging of the same */
     size_t meta_cap;
+    bool eager;                                     /* no graphs (--enforce-eager) */
+    cuda_graph graphs[GRAPH_LADDER][GRAPH_WIDTHS]; /* decode graphs by (size, width) */
+    int n_graphs;
+    double graph_capture_s; /* spent capturing them */
 } cuda_backend;
 
 /* ---- device memory ------------------------------------------------------- */
@@ -276,10 +305,24 @@ static void carve_scratch(cuda_scratch *s, const folo_config *cfg, carver *c) {
     s->h = (uint16_t *)carve(c, T * H * sizeof(uint16_t));
     s->att = (uint16_t *)carve(c, T * Hq * D * sizeof(uint16_t));
     s->act = (uint16_t *)carve(c, T * I * sizeof(uint16_t));
+    s->attn_partials = (float *)carve(c, FOLO_CUDA_ATTN_PARTIALS * (D + 2) * sizeof(float));
+}
+
+/* Graphs hold the addresses of the scratch, logits and metadata buffers:
+ * when one of them moves, every graph goes. */
+static void drop_graphs(cuda_backend *b) {
+    for (int i = 0; i < GRAPH_LADDER; i++)
+        for (int j = 0; j < GRAPH_WIDTHS; j++)
+            if (b->graphs[i][j].exec) {
+                cudaGraphExecDestroy(b->graphs[i][j].exec);
+                b->graphs[i][j].exec = NULL;
+            }
+    b->n_graphs = 0;
 }
 
 static int ensure_scratch(cuda_backend *b, int n_tokens, folo_error *err) {
     if (n_tokens <= b->s.cap_tokens) return 0;
+    drop_graphs(b);
     cuda_scratch grown = b->s;
     grown.cap_tokens = n_tokens;
     carver count = {NULL, 0};
@@ -298,11 +341,27 @@ static int ensure_scratch(cuda_backend *b, int n_tokens, folo_error *err) {
 
 static int ensure_logits(cuda_backend *b, int n_rows, folo_error *err) {
     if (n_rows <= b->logits_cap_rows) return 0;
+    drop_graphs(b);
     size_t V = (size_t)b->model->config.vocab_size;
-    void *grown;
+    void *grown, *ids, *host;
     if (device_alloc(&grown, (size_t)n_rows * V * sizeof(float), "logits", err) != 0) return -1;
+    if (device_alloc(&ids, (size_t)n_rows * sizeof(int32_t), "argmax", err) != 0) {
+        cudaFree(grown);
+        return -1;
+    }
+    cudaError_t rc = cudaMallocHost(&host, (size_t)n_rows * sizeof(int32_t));
+    if (rc != cudaSuccess) {
+        cudaFree(grown);
+        cudaFree(ids);
+        return folo_fail(err, "cuda backend: cannot allocate pinned memory for the argmax: %s",
+                         cudaGetErrorString(rc));
+    }
     cudaFree(b->logits);
+    cudaFree(b->argmax_dev);
+    cudaFreeHost(b->argmax_host);
     b->logits = (float *)grown;
+    b->argmax_dev = (int32_t *)ids;
+    b->argmax_host = (int32_t *)host;
     b->logits_cap_rows = n_rows;
     b->base.scratch_bytes =
         b->s.bytes + CUBLAS_WORKSPACE_BYTES + (size_t)n_rows * V * sizeof(float);
@@ -311,6 +370,7 @@ static int ensure_logits(cuda_backend *b, int n_rows, folo_error *err) {
 
 static int ensure_meta(cuda_backend *b, size_t n_ints, folo_error *err) {
     if (n_ints <= b->meta_cap) return 0;
+    drop_graphs(b);
     void *dev, *host;
     if (device_alloc(&dev, n_ints * sizeof(int32_t), "batch metadata", err) != 0) return -1;
     cudaError_t rc = cudaMallocHost(&host, n_ints * sizeof(int32_t));
@@ -367,6 +427,12 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
     m->logit_rows = dev + 4 * T;
     m->block_tables = dev + 4 * T + R;
     m->tiles = dev + 4 * T + R + table_ints;
+    m->n_tokens = batch->n_tokens;
+    m->n_logit_rows = batch->n_logit_rows;
+    m->max_blocks_per_seq = batch->max_blocks_per_seq;
+    m->max_ctx = 1;
+    for (int seq = 0; seq < batch->n_seqs; seq++)
+        if (batch->seq_lens[seq] > m->max_ctx) m->max_ctx = batch->seq_lens[seq];
     return 0;
 }
 
@@ -375,13 +441,12 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
 /* DESIGN §4 steps 1-7 for one layer. On entry x holds the residual stream
  * and, after the first layer, y the previous MLP's output still to be
  * added; on exit y holds this layer's MLP output. */
-static int run_layer(cuda_backend *b, int layer, const folo_batch *batch, const cuda_batch_meta *m,
-                     folo_error *err) {
+static int run_layer(cuda_backend *b, int layer, const cuda_batch_meta *m, folo_error *err) {
     const folo_config *c = &b->model->config;
     const cuda_layer *w = &b->layers[layer];
     cuda_scratch *s = &b->s;
     cudaStream_t st = b->stream;
-    int T = batch->n_tokens, H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int T = m->n_tokens, H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
     int Hq = c->n_heads, Hkv = c->n_kv_heads;
     float eps = c->rms_norm_eps;
     size_t layer_elems = (size_t)b->n_slots * Hkv * D;
@@ -395,8 +460,9 @@ static int run_layer(cuda_backend *b, int layer, const folo_batch *batch, const 
                                      m->positions, m->slot_mapping, T, Hq, Hkv, D, eps, st,
                                      err) != 0 ||
         folo_cuda_attention(s->att, s->qkv, k_cache, v_cache, m->block_tables,
-                            batch->max_blocks_per_seq, m->token_seq, m->positions, T, m->tiles,
-                            m->n_tiles, Hq, Hkv, D, b->base.kv_block_size, st, err) != 0 ||
+                            m->max_blocks_per_seq, m->token_seq, m->positions, T, m->max_ctx,
+                            m->tiles, m->n_tiles, s->attn_partials, Hq, Hkv, D,
+                            b->base.kv_block_size, st, err) != 0 ||
         folo_cuda_gemm(b->cublas, s->y, s->att, w->w_o, T, H, Hq * D, err) != 0 ||
         folo_cuda_rmsnorm(s->h, s->x, s->y, NULL, T, w->post_norm, H, eps, st, err) != 0 ||
         folo_cuda_gemm(b->cublas, s->gate_up, s->h, w->w_gate_up, T, 2 * I, H, err) != 0 ||
@@ -406,24 +472,194 @@ static int run_layer(cuda_backend *b, int layer, const folo_batch *batch, const 
     return 0;
 }
 
-static int run_forward(cuda_backend *b, const folo_batch *batch, float *logits, folo_error *err) {
+/* The kernels of one forward, all on the stream (capturable): embedding,
+ * the layers, the final norm and lm_head of the logit rows, and their
+ * argmax when asked. */
+static int launch_forward(cuda_backend *b, const cuda_batch_meta *m, bool argmax,
+                          folo_error *err) {
     const folo_config *c = &b->model->config;
-    int T = batch->n_tokens, R = batch->n_logit_rows, H = c->hidden_size, V = c->vocab_size;
-    if (ensure_scratch(b, T, err) != 0 || ensure_logits(b, R, err) != 0) return -1;
-    cuda_batch_meta m = {};
-    if (upload_batch(b, batch, &m, err) != 0) return -1;
-    if (folo_cuda_embed(b->s.x, b->embed, m.token_ids, T, H, b->stream, err) != 0) return -1;
+    int T = m->n_tokens, R = m->n_logit_rows, H = c->hidden_size, V = c->vocab_size;
+    if (folo_cuda_embed(b->s.x, b->embed, m->token_ids, T, H, b->stream, err) != 0) return -1;
     for (int layer = 0; layer < c->n_layers; layer++)
-        if (run_layer(b, layer, batch, &m, err) != 0) return -1;
+        if (run_layer(b, layer, m, err) != 0) return -1;
     if (R == 0) return 0;
     /* The last residual add and the final norm, for the logit rows only. */
-    if (folo_cuda_rmsnorm(b->s.h, b->s.x, b->s.y, m.logit_rows, R, b->final_norm, H,
+    if (folo_cuda_rmsnorm(b->s.h, b->s.x, b->s.y, m->logit_rows, R, b->final_norm, H,
                           c->rms_norm_eps, b->stream, err) != 0 ||
         folo_cuda_gemm(b->cublas, b->logits, b->s.h, b->lm_head, R, V, H, err) != 0)
         return -1;
-    CUDA_CHECK(cudaMemcpyAsync(logits, b->logits, (size_t)R * V * sizeof(float),
-                               cudaMemcpyDeviceToHost, b->stream));
+    if (argmax && folo_cuda_argmax(b->argmax_dev, b->logits, R, V, b->stream, err) != 0)
+        return -1;
     return 0;
+}
+
+/* Sends the logit rows back: the argmax of the rows argmax_only asks for,
+ * the logits of the others, a run of consecutive rows per copy. */
+static int copy_back(cuda_backend *b, const folo_batch *batch, float *logits, folo_error *err) {
+    int R = batch->n_logit_rows, V = b->model->config.vocab_size;
+    if (batch->argmax_only && R > 0)
+        CUDA_CHECK(cudaMemcpyAsync(b->argmax_host, b->argmax_dev, (size_t)R * sizeof(int32_t),
+                                   cudaMemcpyDeviceToHost, b->stream));
+    size_t row_bytes = (size_t)V * sizeof(float);
+    for (int r = 0; r < R;) {
+        if (batch->argmax_only && batch->argmax_only[r]) {
+            r++;
+            continue;
+        }
+        int end = r + 1;
+        while (end < R && !(batch->argmax_only && batch->argmax_only[end])) end++;
+        CUDA_CHECK(cudaMemcpyAsync(logits + (size_t)r * V, b->logits + (size_t)r * V,
+                                   (size_t)(end - r) * row_bytes, cudaMemcpyDeviceToHost,
+                                   b->stream));
+        r = end;
+    }
+    return 0;
+}
+
+/* ---- decode graphs ------------------------------------------------------- */
+
+static int ladder_index(int n_seqs) {
+    return n_seqs <= 1 ? 0 : n_seqs <= 2 ? 1 : n_seqs <= 4 ? 2 : 2 + (n_seqs + 7) / 8;
+}
+static int ladder_size(int index) { return index < 3 ? 1 << index : 8 * (index - 2); }
+
+/* A decode: one token per sequence, each a logit row, in order. */
+static bool graphable(const cuda_backend *b, const folo_batch *batch) {
+    if (b->eager || batch->n_tokens != batch->n_seqs || batch->n_tokens > GRAPH_MAX_SEQS ||
+        batch->n_logit_rows != batch->n_tokens)
+        return false;
+    for (int r = 0; r < batch->n_logit_rows; r++)
+        if (batch->logit_rows[r] != r) return false;
+    return true;
+}
+
+/* upload_batch for a decode padded to B tokens and tables of width W: the
+ * padding tokens are token 0 at position 0 of a sequence of their own whose
+ * table points at the spare block past the pool, where their K and V go. */
+static int upload_decode(cuda_backend *b, const folo_batch *batch, int B, int W,
+                         cuda_batch_meta *m, folo_error *err) {
+    int n = batch->n_tokens, spare = b->base.kv_n_blocks, bs = b->base.kv_block_size;
+    size_t n_ints = 5 * (size_t)B + (size_t)B * W;
+    if (ensure_meta(b, n_ints, err) != 0) return -1;
+    int32_t *ids = b->meta_host, *pos = ids + B, *slots = pos + B, *seq = slots + B;
+    int32_t *rows = seq + B, *tables = rows + B;
+    for (int t = 0; t < B; t++) {
+        bool real = t < n;
+        ids[t] = real ? batch->token_ids[t] : 0;
+        pos[t] = real ? batch->positions[t] : 0;
+        slots[t] = real ? batch->slot_mapping[t] : spare * bs;
+        seq[t] = real ? t : n;
+        rows[t] = t;
+    }
+    for (int s = 0; s < B; s++) {
+        int32_t *row = tables + (size_t)s * W;
+        if (s < n) {
+            memcpy(row, batch->block_tables + (size_t)s * batch->max_blocks_per_seq,
+                   (size_t)batch->max_blocks_per_seq * sizeof(int32_t));
+            for (int k = batch->max_blocks_per_seq; k < W; k++) row[k] = spare;
+        } else {
+            for (int k = 0; k < W; k++) row[k] = spare;
+        }
+    }
+    CUDA_CHECK(cudaMemcpyAsync(b->meta_dev, b->meta_host, n_ints * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, b->stream));
+    const int32_t *dev = b->meta_dev;
+    *m = (cuda_batch_meta){.n_tokens = B,
+                           .n_logit_rows = B,
+                           .max_blocks_per_seq = W,
+                           .max_ctx = W * bs,
+                           .token_ids = dev,
+                           .positions = dev + B,
+                           .slot_mapping = dev + 2 * B,
+                           .token_seq = dev + 3 * B,
+                           .logit_rows = dev + 4 * B,
+                           .block_tables = dev + 5 * B,
+                           .tiles = NULL,
+                           .n_tiles = 0};
+    return 0;
+}
+
+/* Captures the forward of meta m into an executable graph. */
+static int capture(cuda_backend *b, const cuda_batch_meta *m, cudaGraphExec_t *exec,
+                   folo_error *err) {
+    double t0 = folo_now_s();
+    CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+    int rc = launch_forward(b, m, true, err);
+    cudaGraph_t graph = NULL;
+    cudaError_t end = cudaStreamEndCapture(b->stream, &graph);
+    if (rc == 0 && end != cudaSuccess)
+        rc = folo_fail(err, "cuda backend: capturing a decode graph: %s", cudaGetErrorString(end));
+    if (rc == 0) {
+        cudaError_t inst = cudaGraphInstantiate(exec, graph, 0);
+        if (inst != cudaSuccess)
+            rc = folo_fail(err, "cuda backend: instantiating a decode graph: %s",
+                           cudaGetErrorString(inst));
+    }
+    if (graph) cudaGraphDestroy(graph);
+    b->graph_capture_s += folo_now_s() - t0;
+    return rc;
+}
+
+static int run_decode_graph(cuda_backend *b, const folo_batch *batch, float *logits,
+                            folo_error *err) {
+    int li = ladder_index(batch->n_tokens), B = ladder_size(li);
+    int wi = 0;
+    while ((GRAPH_MIN_TABLE << wi) < batch->max_blocks_per_seq) wi++;
+    int W = GRAPH_MIN_TABLE << wi;
+    if (wi >= GRAPH_WIDTHS) return folo_fail(err, "cuda backend: block table of %d blocks",
+                                             batch->max_blocks_per_seq);
+    if (ensure_scratch(b, B, err) != 0 || ensure_logits(b, B, err) != 0) return -1;
+    cuda_batch_meta m;
+    if (upload_decode(b, batch, B, W, &m, err) != 0) return -1;
+    cuda_graph *g = &b->graphs[li][wi];
+    if (!g->exec) {
+        if (capture(b, &m, &g->exec, err) != 0) return -1;
+        b->n_graphs++;
+        folo_log(FOLO_LOG_DEBUG, "cuda backend: decode graph %d (batch %d, table %d) captured",
+                 b->n_graphs, B, W);
+    }
+    CUDA_CHECK(cudaGraphLaunch(g->exec, b->stream));
+    return copy_back(b, batch, logits, err);
+}
+
+/* Captures the ladder's graphs up to max_seqs sequences at the narrowest
+ * table width, replaying each once over padding tokens alone (they write
+ * only the spare block), so the first decodes of a run find them ready;
+ * wider tables are captured when contexts grow. */
+static int capture_ladder(cuda_backend *b, int max_seqs, folo_error *err) {
+    if (b->eager || max_seqs < 1) return 0;
+    if (max_seqs > GRAPH_MAX_SEQS) max_seqs = GRAPH_MAX_SEQS;
+    folo_batch none;
+    memset(&none, 0, sizeof none); /* no real tokens: all padding */
+    for (int li = 0; li <= ladder_index(max_seqs); li++) {
+        int B = ladder_size(li);
+        if (ensure_scratch(b, B, err) != 0 || ensure_logits(b, B, err) != 0) return -1;
+    }
+    double t0 = folo_now_s();
+    for (int li = 0; li <= ladder_index(max_seqs); li++) {
+        cuda_batch_meta m;
+        if (upload_decode(b, &none, ladder_size(li), GRAPH_MIN_TABLE, &m, err) != 0 ||
+            capture(b, &m, &b->graphs[li][0].exec, err) != 0)
+            return -1;
+        b->n_graphs++;
+        CUDA_CHECK(cudaGraphLaunch(b->graphs[li][0].exec, b->stream));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(b->stream));
+    folo_log(FOLO_LOG_INFO, "cuda backend: %d decode graphs (batch 1..%d) captured in %.0f ms",
+             b->n_graphs, ladder_size(ladder_index(max_seqs)), (folo_now_s() - t0) * 1e3);
+    return 0;
+}
+
+static int run_forward(cuda_backend *b, const folo_batch *batch, float *logits, folo_error *err) {
+    if (graphable(b, batch)) return run_decode_graph(b, batch, logits, err);
+    if (ensure_scratch(b, batch->n_tokens, err) != 0 ||
+        ensure_logits(b, batch->n_logit_rows, err) != 0)
+        return -1;
+    cuda_batch_meta m = {};
+    if (upload_batch(b, batch, &m, err) != 0 ||
+        launch_forward(b, &m, batch->argmax_only != NULL, err) != 0)
+        return -1;
+    return copy_back(b, batch, logits, err);
 }
 
 static int cuda_forward(folo_backend *base, const folo_batch *batch, float *logits,
@@ -436,6 +672,9 @@ static int cuda_forward(folo_backend *base, const folo_batch *batch, float *logi
     cudaError_t sync = cudaStreamSynchronize(b->stream);
     if (rc == 0 && sync != cudaSuccess)
         rc = folo_fail(err, "cuda backend: forward failed: %s", cudaGetErrorString(sync));
+    if (rc == 0 && batch->argmax_only)
+        for (int r = 0; r < batch->n_logit_rows; r++)
+            if (batch->argmax_only[r]) batch->argmax[r] = b->argmax_host[r];
     return rc;
 }
 
@@ -472,6 +711,7 @@ static int cuda_copy_blocks(folo_backend *base, const folo_kv_copy *copies, int 
 static void cuda_destroy(folo_backend *base) {
     cuda_backend *b = (cuda_backend *)base;
     if (b->stream) cudaStreamSynchronize(b->stream);
+    drop_graphs(b);
     if (b->cublas) cublasDestroy(b->cublas);
     if (b->stream) cudaStreamDestroy(b->stream);
     cudaFree(b->cublas_workspace);
@@ -480,6 +720,8 @@ static void cuda_destroy(folo_backend *base) {
     cudaFree(b->v_cache);
     cudaFree(b->s.block);
     cudaFree(b->logits);
+    cudaFree(b->argmax_dev);
+    cudaFreeHost(b->argmax_host);
     cudaFree(b->meta_dev);
     cudaFreeHost(b->meta_host);
     free(b->layers);
@@ -516,7 +758,7 @@ static int cuda_init(cuda_backend *b, const folo_backend_options *opt, folo_erro
 
     int cap = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : DEFAULT_MAX_TOKENS;
     if (b->n_slots < cap) cap = b->n_slots;
-    if (ensure_scratch(b, cap, err) != 0) return -1;
+    if (ensure_scratch(b, cap, err) != 0 || capture_ladder(b, opt->max_seqs, err) != 0) return -1;
 
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -542,7 +784,7 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
         folo_fail(err, "cuda backend: kv_n_blocks must be at least 1 (got %d)", opt->kv_n_blocks);
         return NULL;
     }
-    if ((long long)opt->kv_n_blocks * block_size > INT32_MAX) {
+    if ((long long)(opt->kv_n_blocks + 1) * block_size > INT32_MAX) {
         folo_fail(err, "cuda backend: %d blocks of %d tokens overflow the slot index",
                   opt->kv_n_blocks, block_size);
         return NULL;
@@ -572,7 +814,8 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
     b->base.copy_blocks = cuda_copy_blocks;
     b->base.destroy = cuda_destroy;
     b->model = model;
-    b->n_slots = opt->kv_n_blocks * block_size;
+    b->n_slots = (opt->kv_n_blocks + 1) * block_size;
+    b->eager = opt->eager;
     if (cuda_init(b, opt, err) != 0) {
         cuda_destroy(&b->base);
         return NULL;

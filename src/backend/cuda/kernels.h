@@ -60,6 +60,9 @@ int folo_cuda_qk_norm_rope_cache(float *qkv, uint16_t *k_cache, uint16_t *v_cach
 
 /* ---- attention.cu ---- */
 
+/* (token, head, split) shares the decode kernel may leave in partials. */
+#define FOLO_CUDA_ATTN_PARTIALS 16384
+
 /* Query rows of one tile of the prefill kernel (4 warps of 16). */
 #define FOLO_CUDA_ATTN_TILE_ROWS 64
 
@@ -75,13 +78,16 @@ int folo_cuda_qk_norm_rope_cache(float *qkv, uint16_t *k_cache, uint16_t *v_cach
  * per query head that runs Q·Kᵀ and P·V on the tensor cores (bf16 in, f32
  * accumulate; Q and P rounded to bf16), reading each key once per tile:
  * the kernel for prefill chunks; D must be a multiple of 16, at most 128
- * (folo_cuda_attention_tiled_ok). Without, each (token, head) is a block of
- * warps over the keys in f32: the kernel for decodes. */
+ * (folo_cuda_attention_tiled_ok). Without, each (token, head) is split
+ * over blocks of warps by context range (at most max_ctx, a bound on every
+ * token's position + 1, sets the split), in f32, merged through partials
+ * [FOLO_CUDA_ATTN_PARTIALS, D + 2]: the kernel for decodes. */
 int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache,
                         const uint16_t *v_cache, const int32_t *block_tables,
                         int max_blocks_per_seq, const int32_t *token_seq, const int32_t *positions,
-                        int n_tokens, const int32_t *tiles, int n_tiles, int Hq, int Hkv, int D,
-                        int block_size, cudaStream_t stream, folo_error *err);
+                        int n_tokens, int max_ctx, const int32_t *tiles, int n_tiles,
+                        float *partials, int Hq, int Hkv, int D, int block_size,
+                        cudaStream_t stream, folo_error *err);
 
 /* Whether the tiled kernel takes head dimension D. */
 int folo_cuda_attention_tiled_ok(int D);
@@ -92,6 +98,13 @@ int folo_cuda_attention_tiled_ok(int D);
  * folo_cuda_attention_max_tiles(n_tokens, n_seqs) pairs; returns the count. */
 int folo_cuda_attention_tiles(const int32_t *seq_starts, int n_seqs, int32_t *tiles);
 int folo_cuda_attention_max_tiles(int n_tokens, int n_seqs);
+
+/* ---- argmax.cu ---- */
+
+/* out[r] = the lowest id holding the largest of logits[r, :] (logits
+ * [n_rows, V] f32), as folo_argmax computes it on the host. */
+int folo_cuda_argmax(int32_t *out, const float *logits, int n_rows, int V, cudaStream_t stream,
+                     folo_error *err);
 
 /* ---- activation.cu ---- */
 
