@@ -299,9 +299,10 @@ static float *cpu_cache_layout(const float *cache, int n_blocks, int block_size,
  * of the tiled kernel past a tile's tokens, and keys past the context, must
  * not leak in: the output is poisoned first and every query's context ends
  * mid-block. */
-static void test_attention(int D, int block_size, const int seq_len[4], const int n_new[4]) {
+static void test_attention(int D, int block_size, int Hq, int Hkv, const int seq_len[4],
+                           const int n_new[4]) {
     enum { N_SEQS = 4, MAX_BLOCKS = 80 }; /* 300 tokens in blocks of 4 take 75 */
-    int Hq = 4, Hkv = 2, n_heads = Hq + 2 * Hkv;
+    int n_heads = Hq + 2 * Hkv;
     int n_blocks = N_SEQS * MAX_BLOCKS, n_slots = n_blocks * block_size;
     int32_t tables[N_SEQS * MAX_BLOCKS], seq_starts[N_SEQS + 1] = {0};
     for (int i = 0; i < n_blocks; i++) tables[i] = (int32_t)((i * 53 + 11) % n_blocks);
@@ -319,15 +320,26 @@ static void test_attention(int D, int block_size, const int seq_len[4], const in
     float *k_cpu = cpu_cache_layout(k, n_blocks, block_size, Hkv, D);
     float *v_cpu = cpu_cache_layout(v, n_blocks, block_size, Hkv, D);
     float *qkv = random_f32((size_t)T * row, 2.0f);
-    int32_t *tiles = malloc(2 * sizeof(int32_t) * folo_cuda_attention_max_tiles(T, N_SEQS));
-    int n_tiles = folo_cuda_attention_tiles(seq_starts, N_SEQS, tiles);
+    /* The kernels' split: every sequence tiled (min_rows 1), or only those of
+     * 16 tokens or more, the others' tokens to the decode kernel. */
+    int32_t *tiles[2], *decode_tokens[2], *d_tiles[2], *d_decode[2];
+    int n_tiles[2], n_decode[2];
+    for (int split = 0; split < 2; split++) {
+        tiles[split] = malloc(2 * sizeof(int32_t) * folo_cuda_attention_max_tiles(T, N_SEQS));
+        decode_tokens[split] = malloc(sizeof(int32_t) * T);
+        n_tiles[split] = folo_cuda_attention_tiles(seq_starts, N_SEQS, split ? 16 : 1, tiles[split],
+                                               decode_tokens[split], &n_decode[split]);
+    }
 
     uint16_t *d_k = dev_upload(k_bf16, cache_elems * 2), *d_v = dev_upload(v_bf16, cache_elems * 2);
     float *d_qkv = dev_upload(qkv, (size_t)T * row * 4);
     int32_t *d_tables = dev_upload(tables, sizeof tables);
     int32_t *d_pos = dev_upload(positions, (size_t)T * 4),
             *d_seq = dev_upload(token_seq, (size_t)T * 4);
-    int32_t *d_tiles = dev_upload(tiles, 2 * sizeof(int32_t) * n_tiles);
+    for (int split = 0; split < 2; split++) {
+        d_tiles[split] = dev_upload(tiles[split], 2 * sizeof(int32_t) * (n_tiles[split] ? n_tiles[split] : 1));
+        d_decode[split] = dev_upload(decode_tokens[split], sizeof(int32_t) * T);
+    }
     float *ref = malloc((size_t)T * Hq * D * 4);
     float scale = 1.0f / sqrtf((float)D);
     for (int t = 0; t < T; t++)
@@ -339,19 +351,23 @@ static void test_attention(int D, int block_size, const int seq_len[4], const in
     int max_ctx = 0;
     for (int s = 0; s < N_SEQS; s++) max_ctx = seq_len[s] > max_ctx ? seq_len[s] : max_ctx;
     float *d_partials = dev_poisoned((size_t)FOLO_CUDA_ATTN_PARTIALS * (D + 2) * sizeof(float));
-    for (int variant = 0; variant < 2 + folo_cuda_attention_tiled_ok(D); variant++) {
-        int tiled = variant == 2, bound = variant == 1 ? MAX_BLOCKS * block_size : max_ctx;
+    /* Variants: decode kernel alone (context bound exact, then loose), tiled
+     * alone, tiled and decode kernels sharing the batch. */
+    for (int variant = 0; variant < 2 + 2 * folo_cuda_attention_tiled_ok(D); variant++) {
+        int tiled = variant >= 2, split = variant - 2;
+        int bound = variant == 1 ? MAX_BLOCKS * block_size : max_ctx;
         uint16_t *d_out = dev_poisoned((size_t)T * Hq * D * 2);
         folo_error err = {{0}};
         CHECK_MSG(folo_cuda_attention(d_out, d_qkv, d_k, d_v, d_tables, MAX_BLOCKS, d_seq, d_pos,
-                                      T, bound, tiled ? d_tiles : NULL, tiled ? n_tiles : 0,
+                                      bound, tiled ? d_tiles[split] : NULL, tiled ? n_tiles[split] : 0,
+                                      tiled ? d_decode[split] : NULL, tiled ? n_decode[split] : T,
                                       d_partials, Hq, Hkv, D, block_size, 0, &err) == 0,
                   "%s", err.message);
         float *out = download_bf16(d_out, (size_t)T * Hq * D);
-        char name[96];
-        snprintf(name, sizeof name, "%s attention (D=%d, block %d, %d+%d+%d+%d new%s)",
-                 tiled ? "tiled" : "decode", D, block_size, n_new[0], n_new[1], n_new[2],
-                 n_new[3], variant == 1 ? ", loose" : "");
+        char name[112];
+        snprintf(name, sizeof name, "%s attention (D=%d, block %d, %d/%d heads, %d+%d+%d+%d new%s)",
+                 variant == 3 ? "tiled+decode" : tiled ? "tiled" : "decode", D, block_size, Hq,
+                 Hkv, n_new[0], n_new[1], n_new[2], n_new[3], variant == 1 ? ", loose" : "");
         /* The tiled kernel rounds Q and P to bf16: a little more error. */
         CHECK_REL(name, out, ref, (size_t)T * Hq * D, tiled ? 2e-2 : 1e-2);
         free(out);
@@ -359,9 +375,13 @@ static void test_attention(int D, int block_size, const int seq_len[4], const in
     }
 
     free(positions), free(token_seq), free(k), free(v), free(k_bf16), free(v_bf16), free(qkv);
-    free(k_cpu), free(v_cpu), free(tiles), free(ref);
+    free(k_cpu), free(v_cpu), free(ref);
+    for (int split = 0; split < 2; split++) {
+        free(tiles[split]), free(decode_tokens[split]);
+        cudaFree(d_tiles[split]), cudaFree(d_decode[split]);
+    }
     cudaFree(d_k), cudaFree(d_v), cudaFree(d_qkv), cudaFree(d_tables), cudaFree(d_pos);
-    cudaFree(d_seq), cudaFree(d_tiles), cudaFree(d_partials);
+    cudaFree(d_seq), cudaFree(d_partials);
 }
 
 /* The device argmax against folo_argmax: random rows, ties (the lowest id
@@ -755,13 +775,17 @@ int main(void) {
     test_qk_norm_rope_cache(128);
     static const int decode_len[4] = {1, 17, 100, 300}, decode_new[4] = {1, 17, 1, 9};
     static const int prefill_len[4] = {70, 17, 130, 300}, prefill_new[4] = {70, 1, 129, 200};
-    test_attention(16, 4, decode_len, decode_new);
-    test_attention(128, 16, decode_len, decode_new);
-    test_attention(80, 5, decode_len, decode_new);
-    test_attention(16, 4, prefill_len, prefill_new);
-    test_attention(128, 16, prefill_len, prefill_new);
-    test_attention(80, 5, prefill_len, prefill_new);
-    test_attention(72, 16, prefill_len, prefill_new); /* not a multiple of 16: per-token only */
+    test_attention(16, 4, 4, 2, decode_len, decode_new);
+    test_attention(128, 16, 4, 2, decode_len, decode_new);
+    test_attention(80, 5, 4, 2, decode_len, decode_new);
+    /* KV groups of 8, 4 and 3 query heads (3: the decode kernel's per-head form) */
+    test_attention(128, 16, 8, 1, decode_len, decode_new);
+    test_attention(64, 16, 8, 2, decode_len, decode_new);
+    test_attention(128, 8, 6, 2, decode_len, decode_new);
+    test_attention(16, 4, 4, 2, prefill_len, prefill_new);
+    test_attention(128, 16, 4, 2, prefill_len, prefill_new);
+    test_attention(80, 5, 4, 2, prefill_len, prefill_new);
+    test_attention(72, 16, 4, 2, prefill_len, prefill_new); /* not a multiple of 16: decode kernel only */
     test_silu_mul();
     test_argmax();
     cublasHandle_t cublas;

@@ -4,9 +4,10 @@
  * matrix exists anywhere. Two kernels (kernels.h says which runs when):
  *
  * attention_decode_kernel, for decodes (FlashDecoding): one block per
- * (token, query head, split of the context), DECODE_WARPS warps. A split
- * is a range of at least DECODE_SPLIT_MIN keys, so a long context at a
- * small batch still fills the GPU. The warps take the split's keys
+ * (token, KV group, split of the context), DECODE_WARPS warps; the group's
+ * query heads share every K and V row the block reads. A split is a range
+ * of at least DECODE_SPLIT_MIN keys, so a long context at a small batch
+ * still fills the GPU, and there are only as many as that needs. The warps take the split's keys
  * DECODE_KEYS at a time (their loads in flight together), each keeping its
  * own online softmax state (running max m, denominator l, output
  * accumulator o) in f32; a lane owns the head elements d = lane·E + e, read
@@ -41,6 +42,7 @@
 #define DECODE_KEYS 8       /* keys a warp has in flight */
 #define DECODE_SPLIT_MIN 64 /* keys per split, at least */
 #define DECODE_MAX_SPLITS 32
+#define DECODE_TARGET_BLOCKS 1024 /* blocks a decode launch aims for (~8 per SM) */
 
 /* x[0..E) = the E bf16 at p as f32; p is aligned to 2·E bytes. */
 template <int E>
@@ -77,35 +79,45 @@ __device__ __forceinline__ void load_lane(float (&x)[E], const __nv_bfloat16 *p,
     }
 }
 
-template <int E> /* head elements per lane: ceil(D / 32) rounded up to 1, 2, 4 or 8 */
+/* E: head elements per lane, ceil(D / 32) rounded up to 1, 2, 4 or 8.
+ * G: query heads per block, sharing each K and V row read: all of a KV
+ * group's (Hq / Hkv) when that is 2, 4 or 8, else 1. */
+template <int E, int G>
 __global__ void __launch_bounds__(32 * DECODE_WARPS)
     attention_decode_kernel(__nv_bfloat16 *out, float *partials, const float *qkv,
                             const __nv_bfloat16 *k_cache, const __nv_bfloat16 *v_cache,
                             const int32_t *block_tables, int max_blocks_per_seq,
-                            const int32_t *token_seq, const int32_t *positions, int Hq, int Hkv,
-                            int D, int block_size, float scale, int split_keys) {
-    __shared__ float warp_max[DECODE_WARPS], warp_denom[DECODE_WARPS];
-    __shared__ float warp_out[DECODE_WARPS][32 * E];
-    int t = blockIdx.x / Hq, head = blockIdx.x % Hq, split = blockIdx.y, n_splits = gridDim.y;
+                            const int32_t *token_seq, const int32_t *positions,
+                            const int32_t *tokens, int Hq, int Hkv, int D, int block_size,
+                            float scale, int split_keys) {
+    __shared__ float warp_max[DECODE_WARPS][G], warp_denom[DECODE_WARPS][G];
+    __shared__ float warp_out[DECODE_WARPS][G][32 * E];
+    int blocks_per_token = Hq / G;
+    int i = blockIdx.x / blocks_per_token, head0 = blockIdx.x % blocks_per_token * G;
+    int t = tokens ? tokens[i] : i; /* the i-th token this launch serves */
+    int split = blockIdx.y, n_splits = gridDim.y;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int kv_head = head / (Hq / Hkv);
+    int kv_head = head0 / (Hq / Hkv);
     int n_ctx = positions[t] + 1;
     int k_begin = split * split_keys, k_end = min(n_ctx, k_begin + split_keys);
     const int32_t *table = block_tables + (size_t)token_seq[t] * max_blocks_per_seq;
-    const float *q = qkv + (size_t)t * (Hq + 2 * Hkv) * D + (size_t)head * D; /* [D] */
+    const float *q = qkv + (size_t)t * (Hq + 2 * Hkv) * D + (size_t)head0 * D; /* [G, D] */
     size_t slot_stride = (size_t)Hkv * D;
 
-    float q_reg[E], o[E];
+    float q_reg[G][E], o[G][E], m[G], l[G];
 #pragma unroll
-    for (int e = 0; e < E; e++) {
-        int d = lane * E + e;
-        q_reg[e] = d < D ? q[d] * scale : 0.0f;
-        o[e] = 0.0f;
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int d = lane * E + e;
+            q_reg[g][e] = d < D ? q[g * D + d] * scale : 0.0f;
+            o[g][e] = 0.0f;
+        }
+        m[g] = -INFINITY, l[g] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
 
     for (int p0 = k_begin + warp * DECODE_KEYS; p0 < k_end; p0 += DECODE_WARPS * DECODE_KEYS) {
-        float score[DECODE_KEYS];
+        float score[DECODE_KEYS][G];
         const __nv_bfloat16 *v_row[DECODE_KEYS];
 #pragma unroll
         for (int j = 0; j < DECODE_KEYS; j++) {
@@ -114,85 +126,88 @@ __global__ void __launch_bounds__(32 * DECODE_WARPS)
             size_t row = slot * slot_stride + (size_t)kv_head * D;
             float k[E];
             load_lane<E>(k, k_cache + row, lane, D);
-            float partial = 0.0f;
 #pragma unroll
-            for (int e = 0; e < E; e++) partial += q_reg[e] * k[e];
-            score[j] = partial;
+            for (int g = 0; g < G; g++) {
+                float partial = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) partial += q_reg[g][e] * k[e];
+                score[j][g] = partial;
+            }
             v_row[j] = v_cache + row;
         }
-        float tile_max = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < DECODE_KEYS; j++) {
-            score[j] = p0 + j < k_end ? folo_warp_sum(score[j]) : -INFINITY;
-            tile_max = fmaxf(tile_max, score[j]);
+        for (int g = 0; g < G; g++) {
+            float tile_max = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < DECODE_KEYS; j++) {
+                score[j][g] = p0 + j < k_end ? folo_warp_sum(score[j][g]) : -INFINITY;
+                tile_max = fmaxf(tile_max, score[j][g]);
+            }
+            float new_max = fmaxf(m[g], tile_max);
+            float rescale = expf(m[g] - new_max); /* 0 on the first tile (m = -inf) */
+            l[g] *= rescale;
+#pragma unroll
+            for (int e = 0; e < E; e++) o[g][e] *= rescale;
+            m[g] = new_max;
         }
-        float new_max = fmaxf(m, tile_max);
-        float rescale = expf(m - new_max); /* 0 on the first tile (m = -inf) */
-        l *= rescale;
-#pragma unroll
-        for (int e = 0; e < E; e++) o[e] *= rescale;
 #pragma unroll
         for (int j = 0; j < DECODE_KEYS; j++) {
-            float p = expf(score[j] - new_max); /* 0 for masked keys */
             float v[E];
             load_lane<E>(v, v_row[j], lane, D);
-            l += p;
 #pragma unroll
-            for (int e = 0; e < E; e++) o[e] += p * v[e];
+            for (int g = 0; g < G; g++) {
+                float p = expf(score[j][g] - m[g]); /* 0 for masked keys */
+                l[g] += p;
+#pragma unroll
+                for (int e = 0; e < E; e++) o[g][e] += p * v[e];
+            }
         }
-        m = new_max;
     }
 
-    if (lane == 0) {
-        warp_max[warp] = m;
-        warp_denom[warp] = l;
-    }
 #pragma unroll
-    for (int e = 0; e < E; e++) warp_out[warp][lane * E + e] = o[e];
-    __syncthreads();
-    if (warp != 0) return;
-    float block_max = -INFINITY;
-    for (int w = 0; w < DECODE_WARPS; w++) block_max = fmaxf(block_max, warp_max[w]);
-    float denom = 0.0f, weight[DECODE_WARPS];
-    for (int w = 0; w < DECODE_WARPS; w++) {
-        /* A warp that saw no key has m = -inf and weight 0. */
-        weight[w] = warp_max[w] == -INFINITY ? 0.0f : expf(warp_max[w] - block_max);
-        denom += weight[w] * warp_denom[w];
-    }
-    size_t row = (size_t)t * Hq + head; /* (token, head) */
-    if (n_splits == 1) {
-        float inv_denom = 1.0f / denom;
-        __nv_bfloat16 *dst = out + row * D;
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            int d = lane * E + e;
-            if (d >= D) continue;
-            float sum = 0.0f;
-            for (int w = 0; w < DECODE_WARPS; w++) sum += weight[w] * warp_out[w][d];
-            dst[d] = __float2bfloat16(sum * inv_denom);
+    for (int g = 0; g < G; g++) {
+        if (lane == 0) {
+            warp_max[warp][g] = m[g];
+            warp_denom[warp][g] = l[g];
         }
-        return;
-    }
-    /* This split's share, unnormalized: (max, denominator, Σ e^(s − max)·v). */
-    float *part = partials + (row * n_splits + split) * (size_t)(D + 2);
-    if (lane == 0) part[0] = block_max, part[1] = denom;
 #pragma unroll
-    for (int e = 0; e < E; e++) {
-        int d = lane * E + e;
-        if (d >= D) continue;
-        float sum = 0.0f;
-        for (int w = 0; w < DECODE_WARPS; w++) sum += weight[w] * warp_out[w][d];
-        part[2 + d] = sum;
+        for (int e = 0; e < E; e++) warp_out[warp][g][lane * E + e] = o[g][e];
+    }
+    __syncthreads();
+    /* Warp w merges query heads head0 + w, head0 + w + DECODE_WARPS, ... */
+    for (int g = warp; g < G; g += DECODE_WARPS) {
+        float block_max = -INFINITY;
+        for (int w = 0; w < DECODE_WARPS; w++) block_max = fmaxf(block_max, warp_max[w][g]);
+        float denom = 0.0f, weight[DECODE_WARPS];
+        for (int w = 0; w < DECODE_WARPS; w++) {
+            /* A warp that saw no key has m = -inf and weight 0. */
+            weight[w] = warp_max[w][g] == -INFINITY ? 0.0f : expf(warp_max[w][g] - block_max);
+            denom += weight[w] * warp_denom[w][g];
+        }
+        size_t row = (size_t)t * Hq + head0 + g; /* (token, head) */
+        float *part =
+            partials + (((size_t)i * Hq + head0 + g) * n_splits + split) * (size_t)(D + 2);
+        if (n_splits > 1 && lane == 0) part[0] = block_max, part[1] = denom;
+        float inv_denom = 1.0f / denom;
+        for (int d = lane; d < D; d += 32) {
+            float sum = 0.0f;
+            for (int w = 0; w < DECODE_WARPS; w++) sum += weight[w] * warp_out[w][g][d];
+            if (n_splits == 1)
+                out[row * D + d] = __float2bfloat16(sum * inv_denom);
+            else /* this split's share, unnormalized: (max, denominator, Σ e^(s − max)·v) */
+                part[2 + d] = sum;
+        }
     }
 }
 
 /* out[(t, head)] from its n_splits shares, merged as the warps' are:
  * m = max m_s, out = Σ_s e^(m_s − m)·o_s / Σ_s e^(m_s − m)·l_s. One block
- * per (token, head), a thread per element. */
-__global__ void attention_combine_kernel(__nv_bfloat16 *out, const float *partials, int n_splits,
-                                         int D) {
-    size_t row = blockIdx.x;
-    const float *part = partials + row * n_splits * (size_t)(D + 2);
+ * per (served token, head), a thread per element. */
+__global__ void attention_combine_kernel(__nv_bfloat16 *out, const float *partials,
+                                         const int32_t *tokens, int Hq, int n_splits, int D) {
+    int i = blockIdx.x / Hq, head = blockIdx.x % Hq;
+    size_t row = (size_t)(tokens ? tokens[i] : i) * Hq + head;
+    const float *part = partials + (size_t)blockIdx.x * n_splits * (D + 2);
     float m = -INFINITY;
     for (int s = 0; s < n_splits; s++) m = fmaxf(m, part[s * (D + 2)]);
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
@@ -394,15 +409,22 @@ int folo_cuda_attention_max_tiles(int n_tokens, int n_seqs) {
     return n_tokens / FOLO_CUDA_ATTN_TILE_ROWS + n_seqs;
 }
 
-int folo_cuda_attention_tiles(const int32_t *seq_starts, int n_seqs, int32_t *tiles) {
+int folo_cuda_attention_tiles(const int32_t *seq_starts, int n_seqs, int min_rows, int32_t *tiles,
+                              int32_t *decode_tokens, int *n_decode) {
     int n = 0;
-    for (int s = 0; s < n_seqs; s++)
+    *n_decode = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        if (seq_starts[s + 1] - seq_starts[s] < min_rows) {
+            for (int t = seq_starts[s]; t < seq_starts[s + 1]; t++) decode_tokens[(*n_decode)++] = t;
+            continue;
+        }
         for (int t = seq_starts[s]; t < seq_starts[s + 1]; t += FOLO_CUDA_ATTN_TILE_ROWS) {
             int left = seq_starts[s + 1] - t;
             tiles[2 * n] = t;
             tiles[2 * n + 1] = left < FOLO_CUDA_ATTN_TILE_ROWS ? left : FOLO_CUDA_ATTN_TILE_ROWS;
             n++;
         }
+    }
     return n;
 }
 
@@ -420,15 +442,14 @@ static void launch_tiled(dim3 grid, cudaStream_t stream, __nv_bfloat16 *out, con
 int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache,
                         const uint16_t *v_cache, const int32_t *block_tables,
                         int max_blocks_per_seq, const int32_t *token_seq, const int32_t *positions,
-                        int n_tokens, int max_ctx, const int32_t *tiles, int n_tiles,
-                        float *partials, int Hq, int Hkv, int D, int block_size,
-                        cudaStream_t stream, folo_error *err) {
+                        int max_ctx, const int32_t *tiles, int n_tiles,
+                        const int32_t *decode_tokens, int n_decode, float *partials, int Hq,
+                        int Hkv, int D, int block_size, cudaStream_t stream, folo_error *err) {
     if (D < 1 || D > FOLO_CUDA_MAX_HEAD_DIM || Hkv < 1 || Hq % Hkv != 0)
         return folo_fail(err,
                          "cuda attention: unsupported heads (head_dim %d of at most %d, %d query "
                          "heads over %d kv heads)",
                          D, FOLO_CUDA_MAX_HEAD_DIM, Hq, Hkv);
-    if (n_tokens < 1) return 0;
     float scale = 1.0f / sqrtf((float)D);
     __nv_bfloat16 *o = (__nv_bfloat16 *)out;
     if (n_tiles > 0) {
@@ -449,38 +470,51 @@ int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache
 #undef TILED_CASE
         }
         LAUNCH_CHECK();
-        return 0;
     }
+    if (n_decode < 1) return 0;
     const __nv_bfloat16 *k = (const __nv_bfloat16 *)k_cache, *v = (const __nv_bfloat16 *)v_cache;
-    /* Splits: enough to spread a long context over the GPU, each of at
-     * least DECODE_SPLIT_MIN keys, as many as the partials buffer holds. */
-    long long heads = (long long)n_tokens * Hq;
+    /* Query heads per block: the whole KV group when the kernel has that
+     * size, so each K and V row is read once for all of them. */
+    int group = Hq / Hkv, G = group == 2 || group == 4 || group == 8 ? group : 1;
+    long long heads = (long long)n_decode * Hq, blocks = heads / G;
+    /* Splits: enough for about DECODE_TARGET_BLOCKS blocks, each of at least
+     * DECODE_SPLIT_MIN keys, as many as the partials buffer holds. */
     int n_splits = folo_cuda_div_up(max_ctx, DECODE_SPLIT_MIN);
+    if (n_splits > folo_cuda_div_up(DECODE_TARGET_BLOCKS, blocks))
+        n_splits = folo_cuda_div_up(DECODE_TARGET_BLOCKS, blocks);
     if (n_splits > DECODE_MAX_SPLITS) n_splits = DECODE_MAX_SPLITS;
     if (heads * n_splits > FOLO_CUDA_ATTN_PARTIALS) n_splits = (int)(FOLO_CUDA_ATTN_PARTIALS / heads);
     if (n_splits < 1) n_splits = 1;
     int step = DECODE_WARPS * DECODE_KEYS;
     int split_keys = folo_cuda_div_up(folo_cuda_div_up(max_ctx, n_splits), step) * step;
-    dim3 grid((unsigned)heads, (unsigned)n_splits);
+    dim3 grid((unsigned)blocks, (unsigned)n_splits);
     int threads = 32 * DECODE_WARPS;
+#define DECODE_LAUNCH(e, g)                                                                        \
+    attention_decode_kernel<e, g><<<grid, threads, 0, stream>>>(                                   \
+        o, partials, qkv, k, v, block_tables, max_blocks_per_seq, token_seq, positions,            \
+        decode_tokens, Hq, Hkv, D, block_size, scale, split_keys)
 #define DECODE_CASE(e)                                                                             \
-    attention_decode_kernel<e><<<grid, threads, 0, stream>>>(o, partials, qkv, k, v, block_tables, \
-                                                             max_blocks_per_seq, token_seq,        \
-                                                             positions, Hq, Hkv, D, block_size,    \
-                                                             scale, split_keys)
-    if (D <= 32)
-        DECODE_CASE(1);
-    else if (D <= 64)
-        DECODE_CASE(2);
-    else if (D <= 128)
-        DECODE_CASE(4);
-    else
-        DECODE_CASE(8);
+    switch (G) {                                                                                   \
+    case 2: DECODE_LAUNCH(e, 2); break;                                                            \
+    case 4: DECODE_LAUNCH(e, 4); break;                                                            \
+    case 8: DECODE_LAUNCH(e, 8); break;                                                            \
+    default: DECODE_LAUNCH(e, 1); break;                                                           \
+    }
+    if (D <= 32) {
+        DECODE_CASE(1)
+    } else if (D <= 64) {
+        DECODE_CASE(2)
+    } else if (D <= 128) {
+        DECODE_CASE(4)
+    } else {
+        DECODE_CASE(8)
+    }
 #undef DECODE_CASE
+#undef DECODE_LAUNCH
     LAUNCH_CHECK();
     if (n_splits > 1) {
         attention_combine_kernel<<<(unsigned)heads, D < 128 ? D : 128, 0, stream>>>(
-            o, partials, n_splits, D);
+            o, partials, decode_tokens, Hq, n_splits, D);
     }
     LAUNCH_CHECK();
     return 0;

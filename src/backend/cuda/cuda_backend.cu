@@ -92,12 +92,14 @@ typedef struct cuda_batch_meta {
     const int32_t *token_seq;    /* [T] sequence index of each token */
     const int32_t *logit_rows;   /* [R] */
     const int32_t *block_tables; /* [n_seqs, max_blocks_per_seq] */
-    const int32_t *tiles;        /* [n_tiles, 2] the tiled attention kernel's query tiles */
-    int n_tiles;                 /* 0: the per-token attention kernel runs */
+    const int32_t *tiles;         /* [n_tiles, 2] the tiled attention kernel's query tiles */
+    int n_tiles;
+    const int32_t *decode_tokens; /* [n_decode] the decode kernel's; NULL: 0..n_decode-1 */
+    int n_decode;
 } cuda_batch_meta;
 
-/* A batch whose longest run of one sequence's tokens reaches this many takes
- * the tiled (tensor-core) attention kernel; decode batches take the other. */
+/* A sequence with this many tokens in a batch takes the tiled (tensor-core)
+ * attention kernel; the tokens of the others, the decode kernel. */
 #define TILED_ATTENTION_MIN_ROWS 16
 
 /* Decode steps (one token per sequence, every token a logit row) of up to
@@ -389,8 +391,8 @@ static int ensure_meta(cuda_backend *b, size_t n_ints, folo_error *err) {
 
 /* Packs the batch's arrays (and each token's sequence index) into the pinned
  * buffer as [ids T | positions T | slots T | token_seq T | logit_rows R |
- * block_tables n_seqs·max_blocks | attention tiles] and sends them in one
- * copy. */
+ * block_tables n_seqs·max_blocks | attention tiles | decode tokens] and
+ * sends them in one copy. */
 static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_meta *m,
                         folo_error *err) {
     size_t T = (size_t)batch->n_tokens, R = (size_t)batch->n_logit_rows;
@@ -403,7 +405,7 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
                 folo_cuda_attention_tiled_ok(b->model->config.head_dim);
     size_t tile_ints =
         tiled ? 2 * (size_t)folo_cuda_attention_max_tiles(batch->n_tokens, batch->n_seqs) : 0;
-    size_t n_ints = 4 * T + R + table_ints + tile_ints;
+    size_t n_ints = 4 * T + R + table_ints + tile_ints + (tiled ? T : 0);
     if (ensure_meta(b, n_ints, err) != 0) return -1;
     int32_t *host = b->meta_host;
     memcpy(host, batch->token_ids, T * sizeof(int32_t));
@@ -414,9 +416,15 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
             host[3 * T + (size_t)t] = seq;
     if (R > 0) memcpy(host + 4 * T, batch->logit_rows, R * sizeof(int32_t));
     memcpy(host + 4 * T + R, batch->block_tables, table_ints * sizeof(int32_t));
-    int32_t *tiles = host + 4 * T + R + table_ints;
-    m->n_tiles = tiled ? folo_cuda_attention_tiles(batch->seq_starts, batch->n_seqs, tiles) : 0;
-    n_ints = 4 * T + R + table_ints + 2 * (size_t)m->n_tiles;
+    int32_t *tiles = host + 4 * T + R + table_ints, *decode_tokens = tiles + tile_ints;
+    m->n_tiles = 0;
+    m->n_decode = batch->n_tokens;
+    if (tiled) {
+        m->n_tiles = folo_cuda_attention_tiles(batch->seq_starts, batch->n_seqs,
+                                               TILED_ATTENTION_MIN_ROWS, tiles, decode_tokens,
+                                               &m->n_decode);
+        n_ints = 4 * T + R + table_ints + tile_ints + (size_t)m->n_decode;
+    }
     CUDA_CHECK(cudaMemcpyAsync(b->meta_dev, host, n_ints * sizeof(int32_t), cudaMemcpyHostToDevice,
                                b->stream));
     const int32_t *dev = b->meta_dev;
@@ -427,6 +435,7 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
     m->logit_rows = dev + 4 * T;
     m->block_tables = dev + 4 * T + R;
     m->tiles = dev + 4 * T + R + table_ints;
+    m->decode_tokens = tiled ? m->tiles + tile_ints : NULL;
     m->n_tokens = batch->n_tokens;
     m->n_logit_rows = batch->n_logit_rows;
     m->max_blocks_per_seq = batch->max_blocks_per_seq;
@@ -460,9 +469,10 @@ static int run_layer(cuda_backend *b, int layer, const cuda_batch_meta *m, folo_
                                      m->positions, m->slot_mapping, T, Hq, Hkv, D, eps, st,
                                      err) != 0 ||
         folo_cuda_attention(s->att, s->qkv, k_cache, v_cache, m->block_tables,
-                            m->max_blocks_per_seq, m->token_seq, m->positions, T, m->max_ctx,
-                            m->tiles, m->n_tiles, s->attn_partials, Hq, Hkv, D,
-                            b->base.kv_block_size, st, err) != 0 ||
+                            m->max_blocks_per_seq, m->token_seq, m->positions, m->max_ctx,
+                            m->tiles, m->n_tiles, m->decode_tokens, m->n_decode,
+                            s->attn_partials, Hq, Hkv, D, b->base.kv_block_size, st,
+                            err) != 0 ||
         folo_cuda_gemm(b->cublas, s->y, s->att, w->w_o, T, H, Hq * D, err) != 0 ||
         folo_cuda_rmsnorm(s->h, s->x, s->y, NULL, T, w->post_norm, H, eps, st, err) != 0 ||
         folo_cuda_gemm(b->cublas, s->gate_up, s->h, w->w_gate_up, T, 2 * I, H, err) != 0 ||
@@ -575,7 +585,9 @@ static int upload_decode(cuda_backend *b, const folo_batch *batch, int B, int W,
                            .logit_rows = dev + 4 * B,
                            .block_tables = dev + 5 * B,
                            .tiles = NULL,
-                           .n_tiles = 0};
+                           .n_tiles = 0,
+                           .decode_tokens = NULL,
+                           .n_decode = B};
     return 0;
 }
 

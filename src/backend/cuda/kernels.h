@@ -73,30 +73,36 @@ int folo_cuda_qk_norm_rope_cache(float *qkv, uint16_t *k_cache, uint16_t *v_cach
  * [n_seqs, max_blocks_per_seq]. Online softmax in f32 with scale
  * 1/sqrt(D); no score matrix is stored. out: [T, Hq·D] bf16.
  *
- * With tiles (n_tiles > 0, from folo_cuda_attention_tiles) a tile of up to
- * FOLO_CUDA_ATTN_TILE_ROWS query tokens of one sequence is one thread block
- * per query head that runs Q·Kᵀ and P·V on the tensor cores (bf16 in, f32
- * accumulate; Q and P rounded to bf16), reading each key once per tile:
- * the kernel for prefill chunks; D must be a multiple of 16, at most 128
- * (folo_cuda_attention_tiled_ok). Without, each (token, head) is split
- * over blocks of warps by context range (at most max_ctx, a bound on every
- * token's position + 1, sets the split), in f32, merged through partials
- * [FOLO_CUDA_ATTN_PARTIALS, D + 2]: the kernel for decodes. */
+ * Two kernels share the batch's tokens:
+ * - tiles (n_tiles of them, from folo_cuda_attention_tiles): each a run of
+ *   up to FOLO_CUDA_ATTN_TILE_ROWS query tokens of one sequence, one thread
+ *   block per query head running Q·Kᵀ and P·V on the tensor cores (bf16
+ *   in, f32 accumulate; Q and P rounded to bf16), reading each key once per
+ *   tile: prefill chunks. D must be a multiple of 16, at most 128
+ *   (folo_cuda_attention_tiled_ok).
+ * - decode_tokens (n_decode of them; NULL: tokens 0..n_decode-1): each
+ *   token's heads of a KV group together, the context split over blocks by
+ *   range (max_ctx, a bound on every served token's position + 1, sets the
+ *   split) in f32, merged through partials [FOLO_CUDA_ATTN_PARTIALS, D + 2]:
+ *   decodes. */
 int folo_cuda_attention(uint16_t *out, const float *qkv, const uint16_t *k_cache,
                         const uint16_t *v_cache, const int32_t *block_tables,
                         int max_blocks_per_seq, const int32_t *token_seq, const int32_t *positions,
-                        int n_tokens, int max_ctx, const int32_t *tiles, int n_tiles,
-                        float *partials, int Hq, int Hkv, int D, int block_size,
-                        cudaStream_t stream, folo_error *err);
+                        int max_ctx, const int32_t *tiles, int n_tiles,
+                        const int32_t *decode_tokens, int n_decode, float *partials, int Hq,
+                        int Hkv, int D, int block_size, cudaStream_t stream, folo_error *err);
 
 /* Whether the tiled kernel takes head dimension D. */
 int folo_cuda_attention_tiled_ok(int D);
 
-/* Splits each sequence's tokens (seq_starts [n_seqs + 1], as folo_batch has
- * them) into tiles of at most FOLO_CUDA_ATTN_TILE_ROWS: tiles[2i] is a
- * tile's first token, tiles[2i + 1] its count. tiles holds at least
- * folo_cuda_attention_max_tiles(n_tokens, n_seqs) pairs; returns the count. */
-int folo_cuda_attention_tiles(const int32_t *seq_starts, int n_seqs, int32_t *tiles);
+/* Splits a batch's sequences (seq_starts [n_seqs + 1], as folo_batch has
+ * them) between the kernels: those of at least min_rows tokens into tiles
+ * of at most FOLO_CUDA_ATTN_TILE_ROWS (tiles[2i] a tile's first token,
+ * tiles[2i + 1] its count), the other tokens into decode_tokens
+ * [*n_decode]. tiles holds folo_cuda_attention_max_tiles(n_tokens, n_seqs)
+ * pairs, decode_tokens n_tokens; returns the number of tiles. */
+int folo_cuda_attention_tiles(const int32_t *seq_starts, int n_seqs, int min_rows, int32_t *tiles,
+                              int32_t *decode_tokens, int *n_decode);
 int folo_cuda_attention_max_tiles(int n_tokens, int n_seqs);
 
 /* ---- argmax.cu ---- */
