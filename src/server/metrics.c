@@ -190,10 +190,43 @@ static void process_metrics(folo_buf *o, const folo_process_stats *ps) {
                     ps->open_fds, ps->max_fds);
 }
 
+typedef enum gpu_figure { GPU_MEMORY_USED, GPU_MEMORY_TOTAL, GPU_UTILIZATION } gpu_figure;
+
+/* One GPU gauge, a sample per device that reports the figure (a device
+ * without utilization has none rather than a 0); no family when none does. */
+static void gpu_gauge(folo_buf *o, const char *name, const char *help, const char *model,
+                      const folo_gpu_sample *gpus, int n_gpus, gpu_figure figure) {
+    bool header = false;
+    for (int i = 0; i < n_gpus; i++) {
+        const folo_gpu_sample *x = &gpus[i];
+        if (figure == GPU_UTILIZATION && !x->has_utilization) continue;
+        if (!header) family(o, name, "gauge", help);
+        header = true;
+        char label[32];
+        snprintf(label, sizeof label, "gpu=\"%d\"", x->index);
+        sample(o, name, model, label);
+        if (figure == GPU_MEMORY_USED)
+            folo_buf_printf(o, "%" PRIu64 "\n", x->memory_used_bytes);
+        else if (figure == GPU_MEMORY_TOTAL)
+            folo_buf_printf(o, "%" PRIu64 "\n", x->memory_total_bytes);
+        else
+            folo_buf_printf(o, "%.9g\n", x->gpu_util_pct / 100.0);
+    }
+}
+
 void folo_metrics_render(const folo_metrics *m, const char *model_name,
                          const folo_engine_stats *st, const folo_process_stats *ps,
-                         folo_buf *out) {
+                         const folo_gpu_sample *gpus, int n_gpus, folo_buf *out) {
     if (ps) process_metrics(out, ps);
+    gpu_gauge(out, "gpu_memory_used_bytes",
+              "GPU memory allocated by every process, in bytes.", model_name, gpus,
+              n_gpus, GPU_MEMORY_USED);
+    gpu_gauge(out, "gpu_memory_total_bytes", "GPU memory in total, in bytes.", model_name, gpus,
+              n_gpus, GPU_MEMORY_TOTAL);
+    gpu_gauge(out, "gpu_utilization_perc",
+              "GPU utilization: the share of the driver's last sample period in which a kernel "
+              "ran. 1 means 100 percent.",
+              model_name, gpus, n_gpus, GPU_UTILIZATION);
     gauge(out, "num_requests_running", "Number of requests in model execution batches.",
           model_name, st->n_running);
     gauge(out, "num_requests_waiting", "Number of requests waiting to be processed.",

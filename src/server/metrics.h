@@ -6,15 +6,18 @@
  * Pure bookkeeping: the server feeds every finished sample stream
  * (folo_metrics_observe_finished) and every step's token count
  * (folo_metrics_observe_step), and renders the document with the engine's
- * stats snapshot (gauges and cache/preemption counters) and the process
- * figures. No locking here: the caller serializes. As in vLLM's parallel
- * sampling, each of a request's n samples counts as one request. */
+ * stats snapshot (gauges and cache/preemption counters), the process
+ * figures and the GPUs' memory and utilization (core/gpu_stats.h: gauges
+ * labelled gpu, absent without NVML rather than zeros). No locking here:
+ * the caller serializes. As in vLLM's parallel sampling, each of a
+ * request's n samples counts as one request. */
 #ifndef FOLO_SERVER_METRICS_H
 #define FOLO_SERVER_METRICS_H
 
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/gpu_stats.h"
 #include "folo.h"
 
 /* The most bucket bounds a histogram has (+Inf not counted). */
@@ -65,10 +68,11 @@ void folo_metrics_init(folo_metrics *m);
 void folo_metrics_observe_finished(folo_metrics *m, const folo_request_metrics *rm,
                                    folo_finish_reason reason);
 void folo_metrics_observe_step(folo_metrics *m, int n_tokens);
-/* Appends the whole exposition to out. ps may be NULL (no process_*). */
+/* Appends the whole exposition to out. ps may be NULL (no process_*);
+ * gpus[n_gpus] are the devices sampled now (none: no GPU gauges). */
 void folo_metrics_render(const folo_metrics *m, const char *model_name,
                          const folo_engine_stats *st, const folo_process_stats *ps,
-                         folo_buf *out);
+                         const folo_gpu_sample *gpus, int n_gpus, folo_buf *out);
 /* Fills out from /proc/self; returns -1 when it cannot be read. */
 int folo_process_stats_read(folo_process_stats *out);
 

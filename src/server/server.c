@@ -26,6 +26,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/gpu_stats.h"
 #include "core/log.h"
 #include "core/timer.h"
 #include "server/metrics.h"
@@ -84,6 +85,7 @@ struct folo_server {
     bool reasoning_parser;    /* --reasoning-parser qwen3 */
     pthread_mutex_t metrics_lock; /* guards metrics (engine thread and scrapes) */
     folo_metrics metrics;
+    folo_gpu_stats *gpu;      /* sampled by each scrape; no device without NVML */
     pthread_mutex_t lock;     /* guards everything below */
     pthread_cond_t drained;   /* an entry's engine side finished, or an entry was freed */
     entry *entries;
@@ -735,10 +737,17 @@ static enum MHD_Result handle_metrics(struct MHD_Connection *mc, folo_server *s)
     folo_engine_get_stats(s->engine, &st);
     folo_process_stats ps;
     bool have_ps = folo_process_stats_read(&ps) == 0;
+    /* A device that fails to answer is left out of this scrape. */
+    int n_gpus = 0;
+    folo_gpu_sample *gpus = folo_calloc((size_t)folo_gpu_stats_count(s->gpu), sizeof *gpus);
+    for (int i = 0; i < folo_gpu_stats_count(s->gpu); i++)
+        if (folo_gpu_stats_sample(s->gpu, i, &gpus[n_gpus], NULL) == 0) n_gpus++;
     folo_buf text = {0};
     pthread_mutex_lock(&s->metrics_lock);
-    folo_metrics_render(&s->metrics, s->model_name, &st, have_ps ? &ps : NULL, &text);
+    folo_metrics_render(&s->metrics, s->model_name, &st, have_ps ? &ps : NULL, gpus, n_gpus,
+                        &text);
     pthread_mutex_unlock(&s->metrics_lock);
+    free(gpus);
     enum MHD_Result rc = send_text(mc, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
                                    folo_buf_str(&text), text.len);
     folo_buf_free(&text);
@@ -877,6 +886,13 @@ folo_server *folo_server_start(folo_engine *engine, const folo_server_options *o
     s->reasoning_parser = opt->reasoning_parser;
     folo_metrics_init(&s->metrics);
     pthread_mutex_init(&s->metrics_lock, NULL);
+    s->gpu = folo_gpu_stats_open();
+    if (folo_gpu_stats_count(s->gpu) > 0)
+        folo_log(FOLO_LOG_INFO, "serve: /metrics reports %d GPU(s) through NVML",
+                 folo_gpu_stats_count(s->gpu));
+    else
+        folo_log(FOLO_LOG_INFO, "serve: /metrics has no GPU gauges: %s",
+                 folo_gpu_stats_unavailable_reason(s->gpu));
     folo_engine_set_step_hook(engine, on_step, s);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -937,6 +953,7 @@ void folo_server_stop(folo_server *s) {
     pthread_cond_destroy(&s->drained);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->metrics_lock);
+    folo_gpu_stats_close(s->gpu);
     free(s->api_key);
     free(s->model_name);
     free(s);
