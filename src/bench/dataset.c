@@ -2,6 +2,7 @@
 #include "bench/dataset.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,18 +107,36 @@ done:
 
 /* ---- random ------------------------------------------------------------------ */
 
+void folo_bench_length_bounds(int len, double range_ratio, int *lo, int *hi) {
+    /* vLLM's RandomDataset: math.floor(len * (1 - r)) and
+     * math.ceil(len * (1 + r)), in doubles as Python computes them. */
+    double l = floor(len * (1 - range_ratio)), h = ceil(len * (1 + range_ratio));
+    *lo = l < 1 ? 1 : l > FOLO_BENCH_MAX_LEN ? FOLO_BENCH_MAX_LEN : (int)l;
+    *hi = h < *lo ? *lo : h > FOLO_BENCH_MAX_LEN ? FOLO_BENCH_MAX_LEN : (int)h;
+}
+
 /* One length for a prompt or output of nominal length len (>= 1). */
 static int draw_length(folo_bench_rng *rng, const folo_bench_random_spec *spec, int len) {
     int64_t v = len;
     if (spec->dist == FOLO_BENCH_LENGTHS_UNIFORM) {
-        /* vLLM's np.random.randint(int(len * (1 - r)), int(len * (1 + r)) + 1) */
-        int64_t lo = (int64_t)(len * (1 - spec->range_ratio));
-        int64_t hi = (int64_t)(len * (1 + spec->range_ratio));
+        int lo, hi;
+        folo_bench_length_bounds(len, spec->range_ratio, &lo, &hi);
         v = lo + (int64_t)folo_bench_rng_below(rng, (uint64_t)(hi - lo + 1));
     } else if (spec->dist == FOLO_BENCH_LENGTHS_POISSON) {
         v = folo_bench_rng_poisson(rng, len);
     }
-    return v < 1 ? 1 : v > (1 << 24) ? 1 << 24 : (int)v;
+    return v < 1 ? 1 : v > FOLO_BENCH_MAX_LEN ? FOLO_BENCH_MAX_LEN : (int)v;
+}
+
+void folo_bench_random_lengths(const folo_bench_random_spec *spec, int n, uint64_t seed,
+                               int *input_lens, int *output_lens) {
+    folo_bench_rng in_rng, out_rng;
+    folo_bench_rng_seed(&in_rng, seed, STREAM_INPUT_LENS);
+    folo_bench_rng_seed(&out_rng, seed, STREAM_OUTPUT_LENS);
+    for (int i = 0; i < n; i++) {
+        input_lens[i] = draw_length(&in_rng, spec, spec->input_len);
+        output_lens[i] = draw_length(&out_rng, spec, spec->output_len);
+    }
 }
 
 /* The ids of single tokens " <ASCII letters>" that encode back to
@@ -156,14 +175,15 @@ int folo_bench_random_prompts(const folo_tokenizer *tok, const folo_bench_random
     int n_words;
     int32_t *words = word_tokens(tok, &n_words, err);
     if (!words) return -1;
-    folo_bench_rng in_rng, out_rng, word_rng;
-    folo_bench_rng_seed(&in_rng, seed, STREAM_INPUT_LENS);
-    folo_bench_rng_seed(&out_rng, seed, STREAM_OUTPUT_LENS);
+    int *input_lens = folo_calloc((size_t)n, sizeof *input_lens);
+    int *output_lens = folo_calloc((size_t)n, sizeof *output_lens);
+    folo_bench_random_lengths(spec, n, seed, input_lens, output_lens);
+    folo_bench_rng word_rng;
     folo_bench_rng_seed(&word_rng, seed, STREAM_WORDS);
     folo_buf text = {0};
     int rc = 0, i;
     for (i = 0; i < n; i++) {
-        int len = draw_length(&in_rng, spec, spec->input_len);
+        int len = input_lens[i];
         folo_buf_clear(&text);
         for (int t = 0; t < len; t++) {
             size_t n_bytes;
@@ -181,11 +201,12 @@ int folo_bench_random_prompts(const folo_tokenizer *tok, const folo_bench_random
                            n_tokens, len);
             break;
         }
-        out[i] = (folo_bench_prompt){folo_strdup(folo_buf_str(&text)), len,
-                                     draw_length(&out_rng, spec, spec->output_len)};
+        out[i] = (folo_bench_prompt){folo_strdup(folo_buf_str(&text)), len, output_lens[i]};
     }
     if (rc != 0) folo_bench_prompts_free(out, i);
     folo_buf_free(&text);
+    free(input_lens);
+    free(output_lens);
     free(words);
     return rc;
 }

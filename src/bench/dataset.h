@@ -17,8 +17,9 @@
  *             which the pre-tokenizer splits at each space and each of
  *             which encodes back to its one token, so the count is exact
  *             (and checked by encoding the prompt); lengths are fixed,
- *             uniform in [len * (1 - ratio), len * (1 + ratio)] (vLLM's
- *             --random-range-ratio), or Poisson with mean len.
+ *             uniform in [floor(len * (1 - ratio)), ceil(len * (1 + ratio))]
+ *             (vLLM's --random-range-ratio; the low end at least 1), or
+ *             Poisson with mean len.
  * Every random choice comes from the seed (src/bench/random.h). */
 #ifndef FOLO_BENCH_DATASET_H
 #define FOLO_BENCH_DATASET_H
@@ -54,5 +55,18 @@ int folo_bench_sharegpt(const char *path, const folo_tokenizer *tok, int n, int 
 int folo_bench_random_prompts(const folo_tokenizer *tok, const folo_bench_random_spec *spec,
                               int n, uint64_t seed, folo_bench_prompt *out, folo_error *err);
 void folo_bench_prompts_free(folo_bench_prompt *prompts, int n);
+
+/* Drawn lengths are capped here, tokens. */
+#define FOLO_BENCH_MAX_LEN (1 << 24)
+
+/* The range [*lo, *hi] a uniform length around len (>= 1) is drawn from,
+ * for range_ratio in [0, 1). */
+void folo_bench_length_bounds(int len, double range_ratio, int *lo, int *hi);
+/* The prompt and output lengths of the n prompts folo_bench_random_prompts
+ * makes for spec and seed, into input_lens[0..n) and output_lens[0..n),
+ * without the prompts: `folo bench throughput` draws its workload's
+ * lengths here, and tests/gpu/bench_transformers.py repeats the draw. */
+void folo_bench_random_lengths(const folo_bench_random_spec *spec, int n, uint64_t seed,
+                               int *input_lens, int *output_lens);
 
 #endif

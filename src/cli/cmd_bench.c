@@ -8,7 +8,10 @@
  *   throughput  `num-prompts` synthetic requests submitted at once: output,
  *               total and request throughput, peak KV usage, and the time
  *               split between steps that carried prompt tokens (prefill)
- *               and steps that only decoded;
+ *               and steps that only decoded; with --random-range-ratio each
+ *               request's prompt and output lengths are drawn as `bench
+ *               serve`'s random dataset draws them (src/bench/dataset.h),
+ *               e.g. the nano-vllm workload of lengths uniform in 100-1024;
  *   prefix      for each target hit ratio h, `num-prompts` requests sent one
  *               at a time whose first h% of tokens are one shared prefix
  *               (cached by an unmeasured request first): the prefix-cache
@@ -25,7 +28,8 @@
  * Prompts are exactly input-len random token ids from the tokenizer's
  * ordinary vocabulary (no special tokens), drawn from --seed, all distinct
  * so the prefix cache never serves them (but for prefix's shared part); requests are greedy with
- * ignore_eos, so each one generates exactly output-len tokens. The engine is
+ * ignore_eos, so each one generates exactly output-len tokens (or the
+ * lengths drawn for it). The engine is
  * stepped synchronously; every latency comes from the engine's own
  * per-request timestamps, and each step is timed around folo_engine_step to
  * split prefill from decode.
@@ -42,6 +46,7 @@
  * on each built-in GPU at that MFU. A table
  * goes to stdout, progress to stderr, and with --json the summaries and
  * every raw per-request record to a file. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -50,6 +55,7 @@
 #include <string.h>
 
 #include "backend/device.h"
+#include "bench/dataset.h"
 #include "bench/html.h"
 #include "bench/report.h"
 #include "bench/roofline.h"
@@ -57,6 +63,7 @@
 #include "cli/cli.h"
 #include "cli/cmd_bench.h"
 #include "core/alloc.h"
+#include "core/gpu_stats.h"
 #include "core/log.h"
 #include "core/timer.h"
 #include "folo.h"
@@ -71,7 +78,7 @@ static const char k_usage[] =
     "usage: folo bench latency [-m DIR] [--input-len N] [--output-len N] [--batch-sizes LIST]\n"
     "                          [--iters N] [--warmup N] [options]\n"
     "       folo bench throughput [-m DIR] [--num-prompts N] [--input-len N] [--output-len N]\n"
-    "                             [options]\n"
+    "                             [--random-range-ratio R] [options]\n"
     "       folo bench prefix [-m DIR] [--prefix-hit-ratios LIST] [--num-prompts N] [options]\n"
     "       folo bench memory [-m DIR] [--batch-sizes LIST] [--seq-lens LIST] [options]\n"
     "       folo bench serve [--url URL] [options]   (folo bench serve --help)\n"
@@ -93,6 +100,11 @@ static const char k_help[] =
     "      --warmup N             latency: unmeasured rounds per batch size first (default 1)\n"
     "      --num-prompts N        throughput: requests submitted at once (default 100);\n"
     "                             prefix: requests per hit ratio, one at a time (default 16)\n"
+    BENCH_RANGE_RATIO_HELP
+    "                             throughput only: each request's lengths, drawn from --seed\n"
+    "                             as bench serve's random dataset draws them; --input-len 562\n"
+    "                             --output-len 562 --random-range-ratio 0.822 is the nano-vllm\n"
+    "                             workload (prompts and outputs uniform in 100-1024 tokens)\n"
     "      --prefix-hit-ratios LIST  prefix: % of each prompt shared (default 0,50,80,95);\n"
     "                             prefix's defaults: --input-len 512 --output-len 4\n"
     "      --seed N               seed of the synthetic prompts (default 0)\n"
@@ -117,6 +129,7 @@ typedef struct bench_options {
     int iters;
     int warmup;
     int num_prompts;
+    double range_ratio;                  /* throughput: [0, 1) */
     uint64_t seed;
     bench_report_flags report;
     folo_engine_options engine;
@@ -124,7 +137,7 @@ typedef struct bench_options {
 
 enum {
     OPT_INPUT_LEN = 256, OPT_OUTPUT_LEN, OPT_BATCH_SIZES, OPT_ITERS, OPT_WARMUP,
-    OPT_NUM_PROMPTS, OPT_PREFIX_RATIOS, OPT_SEQ_LENS, OPT_SEED, OPT_HELP
+    OPT_NUM_PROMPTS, OPT_PREFIX_RATIOS, OPT_SEQ_LENS, OPT_RANGE_RATIO, OPT_SEED, OPT_HELP
 };
 
 int bench_parse_list(const char *cmd, const char *usage, const char *flag, const char *v,
@@ -144,6 +157,21 @@ int bench_parse_list(const char *cmd, const char *usage, const char *flag, const
         if (p[len] == '\0') return 0;
         p += len + 1;
     }
+}
+
+int bench_parse_range_ratio(const char *cmd, const char *v, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= 0 && x < 1)) {
+        fprintf(stderr,
+                "folo %s: invalid value '%s' for --random-range-ratio (expected a number in "
+                "[0, 1))\n",
+                cmd, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
 }
 
 int bench_common_flag(const char *cmd, const char *usage, int c, char **argv,
@@ -211,6 +239,7 @@ static int parse_args(int argc, char **argv, bench_options *o) {
         {"num-prompts", required_argument, NULL, OPT_NUM_PROMPTS},
         {"prefix-hit-ratios", required_argument, NULL, OPT_PREFIX_RATIOS},
         {"seq-lens", required_argument, NULL, OPT_SEQ_LENS},
+        {"random-range-ratio", required_argument, NULL, OPT_RANGE_RATIO},
         {"seed", required_argument, NULL, OPT_SEED},
         BENCH_REPORT_LONG_OPTIONS,
         CLI_ENGINE_LONG_OPTIONS,
@@ -277,6 +306,9 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             if (cli_parse_int(k_cmd, "--num-prompts", optarg, 1, 1 << 24, &o->num_prompts))
                 return 2;
             break;
+        case OPT_RANGE_RATIO:
+            if (bench_parse_range_ratio(k_cmd, optarg, &o->range_ratio)) return 2;
+            break;
         case OPT_SEED:
             if (cli_parse_u64(k_cmd, "--seed", optarg, &o->seed)) return 2;
             break;
@@ -290,6 +322,9 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     }
     if (optind != argc)
         return cli_usage_error(k_cmd, k_usage, "unexpected argument '%s'", argv[optind]);
+    if (o->range_ratio > 0 && o->mode != MODE_THROUGHPUT)
+        return cli_usage_error(k_cmd, k_usage, "--random-range-ratio applies to bench "
+                                               "throughput only");
     return 0;
 }
 
@@ -344,16 +379,24 @@ typedef struct bench_run {
     int32_t *shared;            /* [input_len] the prefix mode's shared tokens */
 } bench_run;
 
+/* Each request's own prompt and output lengths, tokens. */
+typedef struct bench_lengths {
+    int *input;                 /* [n] */
+    int *output;                /* [n] */
+} bench_lengths;
+
 static void draw_tokens(bench_run *b, int32_t *dst, int n) {
     for (int t = 0; t < n; t++) dst[t] = (int32_t)(nrand48(b->rng) % b->model.n_prompt_vocab);
 }
 
 /* Submits n requests of input_len prompt tokens at once and steps until
  * all finish; each prompt is b->shared's first n_shared tokens and then
- * random ones; records[0..n) receive their metrics, *split the step times
- * and the KV peak, *duration_s the wall time from the first submission to
- * the last finish. */
-static int run_batch(bench_run *b, int n, int input_len, int n_shared,
+ * random ones; with `lens` (and no shared tokens), request i has
+ * lens->input[i] prompt tokens and asks for lens->output[i];
+ * records[0..n) receive their metrics, *split the step times and the KV
+ * peak, *duration_s the wall time from the first submission to the last
+ * finish. */
+static int run_batch(bench_run *b, int n, int input_len, int n_shared, const bench_lengths *lens,
                      folo_bench_record *records, step_split *split, double *duration_s,
                      folo_progress *bar, int *n_done, folo_error *err) {
     folo_request_params params = folo_request_params_default();
@@ -362,6 +405,10 @@ static int run_batch(bench_run *b, int n, int input_len, int n_shared,
     uint64_t first_id = 0;
     double t0 = folo_now_s();
     for (int i = 0; i < n; i++) {
+        if (lens) {
+            input_len = lens->input[i];
+            params.max_tokens = lens->output[i];
+        }
         memcpy(b->prompt, b->shared, (size_t)n_shared * sizeof(int32_t));
         draw_tokens(b, b->prompt + n_shared, input_len - n_shared);
         uint64_t id;
@@ -509,7 +556,8 @@ static int bench_latency(bench_run *b, json_t *out, folo_error *err) {
             folo_bench_record *dst = measured ? records + (size_t)(r - o->warmup) * bs : scratch;
             step_split round_split = {0};
             double round_s = 0;
-            rc = run_batch(b, bs, o->input_len, 0, dst, &round_split, &round_s, &bar, &n_done, err);
+            rc = run_batch(b, bs, o->input_len, 0, NULL, dst, &round_split, &round_s, &bar,
+                           &n_done, err);
             if (!measured) continue;
             duration_s += round_s;
             split.n_prefill_steps += round_split.n_prefill_steps;
@@ -545,17 +593,34 @@ static int bench_latency(bench_run *b, json_t *out, folo_error *err) {
     return 0;
 }
 
+/* The lengths bench_throughput draws for its requests: --input-len and
+ * --output-len each, or uniform around them with --random-range-ratio. */
+static folo_bench_random_spec throughput_spec(const bench_options *o) {
+    return (folo_bench_random_spec){
+        .input_len = o->input_len,
+        .output_len = o->output_len,
+        .dist = o->range_ratio > 0 ? FOLO_BENCH_LENGTHS_UNIFORM : FOLO_BENCH_LENGTHS_FIXED,
+        .range_ratio = o->range_ratio,
+    };
+}
+
 static int bench_throughput(bench_run *b, json_t *out, folo_error *err) {
     const bench_options *o = b->o;
     int n = o->num_prompts;
+    folo_bench_random_spec spec = throughput_spec(o);
+    bench_lengths lens = {folo_calloc((size_t)n, sizeof(int)), folo_calloc((size_t)n, sizeof(int))};
+    folo_bench_random_lengths(&spec, n, o->seed, lens.input, lens.output);
     folo_bench_record *records = folo_calloc((size_t)n, sizeof *records);
     step_split split = {0};
     double duration_s = 0;
     folo_progress bar;
     folo_progress_begin(&bar, "throughput", n);
     int n_done = 0;
-    int rc = run_batch(b, n, o->input_len, 0, records, &split, &duration_s, &bar, &n_done, err);
+    int rc = run_batch(b, n, o->input_len, 0, &lens, records, &split, &duration_s, &bar, &n_done,
+                       err);
     folo_progress_end(&bar);
+    free(lens.input);
+    free(lens.output);
     if (rc != 0) {
         folo_bench_records_free(records, n);
         return -1;
@@ -565,11 +630,21 @@ static int bench_throughput(bench_run *b, json_t *out, folo_error *err) {
     folo_engine_stats st;
     folo_engine_get_stats(b->engine, &st);
     double peak_kv = st.kv_blocks_total ? (double)st.kv_blocks_peak_used / st.kv_blocks_total : 0;
-    printf("folo bench throughput: %d requests of %d prompt + %d output tokens, submitted at "
-           "once\n",
-           n, o->input_len, o->output_len);
+    int in_lo, in_hi, out_lo, out_hi;
+    folo_bench_length_bounds(o->input_len, o->range_ratio, &in_lo, &in_hi);
+    folo_bench_length_bounds(o->output_len, o->range_ratio, &out_lo, &out_hi);
+    if (o->range_ratio > 0)
+        printf("folo bench throughput: %d requests of %d-%d prompt + %d-%d output tokens "
+               "(uniform, --random-range-ratio %g), submitted at once\n",
+               n, in_lo, in_hi, out_lo, out_hi, o->range_ratio);
+    else
+        printf("folo bench throughput: %d requests of %d prompt + %d output tokens, submitted "
+               "at once\n",
+               n, o->input_len, o->output_len);
     folo_bench_roofline_print(&b->roof);
     printf("  completed          %d of %d in %.3f s\n", s.completed, n, s.duration_s);
+    printf("  tokens             %lld prompt + %lld output\n", (long long)s.total_input_tokens,
+           (long long)s.total_output_tokens);
     printf("  requests/s         %.3f\n", s.request_throughput);
     printf("  output tokens/s    %.1f\n", s.output_throughput);
     printf("  total tokens/s     %.1f\n", s.total_token_throughput);
@@ -589,6 +664,9 @@ static int bench_throughput(bench_run *b, json_t *out, folo_error *err) {
     folo_bench_print_dists("", &s);
 
     json_object_set_new(out, "num_prompts", json_integer(n));
+    json_object_set_new(out, "random_range_ratio", json_real(o->range_ratio));
+    json_object_set_new(out, "input_len_range", json_pack("[i, i]", in_lo, in_hi));
+    json_object_set_new(out, "output_len_range", json_pack("[i, i]", out_lo, out_hi));
     json_object_set_new(out, "summary", folo_bench_summary_json(&s));
     json_object_set_new(out, "peak_kv_usage", json_real(peak_kv));
     json_object_set_new(out, "kv_blocks_peak_used", json_integer(st.kv_blocks_peak_used));
@@ -630,12 +708,12 @@ static int bench_prefix(bench_run *b, json_t *out, folo_error *err) {
         step_split split = {0};
         double duration_s = 0, one_s;
         /* The unmeasured first request leaves the shared blocks cached. */
-        rc = run_batch(b, 1, o->input_len, n_shared, &records[n], &split, &one_s, &bar, &n_done,
+        rc = run_batch(b, 1, o->input_len, n_shared, NULL, &records[n], &split, &one_s, &bar, &n_done,
                        err);
         folo_engine_stats before, after;
         folo_engine_get_stats(b->engine, &before);
         for (int i = 0; i < n && rc == 0; i++) {
-            rc = run_batch(b, 1, o->input_len, n_shared, &records[i], &split, &one_s, &bar,
+            rc = run_batch(b, 1, o->input_len, n_shared, NULL, &records[i], &split, &one_s, &bar,
                            &n_done, err);
             duration_s += one_s;
         }
@@ -740,7 +818,7 @@ static int bench_memory(bench_run *b, json_t *out, folo_error *err) {
             folo_engine_get_stats(b->engine, &st);
             int64_t preemptions = st.n_preemptions;
             peak_reset = reset_peak_rss() && peak_reset;
-            int rc = run_batch(b, bs, input_len, 0, records, &split, &duration_s, &bar, &n_done,
+            int rc = run_batch(b, bs, input_len, 0, NULL, records, &split, &duration_s, &bar, &n_done,
                                err);
             folo_progress_end(&bar);
             long peak_kb = status_kb("VmHWM");
@@ -798,16 +876,38 @@ static int run(const bench_options *o, folo_error *err) {
     eo.model_dir = o->model;
     b.engine = folo_engine_create(&eo, err);
     if (!b.engine) return -1;
-    int longest = o->input_len;
+    int lo, longest;
+    folo_bench_length_bounds(o->input_len, o->range_ratio, &lo, &longest);
     for (int i = 0; i < o->n_seq_lens; i++)
         if (o->seq_lens[i] > longest) longest = o->seq_lens[i];
     b.prompt = folo_calloc((size_t)longest, sizeof(int32_t));
     b.shared = folo_calloc((size_t)o->input_len, sizeof(int32_t));
     json_t *out = header_json(&b, k_mode_names[o->mode]);
+    /* The GPU's memory and busy time over the run, read through NVML every
+     * 100 ms (nothing where there is no NVIDIA driver). */
+    folo_gpu_sampler *gpu = folo_gpu_sampler_start(0, 100);
     int rc = o->mode == MODE_LATENCY      ? bench_latency(&b, out, err)
              : o->mode == MODE_THROUGHPUT ? bench_throughput(&b, out, err)
              : o->mode == MODE_PREFIX     ? bench_prefix(&b, out, err)
                                           : bench_memory(&b, out, err);
+    folo_gpu_usage usage;
+    folo_error gpu_err = {{0}};
+    if (folo_gpu_sampler_stop(gpu, &usage, &gpu_err) == 0) {
+        json_t *g = json_object();
+        json_object_set_new(g, "name", json_string(usage.name));
+        json_object_set_new(g, "memory_total_bytes", json_integer((json_int_t)usage.memory_total_bytes));
+        json_object_set_new(g, "peak_memory_used_bytes",
+                            json_integer((json_int_t)usage.peak_memory_used_bytes));
+        if (usage.n_utilization_samples > 0)
+            json_object_set_new(g, "mean_gpu_utilization_pct", json_real(usage.mean_gpu_util_pct));
+        json_object_set_new(out, "gpu", g);
+        printf("  GPU %s: peak memory %.2f of %.2f GB", usage.name,
+               (double)usage.peak_memory_used_bytes / 1e9, (double)usage.memory_total_bytes / 1e9);
+        if (usage.n_utilization_samples > 0)
+            printf(", busy %.0f%% of the run (NVML: a kernel was running)",
+                   usage.mean_gpu_util_pct);
+        printf("\n");
+    }
     if (rc == 0) rc = bench_write_reports(&o->report, out, err);
     json_decref(out);
     free(b.prompt);

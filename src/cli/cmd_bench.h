@@ -74,4 +74,13 @@ typedef int (*bench_item_fn)(const char *item, int index, void *ctx);
 int bench_parse_list(const char *cmd, const char *usage, const char *flag, const char *v,
                      int max, bench_item_fn fn, void *ctx, int *n);
 
+/* --random-range-ratio: a number in [0, 1), kept in double precision so a
+ * length's bounds are those Python computes for vLLM from the same text.
+ * Returns 0, or 2 after printing the error. */
+int bench_parse_range_ratio(const char *cmd, const char *v, double *out);
+#define BENCH_RANGE_RATIO_HELP                                                              \
+    "      --random-range-ratio R each length uniform in len * [1 - R, 1 + R], floor and ceil\n" \
+    "                             of the ends as in vLLM's random dataset, 0 <= R < 1\n"     \
+    "                             (default 0: every length exactly len)\n"
+
 #endif

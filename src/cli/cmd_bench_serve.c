@@ -81,7 +81,7 @@ static const char k_help[] =
     "      --input-len N          random: prompt tokens (default 32)\n"
     "      --output-len N         random: output tokens; sharegpt: replaces the reference\n"
     "                             completion's length (default 128 for random)\n"
-    "      --random-range-ratio R random: lengths uniform in len * [1 - R, 1 + R], 0 <= R < 1\n"
+    BENCH_RANGE_RATIO_HELP
     "      --length-dist D        random: fixed (default), uniform (with --random-range-ratio)\n"
     "                             or poisson (mean --input-len / --output-len)\n"
     "      --ignore-eos           ask the server to generate exactly max_tokens tokens\n"
@@ -211,8 +211,7 @@ static int parse_args(int argc, char **argv, serve_options *o) {
             o->output_len_given = true;
             break;
         case OPT_RANGE_RATIO:
-            if (cli_parse_float(k_cmd, "--random-range-ratio", optarg, 0, 0.999, &f)) return 2;
-            o->random.range_ratio = f;
+            if (bench_parse_range_ratio(k_cmd, optarg, &o->random.range_ratio)) return 2;
             break;
         case OPT_LENGTH_DIST:
             if (strcmp(optarg, "fixed") == 0)
