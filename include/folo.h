@@ -59,6 +59,10 @@ extern "C" {
  * VLLM_CPU_KVCACHE_SPACE), and no more than half the machine's RAM minus the
  * weights. */
 #define FOLO_DEFAULT_KV_BYTES ((size_t)4 << 30)
+/* On a GPU without kv_memory_bytes: the share of the device's memory folo
+ * may hold (weights, activations and the rest to the KV cache), as vLLM's
+ * --gpu-memory-utilization. */
+#define FOLO_DEFAULT_GPU_MEMORY_UTILIZATION 0.9
 /* max_tokens of a request that gives none (vLLM's SamplingParams default). */
 #define FOLO_DEFAULT_MAX_TOKENS 16
 /* Largest score matrix of one attention head that --attention naive may
@@ -105,6 +109,8 @@ typedef struct folo_engine_options {
                                      (FOLO_DEFAULT_NAIVE_ATTENTION_BYTES) */
     bool disable_chunked_prefill; /* prefills are never split across steps */
     bool enforce_eager;           /* cuda: no CUDA graphs, every kernel launched each step */
+    double gpu_memory_utilization;/* cuda without kv_memory_bytes: (0, 1], 0 for
+                                     FOLO_DEFAULT_GPU_MEMORY_UTILIZATION */
 } folo_engine_options;
 
 /* What to generate for one request. */

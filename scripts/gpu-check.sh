@@ -206,19 +206,17 @@ if [ $models_ok = 1 ]; then
   step bench-folo bash -c "'$build/tests/bench_backend' '$big' cuda 128,512,2048 256 5 >'$results/bench_folo.json'"
   step bench-folo-cli cli_decode
   # Start-up as a user meets it: a process that loads the model, plans
-  # memory, captures the decode graphs and generates one token.
+  # memory (the default --gpu-memory-utilization), captures the decode
+  # graphs and generates one token.
   startup() {
-    local s=$SECONDS
     echo '{"prompt": "Hello", "max_tokens": 1}' |
-      "$build/folo" generate -m "$big" --device cuda --kv-memory 60G -i - -o /dev/null &&
+      "$build/folo" generate -m "$big" --device cuda -i - -o /dev/null &&
       python3 -c "import time, sys; print('startup_s %.2f' % (time.time() - float(sys.argv[1])))" "$1"
   }
   step startup startup "$(date +%s.%N)"
-  step bench-transformers timeout 300 python3 tests/gpu/bench_transformers.py --model "$big" \
-    --out "$results/bench_transformers.json" --lengths 128,512,2048 --decode-steps 256 --repeats 5
   # The engine end to end (scheduler, paged KV, sampling) on the GPU: TPOT
-  # at 1-256 running sequences, and offline throughput of 256 requests of
-  # 562 + 562 tokens (the mean of the nano-vllm workload's 100-1024).
+  # at 1-256 running sequences, and offline throughput of 256 requests with
+  # input and output lengths uniform in 100-1024 (the nano-vllm workload).
   step engine-latency "$build/folo" bench latency -m "$big" --device cuda --input-len 128 \
     --output-len 128 --batch-sizes 1,16,64,256 --iters 2 --max-batched-tokens 8192 \
     --kv-memory 16G --json "$results/engine_latency.json"
@@ -226,8 +224,17 @@ if [ $models_ok = 1 ]; then
     --output-len 128 --batch-sizes 1,16,64,256 --iters 2 --max-batched-tokens 8192 \
     --kv-memory 16G --enforce-eager --json "$results/engine_latency_eager.json"
   step engine-throughput "$build/folo" bench throughput -m "$big" --device cuda --num-prompts 256 \
-    --input-len 562 --output-len 562 --max-batched-tokens 8192 --kv-memory 60G \
+    --input-len 562 --output-len 562 --random-range-ratio 0.822 --seed 0 \
+    --max-batched-tokens 8192 --kv-memory 60G \
     --json "$results/engine_throughput.json"
+  # The same workloads through transformers: TTFT, batch-1 decode, TPOT at
+  # 1-256 sequences, and the 256-request workload (dynamic cache;
+  # FOLO_HF_CACHES=dynamic,static adds the static cache, minutes more).
+  step bench-transformers timeout "${FOLO_HF_TIMEOUT:-600}" python3 tests/gpu/bench_transformers.py --model "$big" \
+    --out "$results/bench_transformers.json" --lengths 128,512,2048 --decode-steps 256 --repeats 5 \
+    --concurrency 1,16,64,256 --input-len 128 --output-len 128 \
+    --throughput 256 --throughput-input-len 562 --throughput-output-len 562 \
+    --random-range-ratio 0.822 --seed 0 --batch-size 64 --throughput-caches "${FOLO_HF_CACHES:-dynamic}"
 else
   skip bench-folo "no models"
   skip bench-folo-cli "no models"
@@ -236,7 +243,7 @@ else
   skip engine-latency-eager "no models"
   skip engine-throughput "no models"
 fi
-grep -h "startup_s\|captured" "$results/startup.log" 2>/dev/null
+grep -h "startup_s\|captured\|memory plan" "$results/startup.log" 2>/dev/null
 for log in engine-latency engine-latency-eager engine-throughput; do
   [ -f "$results/$log.log" ] && { echo "== $log"; grep -v '^\s*$' "$results/$log.log" | grep -v '\r' | tail -n 14; }
 done
@@ -261,6 +268,14 @@ out = {"gpu": gpu, "steps": {s[0]: s[1] for s in steps}}
 for name in ("compare_tiny.json", "compare_0.6b.json", "bench_folo.json", "bench_transformers.json",
              "engine_latency.json", "engine_latency_eager.json", "engine_throughput.json"):
     out[name[:-5]] = load(name)
+
+def summaries(x):
+    """x without the per-request records (those stay in their own file)."""
+    if isinstance(x, dict):
+        return {k: summaries(v) for k, v in x.items() if k != "requests"}
+    return [summaries(v) for v in x] if isinstance(x, list) else x
+for name in ("engine_latency", "engine_latency_eager", "engine_throughput"):
+    out[name] = summaries(out[name])
 
 rows = []
 cfg = None
@@ -331,10 +346,20 @@ if lat:
         t = g[bs]["summary"]["mean_tpot_ms"]
         te = e[bs]["summary"]["mean_tpot_ms"] if bs in e else None
         print(f"  {bs:>4} sequences{'':<18} {fmt(t):>9} {fmt(te):>9} {fmt(g[bs]['summary']['output_throughput']):>9}")
+hf = out["bench_transformers"] or {}
+hf_conc = {c["batch_size"]: c for c in hf.get("concurrency", []) if "batch_size" in c}
+if lat and hf_conc:
+    print("  transformers TPOT ms at the same sizes: " +
+          ", ".join(f"{b}: {fmt(c.get('tpot_ms'))}" for b, c in sorted(hf_conc.items())))
 thr = out["engine_throughput"]
 if thr:
     s = thr["summary"]
-    print(f"  throughput, {thr['num_prompts']} requests: {s['output_throughput']:.0f} output tokens/s "
-          f"({s['completed']} completed)")
+    line = (f"  throughput, {thr['num_prompts']} requests: folo {s['output_throughput']:.0f} "
+            f"output tokens/s ({s['completed']} completed)")
+    for name, run in (hf.get("throughput") or {}).items():
+        if isinstance(run, dict) and "output_tokens_per_s" in run:
+            line += f"; transformers ({name} cache) {run['output_tokens_per_s']:.0f}"
+            line += f", folo/transformers {s['output_throughput'] / run['output_tokens_per_s']:.1f}x"
+    print(line)
 EOF
 ! grep -q FAILED "$steps_file"

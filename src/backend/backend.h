@@ -52,6 +52,9 @@ typedef struct folo_backend_options {
                                       graphs (vLLM's --enforce-eager) */
     int max_seqs;                  /* cuda: decode graphs for batches up to this many
                                       sequences are captured at creation (0: none) */
+    double gpu_memory_utilization; /* cuda with kv_n_blocks 0: the KV pool takes what this
+                                      share of the device's memory leaves once the
+                                      weights and the activations are in place */
 } folo_backend_options;
 
 typedef struct folo_backend folo_backend;

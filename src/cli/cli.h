@@ -54,7 +54,7 @@ const char *cli_tokenizer_dir(void);
 enum {
     CLI_OPT_MAX_BATCHED = 1000, CLI_OPT_MAX_SEQS, CLI_OPT_KV_MEMORY, CLI_OPT_BLOCK_SIZE,
     CLI_OPT_NO_PREFIX_CACHE, CLI_OPT_THREADS, CLI_OPT_DEVICE, CLI_OPT_BATCHING, CLI_OPT_KV,
-    CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL, CLI_OPT_ENFORCE_EAGER
+    CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL, CLI_OPT_ENFORCE_EAGER, CLI_OPT_GPU_MEMORY
 };
 #define CLI_ENGINE_LONG_OPTIONS                                                   \
     {"max-batched-tokens", required_argument, NULL, CLI_OPT_MAX_BATCHED},         \
@@ -68,11 +68,14 @@ enum {
     {"kv", required_argument, NULL, CLI_OPT_KV},                                  \
     {"attention", required_argument, NULL, CLI_OPT_ATTENTION},                    \
     {"no-chunked-prefill", no_argument, NULL, CLI_OPT_NO_CHUNKED_PREFILL},        \
-    {"enforce-eager", no_argument, NULL, CLI_OPT_ENFORCE_EAGER}
+    {"enforce-eager", no_argument, NULL, CLI_OPT_ENFORCE_EAGER},                  \
+    {"gpu-memory-utilization", required_argument, NULL, CLI_OPT_GPU_MEMORY}
 #define CLI_ENGINE_HELP                                                                              \
     "      --max-batched-tokens N token budget of one engine step (default 512)\n"                  \
     "      --max-seqs N           sequences running at once (default 256)\n"                        \
-    "      --kv-memory BYTES      KV cache size, e.g. 2G (default: min(4 GiB, RAM/2 - weights))\n"  \
+    "      --kv-memory BYTES      KV cache size, e.g. 2G (default: min(4 GiB, RAM/2 - weights);\n"  \
+    "                             on a GPU, what --gpu-memory-utilization leaves)\n"              \
+    "      --gpu-memory-utilization X  share of the GPU's memory to hold, (0, 1] (default 0.9)\n"  \
     "      --block-size N         tokens per KV block (default 16)\n"                               \
     "      --no-prefix-cache      do not reuse the KV blocks of shared prompt prefixes\n"           \
     "      --threads N            CPU threads (default: all cores)\n"                               \

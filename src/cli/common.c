@@ -195,6 +195,12 @@ int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
         e->enforce_eager = true;
         bad = 0;
         break;
+    case CLI_OPT_GPU_MEMORY: {
+        float share;
+        bad = cli_parse_float(cmd, "--gpu-memory-utilization", arg, 0.01f, 1.0f, &share);
+        e->gpu_memory_utilization = share;
+        break;
+    }
     default:
         return cli_usage_error(cmd, usage, "unknown option '%s' (or missing value)",
                                argv[optind - 1]);

@@ -789,8 +789,17 @@ folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err)
         opt->kv_memory_bytes ? opt->kv_memory_bytes : default_kv_bytes(model, opt, device);
     size_t block_bytes = kv_bytes_per_token(&model->config, device) * (size_t)block_size;
     size_t n_blocks = kv_bytes / block_bytes;
+    /* On the GPU, without --kv-memory, the backend sizes the pool itself
+     * from the memory it finds (folo_backend_options.gpu_memory_utilization). */
+    bool plan_on_device = strcmp(device, "cuda") == 0 && opt->kv_memory_bytes == 0;
+    double util = opt->gpu_memory_utilization > 0 ? opt->gpu_memory_utilization
+                                                  : FOLO_DEFAULT_GPU_MEMORY_UTILIZATION;
+    if (plan_on_device) n_blocks = 0;
     folo_backend *backend = NULL;
-    if (n_blocks < 1 || n_blocks > INT32_MAX / (size_t)block_size) {
+    if (opt->gpu_memory_utilization < 0 || opt->gpu_memory_utilization > 1) {
+        folo_fail(err, "gpu_memory_utilization: %g is outside (0, 1]",
+                  opt->gpu_memory_utilization);
+    } else if (!plan_on_device && (n_blocks < 1 || n_blocks > INT32_MAX / (size_t)block_size)) {
         folo_fail(err, "kv_memory_bytes: %zu bytes make %zu blocks of %d tokens (%zu bytes each)",
                   kv_bytes, n_blocks, block_size, block_bytes);
     } else {
@@ -802,6 +811,7 @@ folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err)
                                    .naive_attention = opt->attention == FOLO_ATTENTION_NAIVE,
                                    .naive_attention_bytes = naive_bytes,
                                    .eager = opt->enforce_eager,
+                                   .gpu_memory_utilization = plan_on_device ? util : 0,
                                    .max_seqs = opt->max_num_seqs > 0 ? opt->max_num_seqs
                                                                      : FOLO_DEFAULT_MAX_NUM_SEQS,
                                    .max_batch_tokens = opt->max_num_batched_tokens > 0

@@ -502,6 +502,11 @@ static void test_rejections(void) {
                                    .kv_memory_bytes = 1 << 20, .batching = (folo_batching)7};
     CHECK(folo_engine_create(&unknown, &err) == NULL);
     CHECK_MSG(strstr(err.message, "batching") != NULL, "%s", err.message);
+    folo_engine_options share = {.model_dir = g_model_dir, .device = "cpu", .n_threads = 1,
+                                 .kv_memory_bytes = 1 << 20, .gpu_memory_utilization = 1.5};
+    CHECK(folo_engine_create(&share, &err) == NULL);
+    CHECK_MSG(strstr(err.message, "gpu_memory_utilization: 1.5 is outside (0, 1]") != NULL, "%s",
+              err.message);
 }
 
 /* Adds n requests of prompt lengths n_prompt[i] (ids from 3000 + 100 i)

@@ -749,6 +749,42 @@ int folo_cuda_device_count(void) {
     return n;
 }
 
+/* Device memory kept free past the plan for what is allocated afterwards
+ * outside our buffers: graph instantiation, cuBLAS's handles, the driver. */
+#define PLAN_RESERVE_BYTES ((size_t)512 << 20)
+
+/* --gpu-memory-utilization: with the weights and the activations in place,
+ * the KV pool gets util × total, less everything in use on the device now
+ * (ours and other processes') and PLAN_RESERVE_BYTES. Sets the pool's
+ * blocks; the start-up log shows every part. */
+static int plan_kv(cuda_backend *b, double util, folo_error *err) {
+    const folo_config *c = &b->model->config;
+    size_t free_bytes, total;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
+    double budget = util * (double)total, in_use = (double)(total - free_bytes);
+    int bs = b->base.kv_block_size;
+    size_t block_bytes = 2 * (size_t)c->n_layers * bs * c->n_kv_heads * c->head_dim * sizeof(uint16_t);
+    double kv = budget - in_use - (double)PLAN_RESERVE_BYTES;
+    long long n_blocks = kv > 0 ? (long long)(kv / (double)block_bytes) - 1 : 0; /* - the spare */
+    if (n_blocks > INT32_MAX / bs - 1) n_blocks = INT32_MAX / bs - 1;
+    folo_log(FOLO_LOG_INFO,
+             "cuda memory plan: %.2f GB device x %.2f = %.2f GB; in use %.2f GB (weights %.2f, "
+             "activations %.2f, CUDA and other processes %.2f), reserve %.2f; KV cache %.2f GB",
+             (double)total / 1e9, util, budget / 1e9, in_use / 1e9,
+             (double)b->weight_bytes / 1e9, (double)b->base.scratch_bytes / 1e9,
+             (in_use - (double)b->weight_bytes - (double)b->base.scratch_bytes) / 1e9,
+             (double)PLAN_RESERVE_BYTES / 1e9, n_blocks > 0 ? n_blocks * (double)block_bytes / 1e9 : 0);
+    if (n_blocks < 1)
+        return folo_fail(err,
+                         "cuda backend: --gpu-memory-utilization %.2f of %.2f GB leaves no room "
+                         "for the KV cache (%.2f GB already in use); raise it, or lower "
+                         "--max-batched-tokens",
+                         util, (double)total / 1e9, in_use / 1e9);
+    b->base.kv_n_blocks = (int)n_blocks;
+    b->n_slots = (int)(n_blocks + 1) * bs;
+    return 0;
+}
+
 static int cuda_init(cuda_backend *b, const folo_backend_options *opt, folo_error *err) {
     const folo_config *c = &b->model->config;
     CUDA_CHECK(cudaSetDevice(0));
@@ -761,23 +797,34 @@ static int cuda_init(cuda_backend *b, const folo_backend_options *opt, folo_erro
 
     if (upload_weights(b, err) != 0) return -1;
 
+    /* The activations of the largest batch and the logits of the largest
+     * decode step, allocated once now: with no allocator behind them their
+     * peak is what is held from here on. */
+    int cap = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : DEFAULT_MAX_TOKENS;
+    if (!opt->gpu_memory_utilization && b->n_slots < cap) cap = b->n_slots;
+    int rows = opt->max_seqs > 0 ? opt->max_seqs : 1;
+    if (!b->eager && rows <= GRAPH_MAX_SEQS) rows = ladder_size(ladder_index(rows));
+    if (ensure_scratch(b, cap, err) != 0 || ensure_logits(b, rows, err) != 0) return -1;
+    if (opt->gpu_memory_utilization > 0 && plan_kv(b, opt->gpu_memory_utilization, err) != 0)
+        return -1;
+
     size_t cache_bytes =
         (size_t)c->n_layers * b->n_slots * c->n_kv_heads * c->head_dim * sizeof(uint16_t);
     if (device_alloc((void **)&b->k_cache, cache_bytes, "the K cache", err) != 0 ||
         device_alloc((void **)&b->v_cache, cache_bytes, "the V cache", err) != 0)
         return -1;
     b->base.kv_bytes = 2 * cache_bytes;
-
-    int cap = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : DEFAULT_MAX_TOKENS;
-    if (b->n_slots < cap) cap = b->n_slots;
-    if (ensure_scratch(b, cap, err) != 0 || capture_ladder(b, opt->max_seqs, err) != 0) return -1;
+    if (capture_ladder(b, opt->max_seqs, err) != 0) return -1;
 
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     folo_log(FOLO_LOG_INFO,
-             "cuda backend: %s (sm_%d%d), weights %.2f GB bf16, KV pool %.2f GB (%d blocks of %d)",
+             "cuda backend: %s (sm_%d%d), weights %.2f GB bf16, activations %.2f GB, KV pool "
+             "%.2f GB (%d blocks of %d = %d tokens)",
              prop.name, prop.major, prop.minor, (double)b->weight_bytes / 1e9,
-             (double)b->base.kv_bytes / 1e9, b->base.kv_n_blocks, b->base.kv_block_size);
+             (double)b->base.scratch_bytes / 1e9, (double)b->base.kv_bytes / 1e9,
+             b->base.kv_n_blocks, b->base.kv_block_size,
+             b->base.kv_n_blocks * b->base.kv_block_size);
     return 0;
 }
 
@@ -792,8 +839,9 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
                        "(docs/switches.md); run it with --device cpu");
         return NULL;
     }
-    if (opt->kv_n_blocks < 1) {
-        folo_fail(err, "cuda backend: kv_n_blocks must be at least 1 (got %d)", opt->kv_n_blocks);
+    if (opt->kv_n_blocks < 1 && !(opt->kv_n_blocks == 0 && opt->gpu_memory_utilization > 0)) {
+        folo_fail(err, "cuda backend: kv_n_blocks must be at least 1 (got %d), or 0 with a "
+                       "gpu_memory_utilization", opt->kv_n_blocks);
         return NULL;
     }
     if ((long long)(opt->kv_n_blocks + 1) * block_size > INT32_MAX) {
