@@ -24,7 +24,8 @@
 #   3. synthetic models made there (weights don't travel): tiny bf16 and
 #      Qwen3-0.6B-shaped bf16;
 #   4. the gpu-labelled tests (tests/gpu/test_cuda_backend.c);
-#   5. compute-sanitizer memcheck on the same test;
+#   5. compute-sanitizer memcheck and racecheck (shared-memory hazards of
+#      the attention kernels) on the same test;
 #   6. `folo logits --device cuda` against transformers on the GPU
 #      (tests/gpu/compare_transformers.py), tiny and 0.6B;
 #   7. benchmark on the 0.6B model: folo's backend (tests/gpu/bench_backend.c)
@@ -175,12 +176,17 @@ if [ $build_ok = 1 ]; then
     step memcheck env "${test_env[@]}" timeout 300 compute-sanitizer --tool memcheck \
       --error-exitcode 3 "$build/tests/test_cuda_backend"
     tail -n 3 "$results/memcheck.log"
+    step racecheck env "${test_env[@]}" timeout 300 compute-sanitizer --tool racecheck \
+      --error-exitcode 3 "$build/tests/test_cuda_backend"
+    tail -n 3 "$results/racecheck.log"
   else
     skip memcheck "compute-sanitizer not on PATH"
+    skip racecheck "compute-sanitizer not on PATH"
   fi
 else
   skip gpu-tests "no build"
   skip memcheck "no build"
+  skip racecheck "no build"
 fi
 
 # ---- 6. against transformers ---------------------------------------------------------------
