@@ -19,6 +19,12 @@ void folo_bench_print_dists(const char *label, const folo_bench_summary *s) {
     folo_bench_print_dist_row("", "TPOT", &s->tpot_ms);
     folo_bench_print_dist_row("", "ITL", &s->itl_ms);
     folo_bench_print_dist_row("", "E2E", &s->e2el_ms);
+    /* The seeds' TTFT bands, as shares of the completed requests. */
+    printf("%8s  TTFT bands:", "");
+    for (int b = 0; b < FOLO_BENCH_N_TTFT_BANDS; b++)
+        printf(" %s %.0f%%", folo_bench_ttft_band_names[b],
+               s->completed ? 100.0 * s->ttft_bands[b] / s->completed : 0.0);
+    printf("  (< 100, 100-300, 300-1000, > 1000 ms)\n");
 }
 
 void folo_bench_entry_label(const json_t *entry, char *buf, size_t cap) {

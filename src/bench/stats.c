@@ -64,6 +64,26 @@ int folo_bench_slo_parse(const char *spec, folo_bench_slo *slo, folo_error *err)
     }
 }
 
+int folo_bench_slo_preset(const char *name, folo_bench_slo *slo, folo_error *err) {
+    static const struct {
+        const char *name;
+        double ttft_ms;
+    } presets[] = {{"chat", 200}, {"batch", 1000}, {"realtime", 50}};
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(name, presets[i].name) == 0) {
+            slo->ttft_ms = presets[i].ttft_ms;
+            return 0;
+        }
+    return folo_fail(err, "unknown SLO preset '%s' (chat, batch or realtime)", name);
+}
+
+const char *const folo_bench_ttft_band_names[FOLO_BENCH_N_TTFT_BANDS] = {"instant", "fast",
+                                                                         "slow", "stalled"};
+
+int folo_bench_ttft_band(double ttft_ms) {
+    return ttft_ms < 100 ? 0 : ttft_ms < 300 ? 1 : ttft_ms <= 1000 ? 2 : 3;
+}
+
 bool folo_bench_slo_any(const folo_bench_slo *slo) {
     return slo && (slo->ttft_ms > 0 || slo->tpot_ms > 0 || slo->e2el_ms > 0);
 }
@@ -165,6 +185,7 @@ void folo_bench_summarize(const folo_bench_record *records, int n_records, doubl
             continue;
         }
         ttft[out->completed] = folo_bench_ttft_ms(r);
+        out->ttft_bands[folo_bench_ttft_band(ttft[out->completed])]++;
         e2el[out->completed] = folo_bench_e2el_ms(r);
         out->completed++;
         if (folo_bench_tpot_ms(r, &tpot[n_tpot])) n_tpot++;
@@ -234,6 +255,10 @@ json_t *folo_bench_summary_json(const folo_bench_summary *s) {
     dist_json(o, "e2el", &s->e2el_ms);
     json_object_set_new(o, "max_output_tokens_per_s", json_real(s->max_output_tokens_per_s));
     json_object_set_new(o, "max_concurrent_requests", json_integer(s->max_concurrent_requests));
+    json_t *bands = json_object();
+    for (int b = 0; b < FOLO_BENCH_N_TTFT_BANDS; b++)
+        json_object_set_new(bands, folo_bench_ttft_band_names[b], json_integer(s->ttft_bands[b]));
+    json_object_set_new(o, "ttft_bands", bands);
     return o;
 }
 

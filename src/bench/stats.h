@@ -72,6 +72,15 @@ typedef struct folo_bench_slo {
 /* Parses "ttft:200,tpot:50" (any of ttft, tpot, e2el, ms values > 0) into
  * slo, keeping the fields it does not name. */
 int folo_bench_slo_parse(const char *spec, folo_bench_slo *slo, folo_error *err);
+/* The seeds' scenario SLOs by name, set into slo's TTFT: chat (200 ms),
+ * batch (1000 ms), realtime (50 ms). */
+int folo_bench_slo_preset(const char *name, folo_bench_slo *slo, folo_error *err);
+
+/* The seeds' TTFT bands: instant < 100 ms, fast 100-300 ms, slow
+ * 300-1000 ms, stalled > 1000 ms. */
+enum { FOLO_BENCH_N_TTFT_BANDS = 4 };
+extern const char *const folo_bench_ttft_band_names[FOLO_BENCH_N_TTFT_BANDS];
+int folo_bench_ttft_band(double ttft_ms);
 bool folo_bench_slo_any(const folo_bench_slo *slo);
 
 /* One distribution's summary, in the unit of its values. */
@@ -106,6 +115,7 @@ typedef struct folo_bench_summary {
     folo_bench_dist e2el_ms;       /* ms */
     double max_output_tokens_per_s;  /* tokens in the busiest 1 s bucket */
     int max_concurrent_requests;     /* requests alive in the busiest 1 s bucket */
+    int ttft_bands[FOLO_BENCH_N_TTFT_BANDS]; /* completed requests per TTFT band */
 } folo_bench_summary;
 
 /* slo may be NULL. The peaks are vLLM's: time from the first completed
@@ -120,7 +130,8 @@ void folo_bench_summarize(const folo_bench_record *records, int n_records, doubl
  * SLOs), output_throughput, total_token_throughput, and for each of ttft,
  * tpot, itl, e2el: mean_X_ms, median_X_ms, std_X_ms, p50_X_ms, p90_X_ms,
  * p95_X_ms, p99_X_ms, p99.9_X_ms, max_output_tokens_per_s,
- * max_concurrent_requests. folo adds "failed". A new reference. */
+ * max_concurrent_requests. folo adds "failed" and "ttft_bands" ({band:
+ * requests}). A new reference. */
 json_t *folo_bench_summary_json(const folo_bench_summary *s);
 /* The failed requests by error message: {"message": count}, vLLM's
  * "errors" of a run. A new reference. */

@@ -182,6 +182,10 @@ int bench_common_flag(const char *cmd, const char *usage, int c, char **argv,
         if (folo_bench_slo_parse(optarg, &r->slo, &err))
             return cli_usage_error(cmd, usage, "--goodput: %s", err.message);
         return 0;
+    case BENCH_OPT_SLO:
+        if (folo_bench_slo_preset(optarg, &r->slo, &err))
+            return cli_usage_error(cmd, usage, "--slo: %s", err.message);
+        return 0;
     case BENCH_OPT_HARDWARE: r->hardware = optarg; return 0;
     case BENCH_OPT_BANDWIDTH:
         return cli_parse_float(cmd, "--bandwidth-gbs", optarg, 1e-3, 1e6, &r->bandwidth_gbs) ? 2

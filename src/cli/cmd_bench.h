@@ -29,10 +29,11 @@ typedef struct bench_report_flags {
 
 enum {
     BENCH_OPT_GOODPUT = 900, BENCH_OPT_HARDWARE, BENCH_OPT_BANDWIDTH, BENCH_OPT_PEAK,
-    BENCH_OPT_DEVICES, BENCH_OPT_JSON, BENCH_OPT_HTML
+    BENCH_OPT_DEVICES, BENCH_OPT_JSON, BENCH_OPT_HTML, BENCH_OPT_SLO
 };
 #define BENCH_REPORT_LONG_OPTIONS                                       \
     {"goodput", required_argument, NULL, BENCH_OPT_GOODPUT},            \
+    {"slo", required_argument, NULL, BENCH_OPT_SLO},                    \
     {"hardware", required_argument, NULL, BENCH_OPT_HARDWARE},          \
     {"bandwidth-gbs", required_argument, NULL, BENCH_OPT_BANDWIDTH},    \
     {"peak-tflops", required_argument, NULL, BENCH_OPT_PEAK},           \
@@ -42,6 +43,8 @@ enum {
 #define BENCH_REPORT_HELP                                                                   \
     "      --goodput SLOS         SLOs in ms for request_goodput, e.g. ttft:200,tpot:50\n"    \
     "                             (any of ttft, tpot, e2el; may be repeated)\n"               \
+    "      --slo NAME             the seeds' scenario SLO for goodput: chat (TTFT < 200 ms),\n" \
+    "                             batch (< 1000 ms) or realtime (< 50 ms)\n"                  \
     "      --hardware NAME        roofline profile: a100, h100, h200, or cpu: this machine,\n" \
     "                             measured now (default: cpu, h100 for --device cuda)\n"      \
     "      --bandwidth-gbs X      memory bandwidth for the roofline, GB/s\n"                  \

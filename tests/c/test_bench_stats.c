@@ -183,7 +183,44 @@ static void test_json(void) {
     CHECK_NEAR(json_real_value(json_array_get(itl, 1)), 100, TOL);
     CHECK_NEAR(json_real_value(json_object_get(r0, "ttft_ms")), 100, TOL);
     json_decref(r0);
+
+    /* TTFT bands: every completed request in the band of its TTFT. */
+    int want[FOLO_BENCH_N_TTFT_BANDS] = {0};
+    for (int i = 0; i < 4; i++)
+        if (f.r[i].ok) want[folo_bench_ttft_band(folo_bench_ttft_ms(&f.r[i]))]++;
+    CHECK(want[1] >= 1); /* r0's 100 ms is fast, not instant */
+    o = folo_bench_summary_json(&s);
+    json_t *bands = json_object_get(o, "ttft_bands");
+    for (int b = 0; b < FOLO_BENCH_N_TTFT_BANDS; b++)
+        CHECK_MSG(json_integer_value(json_object_get(bands, folo_bench_ttft_band_names[b])) ==
+                      want[b] && s.ttft_bands[b] == want[b],
+                  "band %s", folo_bench_ttft_band_names[b]);
+    json_decref(o);
     fixture_free(&f);
+}
+
+/* The seeds' bands and scenario SLOs. */
+static void test_bands_and_presets(void) {
+    static const struct {
+        double ms;
+        int band;
+    } cases[] = {{0, 0}, {99.999, 0}, {100, 1}, {299.9, 1}, {300, 2}, {1000, 2}, {1000.1, 3}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_MSG(folo_bench_ttft_band(cases[i].ms) == cases[i].band, "%g ms", cases[i].ms);
+    static const struct {
+        const char *name;
+        double ttft_ms;
+    } presets[] = {{"chat", 200}, {"batch", 1000}, {"realtime", 50}};
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        folo_bench_slo slo = {.tpot_ms = 40};
+        folo_error err = {{0}};
+        CHECK(folo_bench_slo_preset(presets[i].name, &slo, &err) == 0);
+        CHECK(slo.ttft_ms == presets[i].ttft_ms && slo.tpot_ms == 40); /* other SLOs kept */
+    }
+    folo_bench_slo slo = {0};
+    folo_error err = {{0}};
+    CHECK(folo_bench_slo_preset("interactive", &slo, &err) == -1);
+    CHECK_MSG(strstr(err.message, "unknown SLO preset 'interactive'") != NULL, "%s", err.message);
 }
 
 /* vLLM's peaks over 1 s buckets from the first arrival, and a record as the
@@ -236,6 +273,7 @@ static void test_peaks_and_chunks(void) {
 }
 
 int main(void) {
+    test_bands_and_presets();
     test_percentiles();
     test_requests();
     test_goodput();

@@ -86,6 +86,12 @@ def check_summary(s, records, n_requests, slo=None):
             assert s[f"{name}_{m}_ms"] == pytest.approx(np.percentile(v, p), rel=1e-9, abs=1e-9)
         ordered = [s[f"{name}_{m}_ms"] for name in PERCENTILES]
         assert ordered == sorted(ordered)
+    bands = {"instant": 0, "fast": 0, "slow": 0, "stalled": 0}
+    for r in records:  # the seeds' TTFT bands
+        t = r["ttft_ms"]
+        bands["instant" if t < 100 else "fast" if t < 300 else "slow" if t <= 1000
+              else "stalled"] += 1
+    assert s["ttft_bands"] == bands
     if slo is None:
         assert s["request_goodput"] is None
     else:
@@ -121,10 +127,18 @@ def test_throughput(tmp_path):
     assert j["prefill_steps"] >= 1 and j["decode_steps"] >= OUTPUT_LEN - 1
     assert j["prefill_s"] + j["decode_s"] <= j["summary"]["duration"]
     assert set(j["engine_phases_s"]) == {"schedule", "prepare", "forward", "sample", "output"}
-    assert "output tokens/s" in proc.stdout
+    assert "output tokens/s" in proc.stdout and "TTFT bands: instant" in proc.stdout
+
+
+@pytest.mark.parametrize("preset, ttft_ms", [("chat", 200), ("batch", 1000), ("realtime", 50)])
+def test_slo_presets(tmp_path, preset, ttft_ms):
+    """--slo NAME is goodput with the seeds' scenario TTFT."""
+    _, j = bench(tmp_path, "throughput", "--num-prompts", "4", "--slo", preset)
+    check_summary(j["summary"], j["requests"], 4, {"ttft": ttft_ms})
 
 
 @pytest.mark.parametrize("args", [
+    ["throughput", "--slo", "interactive"],
     ["latency", "--batch-sizes", "1,,2"], ["latency", "--iters", "0"],
     ["throughput", "--num-prompts", "-1"], ["throughput", "--goodput", "ttft"],
     ["throughput", "--bandwidth-gbs", "0"], ["prefix", "--prefix-hit-ratios", "101"],
