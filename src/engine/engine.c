@@ -173,7 +173,6 @@ static int enqueue(folo_engine *e, folo_request *req, uint64_t *request_id) {
     req->id = e->next_id++;
     GROW(e->inbox, e->n_inbox, e->cap_inbox);
     e->inbox[e->n_inbox++] = req;
-    e->stats.n_waiting++; /* until the next step counts it in the scheduler */
     if (request_id) *request_id = req->id;
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
