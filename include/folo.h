@@ -174,7 +174,8 @@ typedef struct folo_output {
 } folo_output;
 
 typedef struct folo_engine_stats {
-    int n_waiting;                /* sequences queued (preempted ones included) */
+    int n_waiting;                /* sequences queued (preempted ones included), and
+                                     requests added since the last step */
     int n_running;                /* sequences holding blocks */
     int n_unfinished_requests;    /* added and not yet finished, queued ones included */
     int kv_block_size;            /* tokens per block */

@@ -173,6 +173,7 @@ static int enqueue(folo_engine *e, folo_request *req, uint64_t *request_id) {
     req->id = e->next_id++;
     GROW(e->inbox, e->n_inbox, e->cap_inbox);
     e->inbox[e->n_inbox++] = req;
+    e->stats.n_waiting++; /* until the next step counts it in the scheduler */
     if (request_id) *request_id = req->id;
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
@@ -517,7 +518,8 @@ static void update_stats(folo_engine *e) {
     if (kv.n_used > e->kv_peak_used) e->kv_peak_used = kv.n_used;
     pthread_mutex_lock(&e->lock);
     folo_engine_stats *st = &e->stats;
-    st->n_waiting = folo_sched_n_waiting(e->sched);
+    /* Requests added since this step took the inbox wait too. */
+    st->n_waiting = folo_sched_n_waiting(e->sched) + e->n_inbox;
     st->n_running = folo_sched_n_running(e->sched);
     st->n_unfinished_requests = e->n_live;
     st->kv_block_size = e->block_size;

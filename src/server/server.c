@@ -774,8 +774,8 @@ static bool authorized(struct MHD_Connection *mc, const folo_server *s) {
            same_secret(auth + sizeof k_bearer - 1, s->api_key);
 }
 
-/* --max-queue: whether the engine's waiting queue (as of its last step) is
- * over the limit. */
+/* --max-queue: whether the engine's waiting queue is over the limit: the
+ * waiting sequences of its last step and every request added since. */
 static bool queue_full(folo_server *s) {
     if (s->max_queue < 0) return false;
     folo_engine_stats st;

@@ -329,6 +329,11 @@ static void test_abort_frees(void) {
     CHECK(folo_engine_add_tokens(e, prompt + 100, 5, &p, &res[1].id, &err) == 0);
     CHECK(folo_engine_add_tokens(e, prompt, 200, &p, &res[0].id, &err) == 0);
     res[0].added = res[1].added = true;
+    /* Added but not yet stepped: both count as waiting (serve's --max-queue
+     * reads this between steps). */
+    folo_engine_stats before;
+    folo_engine_get_stats(e, &before);
+    CHECK_MSG(before.n_waiting == 2, "%d waiting before the first step", before.n_waiting);
     for (int i = 0; i < 4; i++) step_and_record(e, res, 2);
     CHECK(res[0].n_tokens[0] == 0);          /* still in prefill */
     CHECK(res[1].n_tokens[0] >= 2);          /* decoding */

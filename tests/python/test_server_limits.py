@@ -73,7 +73,10 @@ def test_a_full_queue_is_503_with_retry_after(tmp_path):
         running, _, _ = open_stream(srv.port, 30000)
         waiting = send_raw(srv.port, {"prompt": PROMPT, "max_tokens": 30000, "ignore_eos": True,
                                       "stream": True})
-        srv.wait_metrics(lambda m: metric(m, "folo:num_requests_waiting") == 1)
+        # The first running, the second waiting (counted from the moment it
+        # is added, before any step takes it in).
+        srv.wait_metrics(lambda m: metric(m, "folo:num_requests_running") == 1 and
+                         metric(m, "folo:num_requests_waiting") == 1)
         status, headers, raw = srv.request_full("POST", COMP, BODY)
         assert_error(status, raw, 503)
         assert int(headers["Retry-After"]) >= 1
