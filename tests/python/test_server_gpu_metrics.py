@@ -72,19 +72,24 @@ def test_no_gauges_without_nvml(without_nvml):
     assert f"serve: /metrics has no GPU gauges: NVML not loaded: {MISSING}" in log
 
 
+def bench_json(tmp_path, library):
+    """`folo bench latency`'s JSON, run with NVML loaded from library."""
+    import subprocess
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, FOLO_NVML_LIBRARY=library)
+    subprocess.run([os.environ.get("FOLO_BIN", "build/folo"), "bench", "latency",
+                    "-m", os.environ["FOLO_TEST_MODEL"], "--device", "cpu", "--threads", "1",
+                    "--batch-sizes", "1", "--output-len", "4", "--iters", "1",
+                    "--json", str(out)], env=env, check=True, capture_output=True)
+    return json.loads(out.read_text())
+
+
 def test_bench_reports_the_fake_gpu(tmp_path):
     """`folo bench` samples the GPU over its run: with the fake, its JSON
     names the device and total, the peak is the last of the growing
     readings (at least the first two, taken at start and stop), and the
     mean utilization lies between the fake's two values."""
-    import subprocess
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, FOLO_NVML_LIBRARY=FAKE)
-    subprocess.run([os.environ.get("FOLO_BIN", "build/folo"), "bench", "latency",
-                    "-m", os.environ["FOLO_TEST_MODEL"], "--device", "cpu", "--threads", "1",
-                    "--batch-sizes", "1", "--output-len", "4", "--iters", "1",
-                    "--json", str(out)], env=env, check=True, capture_output=True)
-    gpu = json.loads(out.read_text())["gpu"]
+    gpu = bench_json(tmp_path, FAKE)["gpu"]
     assert gpu["name"] == "NVIDIA H100 80GB HBM3"
     assert gpu["memory_total_bytes"] == TOTAL0
     peak = gpu["peak_memory_used_bytes"]
@@ -93,11 +98,4 @@ def test_bench_reports_the_fake_gpu(tmp_path):
 
 
 def test_bench_without_nvml_has_no_gpu_figures(tmp_path):
-    import subprocess
-    out = tmp_path / "bench.json"
-    env = dict(os.environ, FOLO_NVML_LIBRARY=MISSING)
-    subprocess.run([os.environ.get("FOLO_BIN", "build/folo"), "bench", "latency",
-                    "-m", os.environ["FOLO_TEST_MODEL"], "--device", "cpu", "--threads", "1",
-                    "--batch-sizes", "1", "--output-len", "4", "--iters", "1",
-                    "--json", str(out)], env=env, check=True, capture_output=True)
-    assert "gpu" not in json.loads(out.read_text())
+    assert "gpu" not in bench_json(tmp_path, MISSING)
