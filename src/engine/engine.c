@@ -173,7 +173,10 @@ static int enqueue(folo_engine *e, folo_request *req, uint64_t *request_id) {
     req->id = e->next_id++;
     GROW(e->inbox, e->n_inbox, e->cap_inbox);
     e->inbox[e->n_inbox++] = req;
-    e->stats.n_waiting++; /* until the next step counts it in the scheduler */
+    /* Waiting from now until the next step's stats count it in the
+     * scheduler. Adding n_inbox when stats are read is not enough: a step's
+     * take_inbox empties the inbox before the scheduler holds the request. */
+    e->stats.n_waiting++;
     if (request_id) *request_id = req->id;
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
