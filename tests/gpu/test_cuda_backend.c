@@ -12,7 +12,10 @@
  * position's logits ≤ 2e-2, argmax mostly equal); a flat batch mixing
  * prefill chunks and decodes of three sequences gives what each sequence
  * gets alone; copy_blocks gives a copied block the same contents; malformed
- * batches are refused with an error. Without a GPU it exits 77 (skipped). */
+ * batches are refused with an error. GPTQ: the 4-bit matmul against the
+ * stored layout's dequantization (gptq_random.h), and with
+ * $FOLO_TEST_GPTQ_MODEL (a GPTQ checkpoint of the tiny model) the same
+ * forward checks on it. Without a GPU it exits 77 (skipped). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdint.h>
@@ -27,6 +30,7 @@
 #include "backend/single_seq.h"
 #include "check.h"
 #include "core/dtype.h"
+#include "gptq_random.h"
 #include "model/make_model.h"
 #include "model/model.h"
 #include "sample/sampler.h"
@@ -46,22 +50,13 @@
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
 static double uniform(void) { /* [0, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
-static float symmetric(float scale) {
-    return (float)((2.0 * uniform() - 1.0) * scale);
+    return (double)(rng_next() >> 11) * 0x1.0p-53;
 }
 
 static float *random_f32(size_t n, float scale) {
     float *x = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = symmetric(scale);
+    fill_random(x, n, scale);
     return x;
 }
 
@@ -448,6 +443,60 @@ static void test_gemm(cublasHandle_t cublas, int T, int N, int K) {
     cudaFree(d_x), cudaFree(d_w), cudaFree(d_y);
 }
 
+/* A GPTQ linear (gptq_random.h) through folo_cuda_gptq_matmul against the
+ * stored layout's dequantization in double: the GEMV (T <= 8 rows) keeps
+ * the f32 weights, the wide path rounds them to bf16 first, and the
+ * reference does the same. The output has a wider row stride than N, and
+ * the columns past N must stay as poisoned. */
+static void test_gptq_matmul(cublasHandle_t cublas, int N, int K, int G, int act_order,
+                             int zeros_minus_one, int T) {
+    stored_linear s;
+    make_linear(&s, N, K, G, act_order);
+    folo_quant_config q = {.gptq = true, .bits = 4, .group_size = G, .desc_act = act_order != 0,
+                           .zeros_minus_one = zeros_minus_one != 0};
+    folo_qlinear l;
+    folo_error err = {{0}};
+    CHECK_MSG(folo_gptq_repack(&l, s.parts, &q, "w.g_idx", "test", &err) == 0, "%s", err.message);
+    float *w = malloc(sizeof(float) * (size_t)N * K);
+    dequant_stored(w, &s, zeros_minus_one);
+    if (T > FOLO_CUDA_GPTQ_GEMV_TOKENS)
+        for (size_t i = 0; i < (size_t)N * K; i++) w[i] = folo_bf16_to_f32(folo_f32_to_bf16(w[i]));
+    float *x = random_f32((size_t)T * K, 1.0f);
+    uint16_t *x_bf16 = to_bf16(x, (size_t)T * K);
+
+    int ldy = N + 5;
+    void *d_w;
+    CUDA_OK(cudaMalloc(&d_w, folo_cuda_qlinear_bytes(&l)));
+    folo_cuda_qlinear dw;
+    CHECK_MSG(folo_cuda_qlinear_upload(&dw, d_w, &l, &err) == 0, "%s", err.message);
+    uint16_t *d_x = dev_upload(x_bf16, (size_t)T * K * 2);
+    float *d_y = dev_poisoned((size_t)T * ldy * 4);
+    uint16_t *d_dequant = dev_poisoned(FOLO_CUDA_GPTQ_DEQUANT_ELEMS * 2);
+    CHECK_MSG(folo_cuda_gptq_matmul(cublas, d_y, ldy, d_x, T, &dw, d_dequant, 0, &err) == 0, "%s",
+              err.message);
+    float *y = download_f32(d_y, (size_t)T * ldy);
+    float *got = malloc(sizeof(float) * (size_t)T * N), *ref = malloc(sizeof(float) * (size_t)T * N);
+    int stride_kept = 1;
+    for (int t = 0; t < T; t++) {
+        for (int n = 0; n < N; n++) {
+            double sum = 0.0;
+            for (int k = 0; k < K; k++) sum += (double)w[(size_t)n * K + k] * x[(size_t)t * K + k];
+            ref[(size_t)t * N + n] = (float)sum;
+            got[(size_t)t * N + n] = y[(size_t)t * ldy + n];
+        }
+        for (int n = N; n < ldy; n++) stride_kept &= isnan(y[(size_t)t * ldy + n]) != 0;
+    }
+    char name[96];
+    snprintf(name, sizeof name, "gptq N=%d K=%d G=%d%s%s T=%d", N, K, G, act_order ? " act" : "",
+             zeros_minus_one ? " v1" : " v2", T);
+    CHECK_REL(name, got, ref, (size_t)T * N, T > FOLO_CUDA_GPTQ_GEMV_TOKENS ? 1e-4 : 1e-5);
+    CHECK_MSG(stride_kept, "%s: wrote past its N columns", name);
+    free(w), free(x), free(x_bf16), free(y), free(got), free(ref);
+    cudaFree(d_w), cudaFree(d_x), cudaFree(d_y), cudaFree(d_dequant);
+    folo_qlinear_free(&l);
+    free_linear(&s);
+}
+
 /* ---- the whole forward ----------------------------------------------------- */
 
 #define BLOCK_SIZE 4
@@ -766,6 +815,7 @@ int main(void) {
     struct cudaDeviceProp prop;
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+    rng_seed(15);
 
     printf("kernels vs the CPU kernels:\n");
     test_embed();
@@ -793,6 +843,18 @@ int main(void) {
     test_gemm(cublas, 1, 300, 200);
     test_gemm(cublas, 7, 1024, 1000);
     test_gemm(cublas, 64, 333, 128);
+    /* GPTQ: the GEMV's grouping paths (32-column blocks in one group; per
+     * column through g_idx: act-order, or groups not a multiple of 32, with
+     * a K tail), 1..8 rows; the dequantize + GEMM path, one chunk and two. */
+    test_gptq_matmul(cublas, 96, 256, 128, 0, 1, 1);
+    test_gptq_matmul(cublas, 96, 256, 32, 0, 0, 3);
+    test_gptq_matmul(cublas, 64, 384, 32, 1, 0, 5);
+    test_gptq_matmul(cublas, 40, 200, -1, 0, 1, 8);
+    test_gptq_matmul(cublas, 48, 72, 24, 1, 1, 2);
+    test_gptq_matmul(cublas, 1024, 3072, 128, 1, 1, 4);
+    test_gptq_matmul(cublas, 72, 96, 32, 1, 0, 33);
+    test_gptq_matmul(cublas, 3000, 1024, 128, 0, 1, 9);
+    test_gptq_matmul(cublas, 20000, 1024, 128, 0, 1, 12);
     cublasDestroy(cublas);
 
     const char *model_dir = getenv("FOLO_TEST_MODEL");
@@ -827,6 +889,22 @@ int main(void) {
     }
     folo_model_free(f32);
     folo_model_free(bf16);
+    /* A GPTQ 4-bit checkpoint of the tiny model, when the caller made one
+     * (scripts/gpu-check.sh does, with folo quantize). */
+    const char *gptq_dir = getenv("FOLO_TEST_GPTQ_MODEL");
+    if (gptq_dir && *gptq_dir) {
+        folo_model *gptq = folo_model_load(gptq_dir, &err);
+        CHECK_MSG(gptq != NULL, "%s", err.message);
+        if (gptq) {
+            int32_t ids[PROMPT_LEN];
+            for (int i = 0; i < PROMPT_LEN; i++) ids[i] = (int32_t)(uniform() * 151643);
+            printf("GPTQ forward vs the CPU backend (%s):\n", gptq_dir);
+            test_forward_vs_cpu("tiny GPTQ: cuda vs cpu logits", gptq, ids);
+            test_mixed_batch(gptq, ids);
+            test_graphs(gptq);
+        }
+        folo_model_free(gptq);
+    }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", bf16_dir);
     CHECK(system(cmd) == 0);

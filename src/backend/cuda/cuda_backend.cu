@@ -10,7 +10,10 @@
  *     v projections stacked into one [(Hq + 2·Hkv)·D, H] matrix and gate/up
  *     into one [2I, H] (one matmul each), every matrix bf16 (f32 and f16
  *     checkpoints rounded to bf16 on upload), norm weights f32; a tied
- *     lm_head is the embedding itself;
+ *     lm_head is the embedding itself. A GPTQ checkpoint's linears stay
+ *     4-bit, each apart in the repacked rows of model/gptq.h, multiplied by
+ *     cuda/gptq.cu into the same outputs (q, k, v side by side as the fused
+ *     matmul leaves them);
  *   - the paged KV pool, bf16, K and V each [L, n_slots, Hkv, D] with
  *     slot = block · block_size + offset;
  *   - the activation scratch for min(KV slots, max_batch_tokens or
@@ -55,11 +58,17 @@ extern "C" {
 /* Alignment of every buffer carved out of a device allocation. */
 #define DEVICE_ALIGN 256
 
+/* A layer's linears in checkpoint order (a GPTQ model keeps them apart). */
+enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, N_LINEARS };
+
 typedef struct cuda_layer {
     uint16_t *w_qkv;     /* [(Hq + 2·Hkv)·D, H] bf16: q rows, then k, then v */
     uint16_t *w_o;       /* [H, Hq·D] bf16 */
     uint16_t *w_gate_up; /* [2I, H] bf16: gate rows, then up rows */
     uint16_t *w_down;    /* [H, I] bf16 */
+    /* GPTQ models instead (the bf16 matrices above are then NULL): */
+    void *q_bytes[N_LINEARS];          /* device bytes of each linear */
+    folo_cuda_qlinear q[N_LINEARS];    /* views of them, set at upload */
     float *input_norm;   /* [H] */
     float *post_norm;    /* [H] */
     float *q_norm;       /* [D] */
@@ -129,7 +138,11 @@ typedef struct cuda_backend {
     size_t weight_bytes;
     cuda_layer *layers; /* [L] (host array of device pointers) */
     uint16_t *embed;    /* [V, H] bf16 */
-    uint16_t *lm_head;  /* [V, H] bf16; == embed when tied */
+    uint16_t *lm_head;  /* [V, H] bf16; == embed when tied; NULL when quantized */
+    void *lm_head_q_bytes;        /* a GPTQ lm_head's device bytes, else NULL */
+    folo_cuda_qlinear lm_head_q;  /* its view */
+    bool gptq;                    /* the decoder linears are GPTQ 4-bit */
+    uint16_t *dequant;  /* [FOLO_CUDA_GPTQ_DEQUANT_ELEMS] bf16 GPTQ rows of a wide matmul */
     float *final_norm;  /* [H] */
     float *inv_freq;    /* [D/2] RoPE inverse frequencies */
     uint16_t *k_cache;  /* [L, n_slots, Hkv, D] bf16 */
@@ -176,6 +189,12 @@ static void *carve(carver *c, size_t bytes) {
 
 /* ---- weights ------------------------------------------------------------- */
 
+/* The layer's linears in LIN_ order. */
+static void layer_linears(const folo_layer_weights *src, const folo_tensor *out[N_LINEARS]) {
+    out[LIN_Q] = &src->wq, out[LIN_K] = &src->wk, out[LIN_V] = &src->wv, out[LIN_O] = &src->wo;
+    out[LIN_GATE] = &src->w_gate, out[LIN_UP] = &src->w_up, out[LIN_DOWN] = &src->w_down;
+}
+
 static void carve_weights(cuda_backend *b, carver *c) {
     const folo_config *cfg = &b->model->config;
     size_t H = cfg->hidden_size, I = cfg->intermediate_size, D = cfg->head_dim;
@@ -183,17 +202,27 @@ static void carve_weights(cuda_backend *b, carver *c) {
     size_t bf16 = sizeof(uint16_t);
     for (int layer = 0; layer < cfg->n_layers; layer++) {
         cuda_layer *w = &b->layers[layer];
-        w->w_qkv = (uint16_t *)carve(c, (Hq + 2 * Hkv) * D * H * bf16);
-        w->w_o = (uint16_t *)carve(c, H * Hq * D * bf16);
-        w->w_gate_up = (uint16_t *)carve(c, 2 * I * H * bf16);
-        w->w_down = (uint16_t *)carve(c, H * I * bf16);
+        if (b->gptq) {
+            const folo_tensor *lin[N_LINEARS];
+            layer_linears(&b->model->layers[layer], lin);
+            for (int i = 0; i < N_LINEARS; i++)
+                w->q_bytes[i] = carve(c, folo_cuda_qlinear_bytes(lin[i]->quant));
+        } else {
+            w->w_qkv = (uint16_t *)carve(c, (Hq + 2 * Hkv) * D * H * bf16);
+            w->w_o = (uint16_t *)carve(c, H * Hq * D * bf16);
+            w->w_gate_up = (uint16_t *)carve(c, 2 * I * H * bf16);
+            w->w_down = (uint16_t *)carve(c, H * I * bf16);
+        }
         w->input_norm = (float *)carve(c, H * sizeof(float));
         w->post_norm = (float *)carve(c, H * sizeof(float));
         w->q_norm = (float *)carve(c, D * sizeof(float));
         w->k_norm = (float *)carve(c, D * sizeof(float));
     }
     b->embed = (uint16_t *)carve(c, V * H * bf16);
-    b->lm_head = cfg->tie_word_embeddings ? b->embed : (uint16_t *)carve(c, V * H * bf16);
+    if (b->model->lm_head.quant)
+        b->lm_head_q_bytes = carve(c, folo_cuda_qlinear_bytes(b->model->lm_head.quant));
+    else
+        b->lm_head = cfg->tie_word_embeddings ? b->embed : (uint16_t *)carve(c, V * H * bf16);
     b->final_norm = (float *)carve(c, H * sizeof(float));
     b->inv_freq = (float *)carve(c, D / 2 * sizeof(float));
 }
@@ -242,16 +271,25 @@ static int upload_layer(cuda_backend *b, int layer, upload_staging *st, folo_err
     const folo_layer_weights *src = &b->model->layers[layer];
     cuda_layer *w = &b->layers[layer];
     size_t H = cfg->hidden_size, D = cfg->head_dim;
-    /* Stacked matrices: each part's rows follow the previous part's. */
-    size_t q_elems = numel(&src->wq), k_elems = numel(&src->wk), gate_elems = numel(&src->w_gate);
-    if (upload_bf16(w->w_qkv, &src->wq, q_elems, st, err) != 0 ||
-        upload_bf16(w->w_qkv + q_elems, &src->wk, k_elems, st, err) != 0 ||
-        upload_bf16(w->w_qkv + q_elems + k_elems, &src->wv, numel(&src->wv), st, err) != 0 ||
-        upload_bf16(w->w_o, &src->wo, numel(&src->wo), st, err) != 0 ||
-        upload_bf16(w->w_gate_up, &src->w_gate, gate_elems, st, err) != 0 ||
-        upload_bf16(w->w_gate_up + gate_elems, &src->w_up, numel(&src->w_up), st, err) != 0 ||
-        upload_bf16(w->w_down, &src->w_down, numel(&src->w_down), st, err) != 0 ||
-        upload_f32(w->input_norm, &src->input_norm, H, st, err) != 0 ||
+    int rc = 0;
+    if (b->gptq) {
+        const folo_tensor *lin[N_LINEARS];
+        layer_linears(src, lin);
+        for (int i = 0; rc == 0 && i < N_LINEARS; i++)
+            rc = folo_cuda_qlinear_upload(&w->q[i], w->q_bytes[i], lin[i]->quant, err);
+    } else {
+        /* Stacked matrices: each part's rows follow the previous part's. */
+        size_t q_elems = numel(&src->wq), k_elems = numel(&src->wk);
+        size_t gate_elems = numel(&src->w_gate);
+        rc = upload_bf16(w->w_qkv, &src->wq, q_elems, st, err) != 0 ||
+             upload_bf16(w->w_qkv + q_elems, &src->wk, k_elems, st, err) != 0 ||
+             upload_bf16(w->w_qkv + q_elems + k_elems, &src->wv, numel(&src->wv), st, err) != 0 ||
+             upload_bf16(w->w_o, &src->wo, numel(&src->wo), st, err) != 0 ||
+             upload_bf16(w->w_gate_up, &src->w_gate, gate_elems, st, err) != 0 ||
+             upload_bf16(w->w_gate_up + gate_elems, &src->w_up, numel(&src->w_up), st, err) != 0 ||
+             upload_bf16(w->w_down, &src->w_down, numel(&src->w_down), st, err) != 0;
+    }
+    if (rc != 0 || upload_f32(w->input_norm, &src->input_norm, H, st, err) != 0 ||
         upload_f32(w->post_norm, &src->post_norm, H, st, err) != 0 ||
         upload_f32(w->q_norm, &src->q_norm, D, st, err) != 0 ||
         upload_f32(w->k_norm, &src->k_norm, D, st, err) != 0)
@@ -279,7 +317,9 @@ static int upload_weights(cuda_backend *b, folo_error *err) {
     for (int layer = 0; rc == 0 && layer < cfg->n_layers; layer++)
         rc = upload_layer(b, layer, &st, err);
     if (rc == 0) rc = upload_bf16(b->embed, &m->embed, numel(&m->embed), &st, err);
-    if (rc == 0 && !cfg->tie_word_embeddings)
+    if (rc == 0 && m->lm_head.quant)
+        rc = folo_cuda_qlinear_upload(&b->lm_head_q, b->lm_head_q_bytes, m->lm_head.quant, err);
+    else if (rc == 0 && !cfg->tie_word_embeddings)
         rc = upload_bf16(b->lm_head, &m->lm_head, numel(&m->lm_head), &st, err);
     if (rc == 0) rc = upload_f32(b->final_norm, &m->final_norm, (size_t)cfg->hidden_size, &st, err);
     if (rc == 0) {
@@ -310,6 +350,15 @@ static void carve_scratch(cuda_scratch *s, const folo_config *cfg, carver *c) {
     s->attn_partials = (float *)carve(c, FOLO_CUDA_ATTN_PARTIALS * (D + 2) * sizeof(float));
 }
 
+/* The activation peak the memory plan counts: the scratch, cuBLAS's
+ * workspace, the logits and a GPTQ model's dequantization buffer. */
+static void count_scratch_bytes(cuda_backend *b) {
+    b->base.scratch_bytes =
+        b->s.bytes + CUBLAS_WORKSPACE_BYTES +
+        (size_t)b->logits_cap_rows * b->model->config.vocab_size * sizeof(float) +
+        (b->dequant ? FOLO_CUDA_GPTQ_DEQUANT_ELEMS * sizeof(uint16_t) : 0);
+}
+
 /* Graphs hold the addresses of the scratch, logits and metadata buffers:
  * when one of them moves, every graph goes. */
 static void drop_graphs(cuda_backend *b) {
@@ -335,9 +384,7 @@ static int ensure_scratch(cuda_backend *b, int n_tokens, folo_error *err) {
     carver place = {(char *)grown.block, 0};
     carve_scratch(&grown, &b->model->config, &place);
     b->s = grown;
-    b->base.scratch_bytes =
-        b->s.bytes + CUBLAS_WORKSPACE_BYTES +
-        (size_t)b->logits_cap_rows * b->model->config.vocab_size * sizeof(float);
+    count_scratch_bytes(b);
     return 0;
 }
 
@@ -365,8 +412,7 @@ static int ensure_logits(cuda_backend *b, int n_rows, folo_error *err) {
     b->argmax_dev = (int32_t *)ids;
     b->argmax_host = (int32_t *)host;
     b->logits_cap_rows = n_rows;
-    b->base.scratch_bytes =
-        b->s.bytes + CUBLAS_WORKSPACE_BYTES + (size_t)n_rows * V * sizeof(float);
+    count_scratch_bytes(b);
     return 0;
 }
 
@@ -447,6 +493,12 @@ static int upload_batch(cuda_backend *b, const folo_batch *batch, cuda_batch_met
 
 /* ---- the forward pass ---------------------------------------------------- */
 
+/* y[:, :N] (row stride ldy) = x · Wᵀ for a GPTQ linear W [N, K]. */
+static int gptq_linear(cuda_backend *b, float *y, int ldy, const uint16_t *x, int T,
+                       const folo_cuda_qlinear *w, folo_error *err) {
+    return folo_cuda_gptq_matmul(b->cublas, y, ldy, x, T, w, b->dequant, b->stream, err);
+}
+
 /* DESIGN §4 steps 1-7 for one layer. On entry x holds the residual stream
  * and, after the first layer, y the previous MLP's output still to be
  * added; on exit y holds this layer's MLP output. */
@@ -462,9 +514,13 @@ static int run_layer(cuda_backend *b, int layer, const cuda_batch_meta *m, folo_
     uint16_t *k_cache = b->k_cache + (size_t)layer * layer_elems; /* [n_slots, Hkv, D] */
     uint16_t *v_cache = b->v_cache + (size_t)layer * layer_elems; /* [n_slots, Hkv, D] */
 
+    int QKV = (Hq + 2 * Hkv) * D;
     if (folo_cuda_rmsnorm(s->h, s->x, layer > 0 ? s->y : NULL, NULL, T, w->input_norm, H, eps, st,
                           err) != 0 ||
-        folo_cuda_gemm(b->cublas, s->qkv, s->h, w->w_qkv, T, (Hq + 2 * Hkv) * D, H, err) != 0 ||
+        (b->gptq ? gptq_linear(b, s->qkv, QKV, s->h, T, &w->q[LIN_Q], err) != 0 ||
+                       gptq_linear(b, s->qkv + Hq * D, QKV, s->h, T, &w->q[LIN_K], err) != 0 ||
+                       gptq_linear(b, s->qkv + (Hq + Hkv) * D, QKV, s->h, T, &w->q[LIN_V], err) != 0
+                 : folo_cuda_gemm(b->cublas, s->qkv, s->h, w->w_qkv, T, QKV, H, err) != 0) ||
         folo_cuda_qk_norm_rope_cache(s->qkv, k_cache, v_cache, w->q_norm, w->k_norm, b->inv_freq,
                                      m->positions, m->slot_mapping, T, Hq, Hkv, D, eps, st,
                                      err) != 0 ||
@@ -473,11 +529,16 @@ static int run_layer(cuda_backend *b, int layer, const cuda_batch_meta *m, folo_
                             m->tiles, m->n_tiles, m->decode_tokens, m->n_decode,
                             s->attn_partials, Hq, Hkv, D, b->base.kv_block_size, st,
                             err) != 0 ||
-        folo_cuda_gemm(b->cublas, s->y, s->att, w->w_o, T, H, Hq * D, err) != 0 ||
+        (b->gptq ? gptq_linear(b, s->y, H, s->att, T, &w->q[LIN_O], err)
+                 : folo_cuda_gemm(b->cublas, s->y, s->att, w->w_o, T, H, Hq * D, err)) != 0 ||
         folo_cuda_rmsnorm(s->h, s->x, s->y, NULL, T, w->post_norm, H, eps, st, err) != 0 ||
-        folo_cuda_gemm(b->cublas, s->gate_up, s->h, w->w_gate_up, T, 2 * I, H, err) != 0 ||
+        (b->gptq ? gptq_linear(b, s->gate_up, 2 * I, s->h, T, &w->q[LIN_GATE], err) != 0 ||
+                       gptq_linear(b, s->gate_up + I, 2 * I, s->h, T, &w->q[LIN_UP], err) != 0
+                 : folo_cuda_gemm(b->cublas, s->gate_up, s->h, w->w_gate_up, T, 2 * I, H, err) !=
+                       0) ||
         folo_cuda_silu_mul(s->act, s->gate_up, T, I, st, err) != 0 ||
-        folo_cuda_gemm(b->cublas, s->y, s->act, w->w_down, T, H, I, err) != 0)
+        (b->gptq ? gptq_linear(b, s->y, H, s->act, T, &w->q[LIN_DOWN], err)
+                 : folo_cuda_gemm(b->cublas, s->y, s->act, w->w_down, T, H, I, err)) != 0)
         return folo_fail_prefix(err, "layer %d", layer);
     return 0;
 }
@@ -496,7 +557,8 @@ static int launch_forward(cuda_backend *b, const cuda_batch_meta *m, bool argmax
     /* The last residual add and the final norm, for the logit rows only. */
     if (folo_cuda_rmsnorm(b->s.h, b->s.x, b->s.y, m->logit_rows, R, b->final_norm, H,
                           c->rms_norm_eps, b->stream, err) != 0 ||
-        folo_cuda_gemm(b->cublas, b->logits, b->s.h, b->lm_head, R, V, H, err) != 0)
+        (b->lm_head ? folo_cuda_gemm(b->cublas, b->logits, b->s.h, b->lm_head, R, V, H, err)
+                    : gptq_linear(b, b->logits, V, b->s.h, R, &b->lm_head_q, err)) != 0)
         return -1;
     if (argmax && folo_cuda_argmax(b->argmax_dev, b->logits, R, V, b->stream, err) != 0)
         return -1;
@@ -728,6 +790,7 @@ static void cuda_destroy(folo_backend *base) {
     if (b->stream) cudaStreamDestroy(b->stream);
     cudaFree(b->cublas_workspace);
     cudaFree(b->weight_block);
+    cudaFree(b->dequant);
     cudaFree(b->k_cache);
     cudaFree(b->v_cache);
     cudaFree(b->s.block);
@@ -796,6 +859,10 @@ static int cuda_init(cuda_backend *b, const folo_backend_options *opt, folo_erro
     CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->cublas_workspace, CUBLAS_WORKSPACE_BYTES));
 
     if (upload_weights(b, err) != 0) return -1;
+    if ((b->gptq || b->model->lm_head.quant) &&
+        device_alloc((void **)&b->dequant, FOLO_CUDA_GPTQ_DEQUANT_ELEMS * sizeof(uint16_t),
+                     "GPTQ dequantization", err) != 0)
+        return -1;
 
     /* The activations of the largest batch and the logits of the largest
      * decode step, allocated once now: with no allocator behind them their
@@ -819,9 +886,10 @@ static int cuda_init(cuda_backend *b, const folo_backend_options *opt, folo_erro
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     folo_log(FOLO_LOG_INFO,
-             "cuda backend: %s (sm_%d%d), weights %.2f GB bf16, activations %.2f GB, KV pool "
+             "cuda backend: %s (sm_%d%d), weights %.2f GB %s, activations %.2f GB, KV pool "
              "%.2f GB (%d blocks of %d = %d tokens)",
              prop.name, prop.major, prop.minor, (double)b->weight_bytes / 1e9,
+             b->gptq ? "GPTQ 4-bit linears, bf16 embedding" : "bf16",
              (double)b->base.scratch_bytes / 1e9, (double)b->base.kv_bytes / 1e9,
              b->base.kv_n_blocks, b->base.kv_block_size,
              b->base.kv_n_blocks * b->base.kv_block_size);
@@ -857,11 +925,6 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
                   c->head_dim, FOLO_CUDA_MAX_HEAD_DIM, c->n_heads, c->n_kv_heads);
         return NULL;
     }
-    if (c->quant.gptq) {
-        folo_fail(err, "cuda backend: GPTQ 4-bit checkpoints run only on the CPU backend so far "
-                  "(use --device cpu)");
-        return NULL;
-    }
     if (folo_cuda_device_count() < 1) {
         folo_fail(err, "cuda backend: no CUDA device is available (no GPU, or no driver)");
         return NULL;
@@ -874,6 +937,7 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
     b->base.copy_blocks = cuda_copy_blocks;
     b->base.destroy = cuda_destroy;
     b->model = model;
+    b->gptq = c->quant.gptq;
     b->n_slots = (opt->kv_n_blocks + 1) * block_size;
     b->eager = opt->eager;
     if (cuda_init(b, opt, err) != 0) {

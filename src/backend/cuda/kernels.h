@@ -20,6 +20,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -125,5 +126,45 @@ int folo_cuda_silu_mul(uint16_t *out, const float *gate_up, int n_tokens, int I,
  * accumulated in f32 (cuBLAS, on the handle's stream). */
 int folo_cuda_gemm(cublasHandle_t cublas, float *y, const uint16_t *x, const uint16_t *w,
                    int n_tokens, int N, int K, folo_error *err);
+
+/* ---- gptq.cu ---- */
+
+struct folo_qlinear;
+
+/* A GPTQ linear W [N, K] on the device, in the repacked row layout of
+ * model/gptq.h (codes [N, row_bytes], scales and zeros [N, n_groups] f32,
+ * g_idx [K]); K a multiple of 8. */
+typedef struct folo_cuda_qlinear {
+    int N, K, group_size, n_groups;
+    int block_groups; /* every 32-column block lies in one group (g_idx[k] = k / G, G % 32 = 0) */
+    size_t row_bytes;
+    const uint8_t *codes;
+    const float *scales;
+    const float *zeros;
+    const int32_t *g_idx;
+} folo_cuda_qlinear;
+
+/* Token rows up to which a GPTQ matmul is a GEMV on the 4-bit codes. */
+#define FOLO_CUDA_GPTQ_GEMV_TOKENS 8
+/* Weights dequantized to bf16 per GEMM of a wider GPTQ matmul: the size of
+ * its scratch buffer, in elements. */
+#define FOLO_CUDA_GPTQ_DEQUANT_ELEMS ((size_t)16 << 20)
+
+/* Device bytes folo_cuda_qlinear_upload needs for src (with alignment). */
+size_t folo_cuda_qlinear_bytes(const struct folo_qlinear *src);
+
+/* Copies the host linear src into device (folo_cuda_qlinear_bytes(src)
+ * bytes) and points *dst at it. */
+int folo_cuda_qlinear_upload(folo_cuda_qlinear *dst, void *device, const struct folo_qlinear *src,
+                             folo_error *err);
+
+/* y[t, n] (f32, row stride ldy >= N) = Σ_k x[t, k] · W[n, k] for t <
+ * n_tokens, x [n_tokens, K] bf16. More than FOLO_CUDA_GPTQ_GEMV_TOKENS rows
+ * need dequant, a device buffer of FOLO_CUDA_GPTQ_DEQUANT_ELEMS bf16 (W is
+ * then rounded to bf16 and multiplied by cuBLAS on the handle's stream,
+ * which must be `stream`); fewer run the GEMV in f32 and may pass NULL. */
+int folo_cuda_gptq_matmul(cublasHandle_t cublas, float *y, int ldy, const uint16_t *x,
+                          int n_tokens, const folo_cuda_qlinear *w, uint16_t *dequant,
+                          cudaStream_t stream, folo_error *err);
 
 #endif
