@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu/attention_online.h"
 #include "core/log.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -41,12 +42,12 @@ static float dot_lanes(const float *a, const float *b, int n) {
     return lanes_sum(acc);
 }
 
-/* y[k] += a · x[k], in fixed blocks a compiler vectorizes. */
-static void axpy_lanes(float *y, float a, const float *x, int n) {
+/* y[k] = y[k] · scale + a · x[k], in fixed blocks a compiler vectorizes. */
+static void scale_axpy_lanes(float *y, float scale, float a, const float *x, int n) {
     int k = 0;
     for (; k + LANES <= n; k += LANES)
-        for (int l = 0; l < LANES; l++) y[k + l] += a * x[k + l];
-    for (; k < n; k++) y[k] += a * x[k];
+        for (int l = 0; l < LANES; l++) y[k + l] = y[k + l] * scale + a * x[k + l];
+    for (; k < n; k++) y[k] = y[k] * scale + a * x[k];
 }
 
 /* ---- rmsnorm ------------------------------------------------------------- */
@@ -189,37 +190,8 @@ void folo_cpu_add(float *x, const float *y, size_t n) {
 void folo_cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
                         const int32_t *block_table, int n_ctx, int block_size, int n_kv_heads,
                         int kv_head, int head_dim, float scale) {
-    float running_max = -INFINITY;                    /* max score seen so far */
-    float denom = 0.0f;                               /* Σ e^(score - running_max) so far */
-    memset(out, 0, (size_t)head_dim * sizeof(float)); /* Σ e^(score - running_max) · v */
-
-    for (int p0 = 0; p0 < n_ctx; p0 += FOLO_CPU_ATTN_TILE) {
-        int n = n_ctx - p0 < FOLO_CPU_ATTN_TILE ? n_ctx - p0 : FOLO_CPU_ATTN_TILE;
-        float score[FOLO_CPU_ATTN_TILE];        /* [n] */
-        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n] */
-        float tile_max = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            int pos = p0 + j;
-            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
-                             block_size + pos % block_size;
-            size_t offset = row * head_dim;
-            score[j] = dot_lanes(q, k_cache + offset, head_dim) * scale;
-            v_row[j] = v_cache + offset;
-            if (score[j] > tile_max) tile_max = score[j];
-        }
-        float new_max = tile_max > running_max ? tile_max : running_max;
-        float rescale = expf(running_max - new_max); /* 0 on the first tile */
-        denom *= rescale;
-        for (int d = 0; d < head_dim; d++) out[d] *= rescale;
-        for (int j = 0; j < n; j++) {
-            float p = expf(score[j] - new_max);
-            denom += p;
-            axpy_lanes(out, p, v_row[j], head_dim);
-        }
-        running_max = new_max;
-    }
-    float inv_denom = 1.0f / denom;
-    for (int d = 0; d < head_dim; d++) out[d] *= inv_denom;
+    folo_attention_online(out, q, k_cache, v_cache, block_table, n_ctx, block_size, n_kv_heads,
+                          kv_head, head_dim, scale, dot_lanes, scale_axpy_lanes);
 }
 
 void folo_cpu_attention_group(float *const *out, const float *const *q, const int *n_ctx,

@@ -19,6 +19,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend/cpu/attention_online.h"
+
 #define V 8 /* f32 lanes of a register */
 #define TILE_ROWS FOLO_CPU_MATMUL_ROWS
 #define TILE_TOKENS 2
@@ -156,49 +158,13 @@ static inline void scale_axpy(float *y, float scale, float a, const float *x, in
     }
 }
 
-static void attention_avx2(float *out, const float *q, const float *k_cache, const float *v_cache,
-                           const int32_t *block_table, int n_ctx, int block_size, int n_kv_heads,
-                           int kv_head, int head_dim, float scale) {
-    float running_max = -INFINITY;                    /* max score seen so far */
-    float denom = 0.0f;                               /* Σ e^(score - running_max) so far */
-    memset(out, 0, (size_t)head_dim * sizeof(float)); /* Σ e^(score - running_max) · v */
-
-    for (int p0 = 0; p0 < n_ctx; p0 += FOLO_CPU_ATTN_TILE) {
-        int n = n_ctx - p0 < FOLO_CPU_ATTN_TILE ? n_ctx - p0 : FOLO_CPU_ATTN_TILE;
-        float score[FOLO_CPU_ATTN_TILE];        /* [n] */
-        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n] */
-        float tile_max = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            int pos = p0 + j;
-            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
-                             block_size + pos % block_size;
-            size_t offset = row * head_dim;
-            score[j] = dot(q, k_cache + offset, head_dim) * scale;
-            v_row[j] = v_cache + offset;
-            if (score[j] > tile_max) tile_max = score[j];
-        }
-        float new_max = tile_max > running_max ? tile_max : running_max;
-        float rescale = expf(running_max - new_max); /* 0 on the first tile */
-        denom *= rescale;
-        for (int j = 0; j < n; j++) {
-            float p = expf(score[j] - new_max);
-            denom += p;
-            /* The first key of a tile also applies the tile's rescaling. */
-            scale_axpy(out, j == 0 ? rescale : 1.0f, p, v_row[j], head_dim);
-        }
-        running_max = new_max;
-    }
-    float inv_denom = 1.0f / denom;
-    for (int d = 0; d < head_dim; d++) out[d] *= inv_denom;
-}
-
 static void attention_group_avx2(float *const *out, const float *const *q, const int *n_ctx,
                                  int n_queries, const float *k_cache, const float *v_cache,
                                  const int32_t *block_table, int block_size, int n_kv_heads,
                                  int kv_head, int head_dim, float scale) {
     for (int i = 0; i < n_queries; i++)
-        attention_avx2(out[i], q[i], k_cache, v_cache, block_table, n_ctx[i], block_size,
-                       n_kv_heads, kv_head, head_dim, scale);
+        folo_attention_online(out[i], q[i], k_cache, v_cache, block_table, n_ctx[i], block_size,
+                              n_kv_heads, kv_head, head_dim, scale, dot, scale_axpy);
 }
 
 const folo_cpu_kernels folo_cpu_kernels_avx2 = {

@@ -1,0 +1,64 @@
+/* The online-softmax attention loop over a paged cache, written once for
+ * the portable kernels (kernels.c) and their AVX2 twins (kernels_avx2.c),
+ * which differ only in the two vector operations they pass in: a dot
+ * product and y = y · scale + a · x. The loop (DESIGN §4 step 5, without a
+ * score matrix) takes the context in tiles of FOLO_CPU_ATTN_TILE keys:
+ * scores of the tile, then the running maximum, denominator and weighted
+ * sum of values rescaled once per tile, then one axpy per key; the first
+ * key of a tile carries the tile's rescaling, so out is read and written
+ * once per key. Each including file gets its own static copy, inlined with
+ * its operations. */
+#ifndef FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
+#define FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend/cpu/kernels.h"
+
+typedef float (*folo_attn_dot_fn)(const float *a, const float *b, int n);
+/* y[d] = y[d] · scale + a · x[d] for d < n. */
+typedef void (*folo_attn_scale_axpy_fn)(float *y, float scale, float a, const float *x, int n);
+
+/* out [head_dim] = softmax(q · Kᵀ · scale) · V over positions 0..n_ctx-1
+ * of kv head kv_head, K and V read through block_table in the CPU cache
+ * layout of kernels.h. */
+static inline void folo_attention_online(float *out, const float *q, const float *k_cache,
+                                         const float *v_cache, const int32_t *block_table,
+                                         int n_ctx, int block_size, int n_kv_heads, int kv_head,
+                                         int head_dim, float scale, folo_attn_dot_fn dot,
+                                         folo_attn_scale_axpy_fn scale_axpy) {
+    float running_max = -INFINITY;                    /* max score seen so far */
+    float denom = 0.0f;                               /* Σ e^(score - running_max) so far */
+    memset(out, 0, (size_t)head_dim * sizeof(float)); /* Σ e^(score - running_max) · v */
+
+    for (int p0 = 0; p0 < n_ctx; p0 += FOLO_CPU_ATTN_TILE) {
+        int n = n_ctx - p0 < FOLO_CPU_ATTN_TILE ? n_ctx - p0 : FOLO_CPU_ATTN_TILE;
+        float score[FOLO_CPU_ATTN_TILE];        /* [n] */
+        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n] */
+        float tile_max = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            int pos = p0 + j;
+            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
+                             block_size + pos % block_size;
+            size_t offset = row * head_dim;
+            score[j] = dot(q, k_cache + offset, head_dim) * scale;
+            v_row[j] = v_cache + offset;
+            if (score[j] > tile_max) tile_max = score[j];
+        }
+        float new_max = tile_max > running_max ? tile_max : running_max;
+        float rescale = expf(running_max - new_max); /* 0 on the first tile */
+        denom *= rescale;
+        for (int j = 0; j < n; j++) {
+            float p = expf(score[j] - new_max);
+            denom += p;
+            scale_axpy(out, j == 0 ? rescale : 1.0f, p, v_row[j], head_dim);
+        }
+        running_max = new_max;
+    }
+    float inv_denom = 1.0f / denom;
+    for (int d = 0; d < head_dim; d++) out[d] *= inv_denom;
+}
+
+#endif
