@@ -14,6 +14,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/single_seq.h"
 #include "check.h"
+#include "mixed_step.h"
 #include "model/model.h"
 
 #define BLOCK_SIZE 4
@@ -64,31 +65,6 @@ static float *run_alone(const folo_model *m, const int32_t *ids, int n_ids, int 
     return run_alone_with(m, ids, n_ids, chunk, 0);
 }
 
-/* One engine-like step over several sequences sharing a pool. */
-typedef struct mixed_step {
-    int n_tokens;
-    int32_t ids[64], positions[64], slots[64], logit_rows[64];
-    int n_seqs;
-    int32_t seq_starts[N_SEQS + 1], seq_lens[N_SEQS];
-    int32_t seq_index[N_SEQS]; /* which sequence each batch entry is */
-} mixed_step;
-
-/* Appends tokens [from, to) of sequence s to the step. */
-static void step_add(mixed_step *st, int s, const int32_t *ids, int from, int to,
-                     const int32_t *tables, int max_blocks) {
-    if (st->n_seqs == 0) st->seq_starts[0] = 0;
-    for (int p = from; p < to; p++) {
-        int t = st->n_tokens++;
-        st->ids[t] = ids[p];
-        st->positions[t] = p;
-        st->slots[t] = tables[s * max_blocks + p / BLOCK_SIZE] * BLOCK_SIZE + p % BLOCK_SIZE;
-        st->logit_rows[t] = t;
-    }
-    st->seq_index[st->n_seqs] = s;
-    st->seq_lens[st->n_seqs] = to;
-    st->seq_starts[++st->n_seqs] = st->n_tokens;
-}
-
 static void test_mixed_batch(const folo_model *m, int32_t *const ids[N_SEQS],
                              float *const alone[N_SEQS]) {
     int V = m->config.vocab_size;
@@ -118,7 +94,7 @@ static void test_mixed_batch(const folo_model *m, int32_t *const ids[N_SEQS],
         mixed_step st = {0};
         for (int s = 0; s < N_SEQS; s++)
             if (plan[k][s][1] > plan[k][s][0])
-                step_add(&st, s, ids[s], plan[k][s][0], plan[k][s][1], tables, 6);
+                step_add(&st, s, ids[s], plan[k][s][0], plan[k][s][1], tables, 6, BLOCK_SIZE);
         int32_t step_tables[N_SEQS * 6]; /* [n_seqs, 6] rows of the sequences present */
         for (int i = 0; i < st.n_seqs; i++)
             memcpy(step_tables + i * 6, tables + st.seq_index[i] * 6, 6 * sizeof(int32_t));
