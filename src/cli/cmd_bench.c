@@ -83,6 +83,8 @@ static const char k_usage[] =
     "       folo bench prefix [-m DIR] [--prefix-hit-ratios LIST] [--num-prompts N] [options]\n"
     "       folo bench memory [-m DIR] [--batch-sizes LIST] [--seq-lens LIST] [options]\n"
     "       folo bench serve [--url URL] [options]   (folo bench serve --help)\n"
+    "       folo bench stages [--gptq DIR] [--stages LIST] [options]   (folo bench stages "
+    "--help)\n"
     "       folo bench compare A.json B.json [...]\n";
 static const char k_help[] =
     "Benchmarks the engine in this process with vLLM's serving metrics (TTFT, TPOT, ITL,\n"
@@ -295,8 +297,8 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             return HELP_SHOWN;
         }
         return cli_usage_error(k_cmd, k_usage,
-                               "needs a mode: latency, throughput, prefix, memory, serve or "
-                               "compare");
+                               "needs a mode: latency, throughput, prefix, memory, serve, "
+                               "stages or compare");
     }
     if (strcmp(argv[1], "latency") == 0)
         o->mode = MODE_LATENCY;
@@ -309,7 +311,7 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     else
         return cli_usage_error(k_cmd, k_usage,
                                "unknown mode '%s' (expected latency, throughput, prefix, "
-                               "memory, serve or compare)",
+                               "memory, serve, stages or compare)",
                                argv[1]);
     argc--, argv++;
     optind = 0;
@@ -902,6 +904,18 @@ static int run_mode(const bench_options *o, const folo_bench_roofline *roof, jso
     return rc;
 }
 
+int bench_prefix_table(const bench_prefix_spec *spec, json_t **out, folo_error *err) {
+    bench_options o = {
+        .mode = MODE_PREFIX, .model = spec->model, .input_len = spec->input_len,
+        .output_len = spec->output_len, .num_prompts = spec->num_prompts, .seed = spec->seed,
+        .report = *spec->report, .engine = *spec->engine,
+    };
+    FOLO_ASSERT(spec->n_ratios <= MAX_BATCH_SIZES);
+    memcpy(o.prefix_ratios, spec->ratios, (size_t)spec->n_ratios * sizeof *spec->ratios);
+    o.n_prefix_ratios = spec->n_ratios;
+    return run_mode(&o, spec->roof, out, err);
+}
+
 static int run(const bench_options *o, folo_error *err) {
     json_t *out;
     int rc = run_mode(o, NULL, &out, err);
@@ -914,6 +928,8 @@ int folo_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return folo_cmd_bench_serve(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "compare") == 0 || strcmp(argv[1], "--compare") == 0))
         return folo_cmd_bench_compare(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "stages") == 0)
+        return folo_cmd_bench_stages(argc - 1, argv + 1);
     bench_options o = {
         .batch_sizes = {1, 2, 4, 8, 16, 32}, .n_batch_sizes = 6, .prefix_ratios = {0, 50, 80, 95},
         .n_prefix_ratios = 4, .iters = 3, .warmup = 1, .report = {.devices = 1},

@@ -14,6 +14,7 @@
 
 int folo_cmd_bench_serve(int argc, char **argv);
 int folo_cmd_bench_compare(int argc, char **argv);
+int folo_cmd_bench_stages(int argc, char **argv);
 
 /* The flags of the report every measuring mode shares: goodput SLOs, the
  * roofline's hardware profile, and the output files. Their getopt values
@@ -70,6 +71,22 @@ int bench_roofline(const bench_report_flags *r, const folo_engine_options *e,
  * *usage, adds them to out as "gpu" and prints them; false where it gave
  * none (no NVIDIA driver). */
 bool bench_gpu_report(folo_gpu_sampler *gpu, json_t *out, folo_gpu_usage *usage);
+
+/* `folo bench prefix` run for another mode (bench stages' side table): its
+ * table on stdout, its JSON (the mode's whole document) into *out. */
+typedef struct bench_prefix_spec {
+    const char *model;                  /* checkpoint directory */
+    const folo_engine_options *engine;  /* model_dir is set from model */
+    const bench_report_flags *report;   /* goodput SLOs */
+    const folo_bench_roofline *roof;    /* the roofline already measured */
+    const int *ratios;                  /* [n_ratios] target hit ratios, % */
+    int n_ratios;
+    int input_len;                      /* tokens per prompt */
+    int output_len;                     /* tokens per request */
+    int num_prompts;                    /* measured requests per ratio */
+    uint64_t seed;
+} bench_prefix_spec;
+int bench_prefix_table(const bench_prefix_spec *spec, json_t **out, folo_error *err);
 
 /* Writes out to --json and --html when given. */
 int bench_write_reports(const bench_report_flags *r, const json_t *out, folo_error *err);
