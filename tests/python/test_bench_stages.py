@@ -21,6 +21,8 @@ a small workload; the checks read its JSON and its HTML:
     long prefill (one per decoding request when the prompt is prefilled
     whole), and `bench prefix`'s table with its hit rates;
   - --stages runs a subset, the first as the baseline of the speed-ups;
+  - a ShareGPT workload's prompts are the conversations' first turns as
+    Hugging Face's tokenizer encodes them;
   - bad flags and values are usage errors naming the flag; a --gptq
     directory that is not a GPTQ checkpoint is refused by name."""
 
@@ -36,8 +38,7 @@ import jsonschema
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
-
-from test_gptq import pack, quantize
+from tokenizers import Tokenizer
 
 FOLO = os.environ.get("FOLO_BIN", "build/folo")
 TINY = Path(os.environ.get("FOLO_TEST_MODEL", "build/test-models/tiny-f32"))
@@ -64,6 +65,7 @@ ADDS = {"M2": {"batching": ("static", "continuous")}, "M3": {"kv": ("contiguous"
 def gptq_checkpoint(out):
     """The tiny model with every layer's linears quantized to 4 bits
     (round to nearest, groups of 32, format gptq), tokenizer and all."""
+    from test_gptq import pack, quantize  # imports torch: only for the tests that need it
     out.mkdir()
     tensors = load_file(str(TINY / "model.safetensors"))
     rng = np.random.default_rng(0)
@@ -277,6 +279,28 @@ def test_subset_and_compare(tmp_path, run):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "stage M4" in proc.stdout
+
+
+def test_sharegpt_workload(tmp_path):
+    """ShareGPT prompts are the first turns, tokenized as Hugging Face's
+    tokenizer does (--output-len replaces the second turns' lengths); the
+    system prompt goes in front of the shared ones."""
+    tok = Tokenizer.from_file(str(TINY / "tokenizer.json"))
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    pairs = [(" ".join(words[: 4 + i % 6]), " ".join(reversed(words[: 5 + i % 5])))
+             for i in range(6)]
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps([{"conversations": [{"from": "human", "value": p},
+                                                   {"from": "gpt", "value": c}]}
+                                for p, c in pairs]))
+    expected = sorted((tok.encode(p).ids, 24) for p, _ in pairs)
+    _, j = stages(tmp_path, "--dataset-name", "sharegpt", "--dataset-path", str(path),
+                  "--num-prompts", "6", "--stages", "M6", "--side-tables", "none")
+    w = j["workload"]
+    got = sorted((x["prompt_token_ids"][SHARED_LEN if x["shared_prefix"] else 0:],
+                  x["max_tokens"]) for x in w)
+    assert got == expected
+    assert j["dataset_name"] == "sharegpt" and j["dataset_path"] == str(path)
 
 
 @pytest.mark.parametrize("args, flag", [
