@@ -183,6 +183,9 @@ typedef struct folo_engine_stats {
     int kv_blocks_used;           /* held by sequences */
     int kv_blocks_cached;         /* free but holding a reusable prefix */
     int kv_blocks_peak_used;      /* the most ever held at once */
+    int64_t kv_tokens_stored;     /* tokens whose K/V the used blocks hold (a shared block
+                                     counted once): / (used x block size) is the pool's
+                                     utilization */
     double kv_usage;              /* used / total */
     int64_t prefix_queried_tokens;/* prompt tokens looked up in the prefix cache */
     int64_t prefix_hit_tokens;    /* of those, served from it */
@@ -196,6 +199,9 @@ typedef struct folo_engine_stats {
     double forward_s;             /* backend copy_blocks + forward */
     double sample_s;              /* sampling the logit rows */
     double output_s;              /* stop checks, detokenization, outputs */
+    size_t weight_bytes;          /* the model's weights (GPTQ linears as repacked) */
+    size_t kv_pool_bytes;         /* the KV pool, allocated at creation */
+    size_t activation_bytes;      /* the backend's activation buffers, at their peak so far */
 } folo_engine_stats;
 
 /* Loads the model and tokenizer, sizes the KV pool and logs its token

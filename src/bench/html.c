@@ -81,9 +81,10 @@ static double py(const axes *a, double y) {
     return TOP + PLOT_H - (a->y1 > a->y0 ? (y - a->y0) / (a->y1 - a->y0) : 0.5) * PLOT_H;
 }
 
-/* Opens an SVG with its title, frame, five ticks on each axis and labels. */
+/* Opens an SVG with its title, frame, five ticks on the y axis (and on
+ * the x axis with x_ticks) and labels. */
 static void chart_begin(folo_buf *b, const axes *a, const char *title, const char *x_label,
-                        const char *y_label) {
+                        const char *y_label, bool x_ticks) {
     folo_buf_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                        "font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
     folo_buf_printf(b, "<text x=\"%d\" y=\"18\" font-size=\"13\" font-weight=\"bold\">", LEFT);
@@ -93,8 +94,9 @@ static void chart_begin(folo_buf *b, const axes *a, const char *title, const cha
                        "stroke=\"#999\"/>\n", LEFT, TOP, PLOT_W, PLOT_H);
     for (int k = 0; k <= 4; k++) {
         double x = a->x0 + (a->x1 - a->x0) * k / 4, y = a->y0 + (a->y1 - a->y0) * k / 4;
-        folo_buf_printf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.4g</text>\n",
-                        px(a, x), TOP + PLOT_H + 14, x);
+        if (x_ticks)
+            folo_buf_printf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.4g</text>\n",
+                            px(a, x), TOP + PLOT_H + 14, x);
         folo_buf_printf(b, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n",
                         LEFT - 4, py(a, y) + 4, y);
         folo_buf_printf(b, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n",
@@ -130,7 +132,7 @@ static void line_chart(folo_buf *b, const char *title, const char *x_label, cons
         }
     if (!(a.x1 >= a.x0)) return;  /* nothing to draw */
     if (a.y1 <= 0) a.y1 = 1;
-    chart_begin(b, &a, title, x_label, y_label);
+    chart_begin(b, &a, title, x_label, y_label, true);
     for (int i = 0; i < n; i++) {
         const char *color = k_colors[i % N_COLORS];
         folo_buf_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" "
@@ -182,13 +184,43 @@ static void histogram(folo_buf *b, const char *title, const char *x_label, const
         counts[bin < N_BINS ? bin : N_BINS - 1]++;
     }
     for (int i = 0; i < N_BINS; i++) a.y1 = fmax(a.y1, counts[i]);
-    chart_begin(b, &a, title, x_label, y_label);
+    chart_begin(b, &a, title, x_label, y_label, true);
     for (int i = 0; i < N_BINS; i++) {
         double x = px(&a, a.x0 + i * width), y = py(&a, counts[i]);
         folo_buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
                            "fill=\"%s\"/>\n",
                         x, y, PLOT_W / (double)N_BINS - 1, TOP + PLOT_H - y, k_colors[0]);
     }
+    folo_buf_puts(b, "</svg>\n");
+}
+
+/* Grouped bars: for each of n_groups categories (labels[g]), one bar per
+ * series, series k's values values[k * n_groups + g]. */
+static void bar_chart(folo_buf *b, const char *title, const char *x_label, const char *y_label,
+                      char (*labels)[64], int n_groups, const char *const *names,
+                      const double *values, int n_series) {
+    if (n_groups == 0) return;
+    axes a = {0, 1, 0, 0};
+    for (int i = 0; i < n_groups * n_series; i++) a.y1 = fmax(a.y1, values[i]);
+    if (a.y1 <= 0) a.y1 = 1;
+    /* No x ticks: the categories are labelled under their bars. */
+    chart_begin(b, &a, title, x_label, y_label, false);
+    double group_w = (double)PLOT_W / n_groups, bar_w = group_w * 0.8 / n_series;
+    for (int g = 0; g < n_groups; g++) {
+        double x0 = LEFT + g * group_w + group_w * 0.1;
+        for (int k = 0; k < n_series; k++) {
+            double y = py(&a, values[k * n_groups + g]);
+            folo_buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                               "fill=\"%s\"/>\n",
+                            x0 + k * bar_w, y, bar_w - 1, TOP + PLOT_H - y,
+                            k_colors[k % N_COLORS]);
+        }
+        folo_buf_printf(b, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">",
+                        x0 + group_w * 0.4, TOP + PLOT_H + 14);
+        put_text(b, labels[g]);
+        folo_buf_puts(b, "</text>\n");
+    }
+    for (int k = 0; k < n_series; k++) legend(b, k, names[k]);
     folo_buf_puts(b, "</svg>\n");
 }
 
@@ -354,15 +386,18 @@ static void sweep_charts(folo_buf *b, const json_t *run) {
     free(x);
 }
 
-/* Every scalar of every entry of "results", one row per entry (the memory
- * mode's figures, which have no latency summary). */
-static void results_table(folo_buf *b, const json_t *run) {
-    const json_t *results = json_object_get(run, "results");
+/* Every scalar of every entry of results, one row per entry, under a
+ * heading (the memory mode's figures, which have no latency summary; the
+ * side tables of a stages run). */
+static void results_table(folo_buf *b, const char *heading, const json_t *results) {
     const json_t *first = json_array_get(results, 0);
     const char *key;
     const json_t *v;
-    folo_buf_puts(b, "<h2>Results</h2>\n<table>\n<tr>");
+    folo_buf_puts(b, "<h2>");
+    put_text(b, heading);
+    folo_buf_puts(b, "</h2>\n<table>\n<tr>");
     json_object_foreach((json_t *)first, key, v) {
+        if (json_is_object(v) || json_is_array(v)) continue;
         folo_buf_puts(b, "<th>");
         put_text(b, key);
         folo_buf_puts(b, "</th>");
@@ -373,11 +408,59 @@ static void results_table(folo_buf *b, const json_t *run) {
     json_array_foreach(results, i, e) {
         folo_buf_puts(b, "<tr>");
         json_object_foreach((json_t *)first, key, v) {
-            put_cell(b, json_object_get(e, key));
+            if (json_is_object(v) || json_is_array(v)) continue;
+            const json_t *cell = json_object_get(e, key);
+            if (json_is_string(cell)) {
+                folo_buf_puts(b, "<td>");
+                put_text(b, json_string_value(cell));
+                folo_buf_puts(b, "</td>");
+            } else {
+                put_cell(b, cell);
+            }
         }
         folo_buf_puts(b, "</tr>\n");
     }
     folo_buf_puts(b, "</table>\n");
+}
+
+/* A stages run: per stage, bars of its throughputs, its mean latencies and
+ * its KV cache's utilization, next to each other. */
+static void stage_charts(folo_buf *b, const json_t *run) {
+    const json_t *results = json_object_get(run, "results");
+    int n = (int)json_array_size(results);
+    if (n == 0) return;
+    char(*labels)[64] = folo_calloc((size_t)n, sizeof *labels);
+    double *v = folo_calloc((size_t)n * 3, sizeof(double));
+    static const char *const tps[] = {"output tokens/s", "total tokens/s"};
+    static const char *const lat[] = {"mean TTFT", "mean TPOT", "mean E2EL"};
+    static const char *const kv[] = {"KV utilization, fullest step", "KV utilization, mean"};
+    for (int chart = 0; chart < 3; chart++) {
+        for (int g = 0; g < n; g++) {
+            const json_t *e = json_array_get(results, (size_t)g);
+            const json_t *sum = json_object_get(e, "summary");
+            snprintf(labels[g], sizeof labels[g], "%s",
+                     json_string_value(json_object_get(e, "stage")));
+            if (chart == 0) {
+                v[g] = json_number_value(json_object_get(sum, "output_throughput"));
+                v[n + g] = json_number_value(json_object_get(sum, "total_token_throughput"));
+            } else if (chart == 1) {
+                v[g] = json_number_value(json_object_get(sum, "mean_ttft_ms"));
+                v[n + g] = json_number_value(json_object_get(sum, "mean_tpot_ms"));
+                v[2 * n + g] = json_number_value(json_object_get(sum, "mean_e2el_ms"));
+            } else {
+                v[g] = 100 * json_number_value(json_object_get(e, "kv_utilization_peak"));
+                v[n + g] = 100 * json_number_value(json_object_get(e, "kv_utilization_mean"));
+            }
+        }
+        if (chart == 0)
+            bar_chart(b, "Throughput per stage", "stage", "tokens/s", labels, n, tps, v, 2);
+        else if (chart == 1)
+            bar_chart(b, "Latency per stage", "stage", "ms", labels, n, lat, v, 3);
+        else
+            bar_chart(b, "KV cache utilization per stage", "stage", "%", labels, n, kv, v, 2);
+    }
+    free(v);
+    free(labels);
 }
 
 int folo_bench_html_write(const char *path, const json_t *run, folo_error *err) {
@@ -391,15 +474,26 @@ int folo_bench_html_write(const char *path, const json_t *run, folo_error *err) 
                         "</head><body>\n<h1>folo bench %s</h1>\n",
                     mode ? mode : "", mode ? mode : "");
     parameters_table(&b, run);
+    bool stages = mode && strcmp(mode, "stages") == 0;
     if (mode && strcmp(mode, "memory") == 0) {
-        results_table(&b, run);
+        results_table(&b, "Results", json_object_get(run, "results"));
     } else {
         summary_tables(&b, run);
         folo_buf_puts(&b, "<h2>Charts</h2>\n");
-        sweep_charts(&b, run);
+        if (stages)
+            stage_charts(&b, run);
+        else
+            sweep_charts(&b, run);
         distribution_charts(&b, run, false);
         distribution_charts(&b, run, true);
     }
+    const json_t *chunk = json_object_get(run, "chunk_table");
+    if (stages && json_is_object(chunk))
+        results_table(&b, "Chunk size vs decode latency and prefill throughput",
+                      json_object_get(chunk, "results"));
+    const json_t *prefix = json_object_get(run, "prefix_table");
+    if (stages && json_is_object(prefix))
+        results_table(&b, "Prefix hit rate vs TTFT", json_object_get(prefix, "results"));
     folo_buf_puts(&b, "</body></html>\n");
     int rc = folo_file_write(path, b.data, b.len, err);
     folo_buf_free(&b);

@@ -10,6 +10,8 @@
  *   - for a sweep (batch sizes, request rates, prefix hit ratios), output
  *     and total token throughput, and mean and p99 TTFT, TPOT and E2EL,
  *     against the swept value (for rates: where latency breaks);
+ *   - for the stages mode, bars per stage of the throughputs, the mean
+ *     latencies and the KV cache's utilization, and its side tables;
  *   - the roofline figures the run recorded (in the parameters);
  *   - for the memory mode, which has no latencies, its table of figures. */
 #ifndef FOLO_BENCH_HTML_H

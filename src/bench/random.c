@@ -80,3 +80,14 @@ int64_t folo_bench_rng_poisson(folo_bench_rng *r, double mean) {
         }
     }
 }
+
+void folo_bench_arrival_times(uint64_t seed, uint64_t stream, double rate, double burstiness,
+                              int n, double *send_at_s) {
+    folo_bench_rng rng;
+    folo_bench_rng_seed(&rng, seed, stream);
+    double t = 0;
+    for (int i = 0; i < n; i++) {
+        send_at_s[i] = t;
+        if (isfinite(rate)) t += folo_bench_rng_gamma(&rng, burstiness, 1.0 / (rate * burstiness));
+    }
+}

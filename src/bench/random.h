@@ -33,4 +33,11 @@ double folo_bench_rng_gamma(folo_bench_rng *r, double shape, double scale);
 /* Poisson(mean), mean >= 0. */
 int64_t folo_bench_rng_poisson(folo_bench_rng *r, double mean);
 
+/* Send times (s from the start) of n requests offered at `rate` requests/s,
+ * with the gaps of vLLM's get_request: gamma(shape = burstiness, scale =
+ * 1 / (rate * burstiness)), drawn from stream `stream` of seed; the first at
+ * 0, and all at 0 when rate is infinite. */
+void folo_bench_arrival_times(uint64_t seed, uint64_t stream, double rate, double burstiness,
+                              int n, double *send_at_s);
+
 #endif

@@ -31,7 +31,10 @@ void folo_bench_entry_label(const json_t *entry, char *buf, size_t cap) {
     const json_t *bs = json_object_get(entry, "batch_size");
     const json_t *rate = json_object_get(entry, "request_rate");
     const json_t *hit = json_object_get(entry, "target_hit_ratio");
-    if (json_is_integer(bs))
+    const json_t *stage = json_object_get(entry, "stage");
+    if (json_is_string(stage))
+        snprintf(buf, cap, "stage %s", json_string_value(stage));
+    else if (json_is_integer(bs))
         snprintf(buf, cap, "batch %lld", (long long)json_integer_value(bs));
     else if (json_is_string(rate))
         snprintf(buf, cap, "rate %s", json_string_value(rate));

@@ -18,7 +18,8 @@ void folo_bench_print_dists(const char *label, const folo_bench_summary *s);
 
 /* The label of one entry of a run's "results" (docs/bench-schema.json):
  * "batch 4" (latency), "rate 2" or "rate inf" (serve), "hit 50%" (prefix),
- * "all" for anything else (a throughput run, a vLLM result file). */
+ * "stage M3" (stages), "all" for anything else (a throughput run, a vLLM
+ * result file). */
 void folo_bench_entry_label(const json_t *entry, char *buf, size_t cap);
 
 /* An array of folo_bench_record_json. A new reference. */

@@ -56,6 +56,7 @@
 
 #include "backend/device.h"
 #include "bench/dataset.h"
+#include "bench/driver.h"
 #include "bench/html.h"
 #include "bench/report.h"
 #include "bench/roofline.h"
@@ -82,6 +83,8 @@ static const char k_usage[] =
     "       folo bench prefix [-m DIR] [--prefix-hit-ratios LIST] [--num-prompts N] [options]\n"
     "       folo bench memory [-m DIR] [--batch-sizes LIST] [--seq-lens LIST] [options]\n"
     "       folo bench serve [--url URL] [options]   (folo bench serve --help)\n"
+    "       folo bench stages [--gptq DIR] [--stages LIST] [options]   (folo bench stages "
+    "--help)\n"
     "       folo bench compare A.json B.json [...]\n";
 static const char k_help[] =
     "Benchmarks the engine in this process with vLLM's serving metrics (TTFT, TPOT, ITL,\n"
@@ -174,6 +177,44 @@ int bench_parse_range_ratio(const char *cmd, const char *v, double *out) {
     return 0;
 }
 
+int bench_parse_rate(const char *cmd, const char *flag, const char *v, double *out) {
+    if (strcmp(v, "inf") == 0) {
+        *out = INFINITY;
+        return 0;
+    }
+    float f;
+    if (cli_parse_float(cmd, flag, v, 1e-6, 1e9, &f)) return -1;
+    *out = f;
+    return 0;
+}
+
+void bench_format_rate(char *buf, size_t cap, double rate) {
+    if (isfinite(rate))
+        snprintf(buf, cap, "%g", rate);
+    else
+        snprintf(buf, cap, "inf");
+}
+
+int bench_parse_dataset_name(const char *cmd, const char *usage, const char *v,
+                             const char **out) {
+    if (strcmp(v, "random") != 0 && strcmp(v, "sharegpt") != 0)
+        return cli_usage_error(cmd, usage,
+                               "invalid value '%s' for --dataset-name (expected random or "
+                               "sharegpt)",
+                               v);
+    *out = v;
+    return 0;
+}
+
+int bench_check_dataset(const char *cmd, const char *usage, const char *name, const char *path) {
+    bool sharegpt = strcmp(name, "sharegpt") == 0;
+    if (sharegpt && !path)
+        return cli_usage_error(cmd, usage, "--dataset-name sharegpt needs --dataset-path");
+    if (!sharegpt && path)
+        return cli_usage_error(cmd, usage, "--dataset-path needs --dataset-name sharegpt");
+    return 0;
+}
+
 int bench_common_flag(const char *cmd, const char *usage, int c, char **argv,
                       bench_report_flags *r, folo_engine_options *e) {
     folo_error err = {{0}};
@@ -256,8 +297,8 @@ static int parse_args(int argc, char **argv, bench_options *o) {
             return HELP_SHOWN;
         }
         return cli_usage_error(k_cmd, k_usage,
-                               "needs a mode: latency, throughput, prefix, memory, serve or "
-                               "compare");
+                               "needs a mode: latency, throughput, prefix, memory, serve, "
+                               "stages or compare");
     }
     if (strcmp(argv[1], "latency") == 0)
         o->mode = MODE_LATENCY;
@@ -270,7 +311,7 @@ static int parse_args(int argc, char **argv, bench_options *o) {
     else
         return cli_usage_error(k_cmd, k_usage,
                                "unknown mode '%s' (expected latency, throughput, prefix, "
-                               "memory, serve or compare)",
+                               "memory, serve, stages or compare)",
                                argv[1]);
     argc--, argv++;
     optind = 0;
@@ -361,18 +402,6 @@ static int inspect_model(const char *dir, bench_model *bm, folo_bench_model_figu
 
 /* ---- running one batch ------------------------------------------------------ */
 
-/* Wall time of the steps, split by whether they carried prompt tokens. */
-typedef struct step_split {
-    int64_t n_prefill_steps;    /* steps computing any prompt token */
-    int64_t n_decode_steps;     /* steps computing only decode tokens */
-    double prefill_s;           /* s */
-    double decode_s;            /* s */
-    int peak_blocks_used;       /* KV blocks held at the fullest step (the last such) */
-    int64_t peak_tokens_stored; /* tokens whose KV those blocks held then */
-    double stored_token_steps;  /* sums over steps of tokens stored ... */
-    double held_token_steps;    /* ... and of the capacity of the blocks held */
-} step_split;
-
 typedef struct bench_run {
     const bench_options *o;
     folo_bench_roofline roof;   /* the hardware's ceilings against the model */
@@ -397,93 +426,39 @@ static void draw_tokens(bench_run *b, int32_t *dst, int n) {
  * all finish; each prompt is b->shared's first n_shared tokens and then
  * random ones; with `lens` (and no shared tokens), request i has
  * lens->input[i] prompt tokens and asks for lens->output[i];
- * records[0..n) receive their metrics, *split the step times and the KV
- * peak, *duration_s the wall time from the first submission to the last
+ * records[0..n) receive their metrics, *split adds the steps' figures,
+ * *duration_s gets the wall time from the first submission to the last
  * finish. */
 static int run_batch(bench_run *b, int n, int input_len, int n_shared, const bench_lengths *lens,
-                     folo_bench_record *records, step_split *split, double *duration_s,
+                     folo_bench_record *records, folo_bench_steps *split, double *duration_s,
                      folo_progress *bar, int *n_done, folo_error *err) {
-    folo_request_params params = folo_request_params_default();
-    params.max_tokens = b->o->output_len;
-    params.ignore_eos = true;
-    uint64_t first_id = 0;
+    folo_bench_driver d;
+    folo_bench_driver_init(&d, b->engine, records, n, false, bar, n_done);
     double t0 = folo_now_s();
-    for (int i = 0; i < n; i++) {
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        folo_bench_request r = {.prompt = b->prompt, .n_prompt = input_len,
+                                .max_tokens = b->o->output_len};
         if (lens) {
-            input_len = lens->input[i];
-            params.max_tokens = lens->output[i];
+            r.n_prompt = lens->input[i];
+            r.max_tokens = lens->output[i];
         }
         memcpy(b->prompt, b->shared, (size_t)n_shared * sizeof(int32_t));
-        draw_tokens(b, b->prompt + n_shared, input_len - n_shared);
-        uint64_t id;
-        if (folo_engine_add_tokens(b->engine, b->prompt, input_len, &params, &id, err))
-            return folo_fail_prefix(err, "request %d", i);
-        if (i == 0) first_id = id;
-        FOLO_ASSERT(id == first_id + (uint64_t)i);
+        draw_tokens(b, b->prompt + n_shared, r.n_prompt - n_shared);
+        rc = folo_bench_driver_add(&d, &r, 0, err);
     }
-    folo_engine_stats before, after;
-    folo_engine_get_stats(b->engine, &before);
-    /* Every token a step computes writes its KV; a finished request's
-     * blocks go back with prompt + output - 1 tokens (its last token is
-     * sampled, never computed). With random prompts nothing comes from the
-     * prefix cache, so this counts the tokens stored exactly (preemption,
-     * which recomputes, would overcount: the memory report shows it). */
-    int64_t stored = 0;
-    while (folo_engine_has_unfinished(b->engine)) {
-        const folo_output *outs;
-        int n_outs;
-        double step_t0 = folo_now_s();
-        if (folo_engine_step(b->engine, &outs, &n_outs, err)) return -1;
-        double step_s = folo_now_s() - step_t0;
-        folo_engine_get_stats(b->engine, &after);
-        int64_t scheduled = after.n_scheduled_tokens - before.n_scheduled_tokens;
-        int64_t sampled = after.n_output_tokens - before.n_output_tokens;
-        before = after;
-        stored += scheduled;
-        if (scheduled > sampled) {
-            split->n_prefill_steps++;
-            split->prefill_s += step_s;
-        } else if (scheduled > 0) {
-            split->n_decode_steps++;
-            split->decode_s += step_s;
-        }
-        for (int i = 0; i < n_outs; i++) {
-            const folo_output *out = &outs[i];
-            if (out->finish_reason == FOLO_FINISH_NONE) continue;
-            uint64_t index = out->request_id - first_id;
-            FOLO_ASSERT(index < (uint64_t)n);
-            const folo_request_metrics *m = out->metrics;
-            folo_bench_record *r = &records[index];
-            r->ok = out->finish_reason == FOLO_FINISH_STOP ||
-                    out->finish_reason == FOLO_FINISH_LENGTH;
-            if (!r->ok)
-                snprintf(r->error, sizeof r->error, "engine finished the request by %s",
-                         out->finish_reason == FOLO_FINISH_ERROR ? "an error" : "an abort");
-            r->n_prompt_tokens = m->n_prompt_tokens;
-            r->arrival_s = m->arrival_s;
-            r->first_scheduled_s = m->first_scheduled_s;
-            r->first_token_s = m->first_token_s;
-            r->finish_s = m->finish_s;
-            folo_bench_record_set_times(r, m->token_times_s, m->n_output_tokens);
-            stored -= m->n_prompt_tokens + m->n_output_tokens - 1;
-            folo_progress_update(bar, ++*n_done);
-        }
-        if (after.kv_blocks_used > 0 && after.kv_blocks_used >= split->peak_blocks_used) {
-            split->peak_blocks_used = after.kv_blocks_used;
-            split->peak_tokens_stored = stored;
-        }
-        split->stored_token_steps += (double)stored;
-        split->held_token_steps += (double)after.kv_blocks_used * after.kv_block_size;
-    }
+    if (rc == 0) rc = folo_bench_driver_finish(&d, err);
     *duration_s = folo_now_s() - t0;
-    return 0;
+    folo_bench_steps_add(split, &d.steps);
+    folo_bench_driver_free(&d);
+    return rc;
 }
 
 /* ---- reporting ------------------------------------------------------------- */
 
 /* The decode figures of a split: mean step (ms), achieved weight bandwidth
  * (GB/s) and the floor as a fraction of the measured step. */
-static void decode_figures(const bench_run *b, const step_split *s, double *step_ms,
+static void decode_figures(const bench_run *b, const folo_bench_steps *s, double *step_ms,
                            double *gbs, double *fraction) {
     *step_ms = *gbs = *fraction = 0;
     if (s->n_decode_steps == 0 || s->decode_s <= 0) return;
@@ -494,7 +469,7 @@ static void decode_figures(const bench_run *b, const step_split *s, double *step
 }
 
 /* Ends a line with the decode step against the roofline. */
-static void print_decode(const bench_run *b, const step_split *s) {
+static void print_decode(const bench_run *b, const folo_bench_steps *s) {
     double step_ms, gbs, fraction;
     decode_figures(b, s, &step_ms, &gbs, &fraction);
     if (s->n_decode_steps == 0) {
@@ -505,7 +480,7 @@ static void print_decode(const bench_run *b, const step_split *s) {
            gbs, 100 * fraction, b->roof.hw.bandwidth_gbs);
 }
 
-static void add_split_json(json_t *o, const bench_run *b, const step_split *s) {
+static void add_split_json(json_t *o, const bench_run *b, const folo_bench_steps *s) {
     double step_ms, gbs, fraction;
     decode_figures(b, s, &step_ms, &gbs, &fraction);
     json_object_set_new(o, "prefill_steps", json_integer(s->n_prefill_steps));
@@ -548,7 +523,7 @@ static int bench_latency(bench_run *b, json_t *out, folo_error *err) {
         int n_measured = bs * o->iters;
         folo_bench_record *records = folo_calloc((size_t)n_measured, sizeof *records);
         folo_bench_record *scratch = folo_calloc((size_t)bs, sizeof *scratch);
-        step_split split = {0};
+        folo_bench_steps split = {0};
         double duration_s = 0;
         char label[64];
         snprintf(label, sizeof label, "latency batch %d", bs);
@@ -558,16 +533,13 @@ static int bench_latency(bench_run *b, json_t *out, folo_error *err) {
         for (int r = 0; r < rounds && rc == 0; r++) {
             bool measured = r >= o->warmup;
             folo_bench_record *dst = measured ? records + (size_t)(r - o->warmup) * bs : scratch;
-            step_split round_split = {0};
+            folo_bench_steps round_split = {0};
             double round_s = 0;
             rc = run_batch(b, bs, o->input_len, 0, NULL, dst, &round_split, &round_s, &bar,
                            &n_done, err);
             if (!measured) continue;
             duration_s += round_s;
-            split.n_prefill_steps += round_split.n_prefill_steps;
-            split.n_decode_steps += round_split.n_decode_steps;
-            split.prefill_s += round_split.prefill_s;
-            split.decode_s += round_split.decode_s;
+            folo_bench_steps_add(&split, &round_split);
         }
         folo_progress_end(&bar);
         folo_bench_records_free(scratch, bs);
@@ -615,7 +587,7 @@ static int bench_throughput(bench_run *b, json_t *out, folo_error *err) {
     bench_lengths lens = {folo_calloc((size_t)n, sizeof(int)), folo_calloc((size_t)n, sizeof(int))};
     folo_bench_random_lengths(&spec, n, o->seed, lens.input, lens.output);
     folo_bench_record *records = folo_calloc((size_t)n, sizeof *records);
-    step_split split = {0};
+    folo_bench_steps split = {0};
     double duration_s = 0;
     folo_progress bar;
     folo_progress_begin(&bar, "throughput", n);
@@ -709,7 +681,7 @@ static int bench_prefix(bench_run *b, json_t *out, folo_error *err) {
         folo_progress bar;
         folo_progress_begin(&bar, label, n + 1);
         int n_done = 0, rc = 0;
-        step_split split = {0};
+        folo_bench_steps split = {0};
         double duration_s = 0, one_s;
         /* The unmeasured first request leaves the shared blocks cached. */
         rc = run_batch(b, 1, o->input_len, n_shared, NULL, &records[n], &split, &one_s, &bar, &n_done,
@@ -812,7 +784,7 @@ static int bench_memory(bench_run *b, json_t *out, folo_error *err) {
         for (int k = 0; k < o->n_batch_sizes; k++) {
             int len = o->seq_lens[i], bs = o->batch_sizes[k], input_len = len - o->output_len;
             folo_bench_record *records = folo_calloc((size_t)bs, sizeof *records);
-            step_split split = {0};
+            folo_bench_steps split = {0};
             double duration_s;
             char label[64];
             snprintf(label, sizeof label, "memory seq %d batch %d", len, bs);
@@ -867,11 +839,37 @@ static int bench_memory(bench_run *b, json_t *out, folo_error *err) {
     return 0;
 }
 
-static int run(const bench_options *o, folo_error *err) {
+bool bench_gpu_report(folo_gpu_sampler *gpu, json_t *out, folo_gpu_usage *usage) {
+    folo_error gpu_err = {{0}};
+    if (folo_gpu_sampler_stop(gpu, usage, &gpu_err) != 0) return false;
+    json_t *g = json_object();
+    json_object_set_new(g, "name", json_string(usage->name));
+    json_object_set_new(g, "memory_total_bytes", json_integer((json_int_t)usage->memory_total_bytes));
+    json_object_set_new(g, "peak_memory_used_bytes",
+                        json_integer((json_int_t)usage->peak_memory_used_bytes));
+    if (usage->n_utilization_samples > 0)
+        json_object_set_new(g, "mean_gpu_utilization_pct", json_real(usage->mean_gpu_util_pct));
+    json_object_set_new(out, "gpu", g);
+    printf("  GPU %s: peak memory %.2f of %.2f GB", usage->name,
+           (double)usage->peak_memory_used_bytes / 1e9, (double)usage->memory_total_bytes / 1e9);
+    if (usage->n_utilization_samples > 0)
+        printf(", busy %.0f%% of the run (NVML: a kernel was running)", usage->mean_gpu_util_pct);
+    printf("\n");
+    return true;
+}
+
+/* Runs o's mode on an engine of its own and returns its JSON in *out (a
+ * new reference, NULL on failure); roof, when given, is the roofline to
+ * state instead of o->report's. */
+static int run_mode(const bench_options *o, const folo_bench_roofline *roof, json_t **out,
+                    folo_error *err) {
+    *out = NULL;
     bench_run b = {.o = o};
     folo_bench_model_figures fig;
-    if (inspect_model(o->model, &b.model, &fig, err) ||
-        bench_roofline(&o->report, &o->engine, &fig, &b.roof, err))
+    if (inspect_model(o->model, &b.model, &fig, err)) return -1;
+    if (roof)
+        b.roof = *roof;
+    else if (bench_roofline(&o->report, &o->engine, &fig, &b.roof, err))
         return -1;
     b.rng[0] = (unsigned short)o->seed;
     b.rng[1] = (unsigned short)(o->seed >> 16);
@@ -886,37 +884,43 @@ static int run(const bench_options *o, folo_error *err) {
         if (o->seq_lens[i] > longest) longest = o->seq_lens[i];
     b.prompt = folo_calloc((size_t)longest, sizeof(int32_t));
     b.shared = folo_calloc((size_t)o->input_len, sizeof(int32_t));
-    json_t *out = header_json(&b, k_mode_names[o->mode]);
+    json_t *j = header_json(&b, k_mode_names[o->mode]);
     /* The GPU's memory and busy time over the run, read through NVML every
      * 100 ms (nothing where there is no NVIDIA driver). */
     folo_gpu_sampler *gpu = folo_gpu_sampler_start(0, 100);
-    int rc = o->mode == MODE_LATENCY      ? bench_latency(&b, out, err)
-             : o->mode == MODE_THROUGHPUT ? bench_throughput(&b, out, err)
-             : o->mode == MODE_PREFIX     ? bench_prefix(&b, out, err)
-                                          : bench_memory(&b, out, err);
+    int rc = o->mode == MODE_LATENCY      ? bench_latency(&b, j, err)
+             : o->mode == MODE_THROUGHPUT ? bench_throughput(&b, j, err)
+             : o->mode == MODE_PREFIX     ? bench_prefix(&b, j, err)
+                                          : bench_memory(&b, j, err);
     folo_gpu_usage usage;
-    folo_error gpu_err = {{0}};
-    if (folo_gpu_sampler_stop(gpu, &usage, &gpu_err) == 0) {
-        json_t *g = json_object();
-        json_object_set_new(g, "name", json_string(usage.name));
-        json_object_set_new(g, "memory_total_bytes", json_integer((json_int_t)usage.memory_total_bytes));
-        json_object_set_new(g, "peak_memory_used_bytes",
-                            json_integer((json_int_t)usage.peak_memory_used_bytes));
-        if (usage.n_utilization_samples > 0)
-            json_object_set_new(g, "mean_gpu_utilization_pct", json_real(usage.mean_gpu_util_pct));
-        json_object_set_new(out, "gpu", g);
-        printf("  GPU %s: peak memory %.2f of %.2f GB", usage.name,
-               (double)usage.peak_memory_used_bytes / 1e9, (double)usage.memory_total_bytes / 1e9);
-        if (usage.n_utilization_samples > 0)
-            printf(", busy %.0f%% of the run (NVML: a kernel was running)",
-                   usage.mean_gpu_util_pct);
-        printf("\n");
-    }
-    if (rc == 0) rc = bench_write_reports(&o->report, out, err);
-    json_decref(out);
+    bench_gpu_report(gpu, j, &usage);
     free(b.prompt);
     free(b.shared);
     folo_engine_destroy(b.engine);
+    if (rc == 0)
+        *out = j;
+    else
+        json_decref(j);
+    return rc;
+}
+
+int bench_prefix_table(const bench_prefix_spec *spec, json_t **out, folo_error *err) {
+    bench_options o = {
+        .mode = MODE_PREFIX, .model = spec->model, .input_len = spec->input_len,
+        .output_len = spec->output_len, .num_prompts = spec->num_prompts, .seed = spec->seed,
+        .report = *spec->report, .engine = *spec->engine,
+    };
+    FOLO_ASSERT(spec->n_ratios <= MAX_BATCH_SIZES);
+    memcpy(o.prefix_ratios, spec->ratios, (size_t)spec->n_ratios * sizeof *spec->ratios);
+    o.n_prefix_ratios = spec->n_ratios;
+    return run_mode(&o, spec->roof, out, err);
+}
+
+static int run(const bench_options *o, folo_error *err) {
+    json_t *out;
+    int rc = run_mode(o, NULL, &out, err);
+    if (rc == 0) rc = bench_write_reports(&o->report, out, err);
+    json_decref(out);
     return rc;
 }
 
@@ -924,6 +928,8 @@ int folo_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "serve") == 0) return folo_cmd_bench_serve(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "compare") == 0 || strcmp(argv[1], "--compare") == 0))
         return folo_cmd_bench_compare(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "stages") == 0)
+        return folo_cmd_bench_stages(argc - 1, argv + 1);
     bench_options o = {
         .batch_sizes = {1, 2, 4, 8, 16, 32}, .n_batch_sizes = 6, .prefix_ratios = {0, 50, 80, 95},
         .n_prefix_ratios = 4, .iters = 3, .warmup = 1, .report = {.devices = 1},

@@ -9,10 +9,12 @@
 
 #include "bench/roofline.h"
 #include "bench/stats.h"
+#include "core/gpu_stats.h"
 #include "folo.h"
 
 int folo_cmd_bench_serve(int argc, char **argv);
 int folo_cmd_bench_compare(int argc, char **argv);
+int folo_cmd_bench_stages(int argc, char **argv);
 
 /* The flags of the report every measuring mode shares: goodput SLOs, the
  * roofline's hardware profile, and the output files. Their getopt values
@@ -65,6 +67,27 @@ int bench_roofline(const bench_report_flags *r, const folo_engine_options *e,
                    const folo_bench_model_figures *fig, folo_bench_roofline *out,
                    folo_error *err);
 
+/* Stops gpu (folo_gpu_sampler_start); where NVML gave figures, fills
+ * *usage, adds them to out as "gpu" and prints them; false where it gave
+ * none (no NVIDIA driver). */
+bool bench_gpu_report(folo_gpu_sampler *gpu, json_t *out, folo_gpu_usage *usage);
+
+/* `folo bench prefix` run for another mode (bench stages' side table): its
+ * table on stdout, its JSON (the mode's whole document) into *out. */
+typedef struct bench_prefix_spec {
+    const char *model;                  /* checkpoint directory */
+    const folo_engine_options *engine;  /* model_dir is set from model */
+    const bench_report_flags *report;   /* goodput SLOs */
+    const folo_bench_roofline *roof;    /* the roofline already measured */
+    const int *ratios;                  /* [n_ratios] target hit ratios, % */
+    int n_ratios;
+    int input_len;                      /* tokens per prompt */
+    int output_len;                     /* tokens per request */
+    int num_prompts;                    /* measured requests per ratio */
+    uint64_t seed;
+} bench_prefix_spec;
+int bench_prefix_table(const bench_prefix_spec *spec, json_t **out, folo_error *err);
+
 /* Writes out to --json and --html when given. */
 int bench_write_reports(const bench_report_flags *r, const json_t *out, folo_error *err);
 
@@ -76,6 +99,20 @@ typedef int (*bench_item_fn)(const char *item, int index, void *ctx);
  * Returns 0, or 2 after printing a usage error (empty item, too many). */
 int bench_parse_list(const char *cmd, const char *usage, const char *flag, const char *v,
                      int max, bench_item_fn fn, void *ctx, int *n);
+
+/* --dataset-name: random or sharegpt, into *out. Returns 0, or 2 after
+ * the usage error. */
+int bench_parse_dataset_name(const char *cmd, const char *usage, const char *v,
+                             const char **out);
+/* --dataset-name sharegpt needs --dataset-path, random takes none. Returns
+ * 0, or 2 after the usage error. */
+int bench_check_dataset(const char *cmd, const char *usage, const char *name, const char *path);
+
+/* A request rate: a positive number of requests/s, or "inf" (INFINITY: all
+ * at once). Returns 0, or -1 after printing the error naming flag. */
+int bench_parse_rate(const char *cmd, const char *flag, const char *v, double *out);
+/* "2", "0.5" or "inf". */
+void bench_format_rate(char *buf, size_t cap, double rate);
 
 /* --random-range-ratio: a number in [0, 1), kept in double precision so a
  * length's bounds are those Python computes for vLLM from the same text.

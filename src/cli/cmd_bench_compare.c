@@ -2,11 +2,12 @@
  *
  * Each file is a list of summaries under labels (folo_bench_entry_label):
  * a latency run's batch sizes ("batch 4"), a serve run's request rates
- * ("rate inf"), a prefix run's hit ratios ("hit 50%"), a throughput run's
- * single summary ("all"). For every label of the first
- * file, a table gives the headline figures of each file that has the same
- * label, and each one's ratio to the first file's (so "0.50x" on a latency
- * is half the first run's, on a throughput half its speed). Summaries are
+ * ("rate inf"), a prefix run's hit ratios ("hit 50%"), a stages run's
+ * stages ("stage M3"), a throughput run's single summary ("all"). For
+ * every label of the first file, a table gives the headline figures of
+ * each file that has the same label, and each one's ratio to the first
+ * file's (so "0.50x" on a latency is half the first run's, on a throughput
+ * half its speed). Summaries are
  * read by vLLM's key names (src/bench/stats.h), so the JSON of `vllm bench
  * serve --save-result` compares too: a file whose top level is a summary is
  * one run labelled "all". */
@@ -22,7 +23,7 @@ static const char k_cmd[] = "bench compare";
 static const char k_usage[] = "usage: folo bench compare A.json B.json [...]\n";
 static const char k_help[] =
     "Prints the runs' summaries side by side, matched by batch size (latency), request\n"
-    "rate (serve), hit ratio (prefix) or as one table (throughput, or a\n"
+    "rate (serve), hit ratio (prefix), stage (stages) or as one table (throughput, or a\n"
     "`vllm bench serve --save-result` file),\n"
     "each figure with its ratio to the first file's.\n";
 

@@ -128,20 +128,8 @@ enum {
     OPT_WARMUPS, OPT_HELP
 };
 
-/* One rate: a positive number or "inf". */
-static int parse_rate(const char *flag, const char *v, double *out) {
-    if (strcmp(v, "inf") == 0) {
-        *out = INFINITY;
-        return 0;
-    }
-    float f;
-    if (cli_parse_float(k_cmd, flag, v, 1e-6, 1e9, &f)) return -1;
-    *out = f;
-    return 0;
-}
-
 static int parse_rate_item(const char *item, int index, void *ctx) {
-    return parse_rate("--request-rates", item, &((double *)ctx)[index]);
+    return bench_parse_rate(k_cmd, "--request-rates", item, &((double *)ctx)[index]);
 }
 
 static int parse_args(int argc, char **argv, serve_options *o) {
@@ -189,12 +177,7 @@ static int parse_args(int argc, char **argv, serve_options *o) {
         case 'm': o->model = optarg; break;
         case OPT_TOKENIZER: o->tokenizer = optarg; break;
         case OPT_DATASET:
-            if (strcmp(optarg, "random") != 0 && strcmp(optarg, "sharegpt") != 0)
-                return cli_usage_error(k_cmd, k_usage,
-                                       "invalid value '%s' for --dataset-name (expected random "
-                                       "or sharegpt)",
-                                       optarg);
-            o->dataset_name = optarg;
+            if (bench_parse_dataset_name(k_cmd, k_usage, optarg, &o->dataset_name)) return 2;
             break;
         case OPT_DATASET_PATH: o->dataset_path = optarg; break;
         case OPT_NUM_PROMPTS:
@@ -232,7 +215,7 @@ static int parse_args(int argc, char **argv, serve_options *o) {
             break;
         case OPT_RATE:
             o->n_rates = 1;
-            if (parse_rate("--request-rate", optarg, &o->rates[0])) return 2;
+            if (bench_parse_rate(k_cmd, "--request-rate", optarg, &o->rates[0])) return 2;
             break;
         case OPT_RATES:
             if (bench_parse_list(k_cmd, k_usage, "--request-rates", optarg, MAX_RATES,
@@ -262,11 +245,7 @@ static int parse_args(int argc, char **argv, serve_options *o) {
     }
     if (optind != argc)
         return cli_usage_error(k_cmd, k_usage, "unexpected argument '%s'", argv[optind]);
-    bool sharegpt = strcmp(o->dataset_name, "sharegpt") == 0;
-    if (sharegpt && !o->dataset_path)
-        return cli_usage_error(k_cmd, k_usage, "--dataset-name sharegpt needs --dataset-path");
-    if (!sharegpt && o->dataset_path)
-        return cli_usage_error(k_cmd, k_usage, "--dataset-path needs --dataset-name sharegpt");
+    if (bench_check_dataset(k_cmd, k_usage, o->dataset_name, o->dataset_path)) return 2;
     if (o->random.range_ratio > 0 && o->random.dist == FOLO_BENCH_LENGTHS_FIXED)
         o->random.dist = FOLO_BENCH_LENGTHS_UNIFORM;
     if (o->url && o->url[0] == '\0')
@@ -311,26 +290,6 @@ typedef struct serve_run {
     bool has_roof;
 } serve_run;
 
-/* Gaps of vLLM's get_request: gamma(shape = burstiness, scale = 1 / (rate *
- * burstiness)), none at an infinite rate. */
-static void schedule(const serve_options *o, double rate, int stream, double *send_at_s) {
-    folo_bench_rng rng;
-    folo_bench_rng_seed(&rng, o->seed, STREAM_ARRIVALS + (uint64_t)stream);
-    double t = 0;
-    for (int i = 0; i < o->num_prompts; i++) {
-        send_at_s[i] = t;
-        if (isfinite(rate))
-            t += folo_bench_rng_gamma(&rng, o->burstiness, 1.0 / (rate * o->burstiness));
-    }
-}
-
-static void format_rate(char *buf, size_t cap, double rate) {
-    if (isfinite(rate))
-        snprintf(buf, cap, "%g", rate);
-    else
-        snprintf(buf, cap, "inf");
-}
-
 static void print_summary(const char *rate, const folo_bench_summary *s, int n) {
     printf("request rate %s/s: %d of %d completed in %.3f s", rate, s->completed, n,
            s->duration_s);
@@ -372,10 +331,11 @@ static int run_rate(serve_run *b, int k, json_t *results, folo_bench_summary *s,
     const serve_options *o = b->o;
     int n = o->num_prompts;
     double rate = o->rates[k];
-    schedule(o, rate, k, b->send_at_s);
+    folo_bench_arrival_times(o->seed, STREAM_ARRIVALS + (uint64_t)k, rate, o->burstiness, n,
+                             b->send_at_s);
     folo_bench_record *records = folo_calloc((size_t)n, sizeof *records);
     char rate_text[32], label[64];
-    format_rate(rate_text, sizeof rate_text, rate);
+    bench_format_rate(rate_text, sizeof rate_text, rate);
     snprintf(label, sizeof label, "serve at %s requests/s", rate_text);
     folo_progress bar;
     folo_progress_begin(&bar, label, n);
@@ -416,7 +376,7 @@ static void print_sweep(const serve_options *o, const folo_bench_summary *sums) 
     for (int k = 0; k < o->n_rates; k++) {
         const folo_bench_summary *s = &sums[k];
         char rate[32], achieved[32];
-        format_rate(rate, sizeof rate, o->rates[k]);
+        bench_format_rate(rate, sizeof rate, o->rates[k]);
         if (isfinite(o->rates[k]))
             snprintf(achieved, sizeof achieved, "%.1f%%",
                      100 * s->request_throughput / o->rates[k]);
@@ -474,7 +434,7 @@ static int run_client(serve_run *b, const char *base_url, folo_error *err) {
     b->http.max_concurrency = o->max_concurrency;
     b->http.ignore_eos = o->ignore_eos;
     char rate0[32];
-    format_rate(rate0, sizeof rate0, o->rates[0]);
+    bench_format_rate(rate0, sizeof rate0, o->rates[0]);
     printf("folo bench serve: %d %s requests to %s (model \"%s\"), burstiness %g, %s\n",
            o->num_prompts, o->dataset_name, b->http.url, b->http.model, o->burstiness,
            o->max_concurrency ? "concurrency capped" : "no concurrency cap");

@@ -6,5 +6,7 @@
 
 /* Seconds since an arbitrary fixed point (CLOCK_MONOTONIC). */
 double folo_now_s(void);
+/* Sleeps until folo_now_s() reaches t_s (returns at once when it has). */
+void folo_sleep_until_s(double t_s);
 
 #endif

@@ -518,6 +518,7 @@ static int sample_rows(folo_engine *e, int n_rows) {
 static void update_stats(folo_engine *e) {
     folo_kv_stats kv;
     folo_kv_stats_get(e->pool, &kv);
+    int64_t stored = folo_sched_kv_tokens_stored(e->sched);
     if (kv.n_used > e->kv_peak_used) e->kv_peak_used = kv.n_used;
     pthread_mutex_lock(&e->lock);
     folo_engine_stats *st = &e->stats;
@@ -530,6 +531,7 @@ static void update_stats(folo_engine *e) {
     st->kv_blocks_used = kv.n_used;
     st->kv_blocks_cached = kv.n_cached;
     st->kv_blocks_peak_used = e->kv_peak_used;
+    st->kv_tokens_stored = stored;
     st->kv_usage = kv.n_blocks ? (double)kv.n_used / kv.n_blocks : 0;
     st->prefix_queried_tokens = kv.queried_tokens;
     st->prefix_hit_tokens = kv.hit_tokens;
@@ -543,6 +545,9 @@ static void update_stats(folo_engine *e) {
     st->forward_s = e->forward_s;
     st->sample_s = e->sample_s;
     st->output_s = e->output_s;
+    st->weight_bytes = e->model->weight_bytes;
+    st->kv_pool_bytes = e->backend->kv_bytes;
+    st->activation_bytes = e->backend->scratch_bytes;
     pthread_mutex_unlock(&e->lock);
 }
 

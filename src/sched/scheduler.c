@@ -28,6 +28,8 @@ struct folo_scheduler {
     bool grown;                    /* this step planned a prefill beyond the budget left */
     uint64_t next_arrival;
     int64_t n_preemptions;
+    uint8_t *block_seen;           /* [n_blocks] folo_sched_kv_tokens_stored's marks, all 0
+                                      between calls */
 };
 
 /* ---- sequences ----------------------------------------------------------- */
@@ -130,6 +132,7 @@ folo_scheduler *folo_sched_create(const folo_sched_options *opt, folo_kv_pool *p
     s->running = folo_calloc((size_t)opt->max_num_seqs, sizeof *s->running);
     s->plan.entries = folo_calloc((size_t)opt->max_num_seqs, sizeof *s->plan.entries);
     s->plan.copies = folo_calloc((size_t)opt->max_num_seqs + 1, sizeof *s->plan.copies);
+    s->block_seen = folo_calloc((size_t)s->n_blocks, sizeof *s->block_seen);
     return s;
 }
 
@@ -139,6 +142,7 @@ void folo_sched_free(folo_scheduler *s) {
     free(s->running);
     free(s->plan.entries);
     free(s->plan.copies);
+    free(s->block_seen);
     free(s);
 }
 
@@ -374,6 +378,24 @@ void folo_sched_update(folo_scheduler *s, const folo_sched_plan *plan) {
 int folo_sched_n_waiting(const folo_scheduler *s) { return s->n_waiting; }
 int folo_sched_n_running(const folo_scheduler *s) { return s->n_running; }
 int64_t folo_sched_n_preemptions(const folo_scheduler *s) { return s->n_preemptions; }
+
+int64_t folo_sched_kv_tokens_stored(folo_scheduler *s) {
+    int64_t stored = 0;
+    for (int i = 0; i < s->n_running; i++) {
+        const folo_sched_seq *seq = s->running[i];
+        for (int k = 0; k < seq->kv.n_blocks; k++) {
+            int32_t block = seq->kv.blocks[k];
+            if (s->block_seen[block]) continue;
+            s->block_seen[block] = 1;
+            int filled = seq->n_computed - k * s->block_size;
+            stored += filled < 0 ? 0 : filled > s->block_size ? s->block_size : filled;
+        }
+    }
+    for (int i = 0; i < s->n_running; i++)
+        for (int k = 0; k < s->running[i]->kv.n_blocks; k++)
+            s->block_seen[s->running[i]->kv.blocks[k]] = 0;
+    return stored;
+}
 folo_kv_pool *folo_sched_pool(folo_scheduler *s) { return s->pool; }
 
 static int check_seq(const folo_scheduler *s, const folo_sched_seq *seq, folo_seq_state state,

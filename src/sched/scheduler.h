@@ -162,6 +162,12 @@ int folo_sched_n_waiting(const folo_scheduler *s);
 int folo_sched_n_running(const folo_scheduler *s);
 /* Total preemptions since creation. */
 int64_t folo_sched_n_preemptions(const folo_scheduler *s);
+/* Tokens whose K and V the blocks of running sequences hold: each block
+ * counted once however many sequences share it (a block shared through the
+ * prefix cache is full; forks share blocks with equal computed counts), so
+ * against the blocks held it is the KV cache's utilization. Waiting
+ * sequences hold no blocks. Not between schedule and update. */
+int64_t folo_sched_kv_tokens_stored(folo_scheduler *s);
 folo_kv_pool *folo_sched_pool(folo_scheduler *s);
 
 /* Checks the queues (states, running order, seats within max_num_seqs,

@@ -8,7 +8,8 @@
  * copy-on-write; and the switches of docs/switches.md: static batching
  * admits nothing while a batch runs, contiguous KV reserves a sequence's
  * whole length at admission (so fewer sequences fit), no chunked prefill
- * never splits a prefill. */
+ * never splits a prefill. The tokens the held blocks store
+ * (folo_sched_kv_tokens_stored) count a shared block once. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +239,10 @@ static void test_prefix_hit_and_fork(void) {
     folo_kv_stats st;
     folo_kv_stats_get(h.pool, &st);
     CHECK(st.hit_tokens == 8);
+    /* a finished in that step (12 + 2 tokens): b's 10 computed tokens are
+     * all the blocks store, two of its blocks the cached ones of a. */
+    CHECK_MSG(folo_sched_kv_tokens_stored(h.s) == 10, "%lld stored",
+              (long long)folo_sched_kv_tokens_stored(h.s));
     /* b computed its prompt: fork its second sample before either appends
      * (the driver's token is taken back). The partial block that receives
      * the next tokens is shared, so the first write copies it. */
@@ -245,6 +250,8 @@ static void test_prefix_hit_and_fork(void) {
     child.user = &child;
     folo_sched_fork(h.s, &b, &child, 1);
     CHECK(child.user == &child && child.n_computed == b.n_computed && b.n_seats == 1);
+    /* The fork shares all three blocks: their tokens count once. */
+    CHECK(folo_sched_kv_tokens_stored(h.s) == 10);
     folo_sched_seq_append(&b, 7);
     folo_sched_seq_append(&child, 8);
     CHECK_MSG(folo_sched_check(h.s, &err) == 0, "%s", err.message);
@@ -255,6 +262,8 @@ static void test_prefix_hit_and_fork(void) {
     folo_sched_update(h.s, p);
     CHECK(b.kv.blocks[2] != child.kv.blocks[2]);
     CHECK(b.kv.blocks[0] == child.kv.blocks[0]);
+    /* Two shared full blocks (8 tokens), then 3 tokens in each private copy. */
+    CHECK(folo_sched_kv_tokens_stored(h.s) == 8 + 3 + 3);
     CHECK_MSG(folo_sched_check(h.s, &err) == 0, "%s", err.message);
     folo_sched_finish(h.s, &a);
     folo_sched_finish(h.s, &b);
@@ -332,6 +341,12 @@ static void test_contiguous_kv(void) {
         }
         CHECK_MSG(running == (contiguous ? 3 : 5), "contiguous %d: %d running", contiguous,
                   running);
+        /* Every running prompt is computed: 5 tokens each, in 5 reserved
+         * blocks (a quarter of their 20 slots) or in 2 paged ones. */
+        folo_kv_stats st;
+        folo_kv_stats_get(h.pool, &st);
+        CHECK(folo_sched_kv_tokens_stored(h.s) == 5 * running);
+        CHECK(st.n_used == running * (contiguous ? 5 : 2));
         int max_running = running;
         while (h.n_finished < 5) {
             step(&h);
