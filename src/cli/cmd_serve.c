@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
@@ -150,6 +151,14 @@ int folo_cmd_serve(int argc, char **argv) {
      * with 2 or 4 arenas (issue 11 note has the figures). A user's own
      * MALLOC_ARENA_MAX is left in force. */
     if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 4);
+    /* Every connection holds a socket: the open-file limit is raised to
+     * its hard limit, as vLLM raises it, so that thousands of idle clients
+     * leave room for the others (the server takes as many as it allows). */
+    struct rlimit fds;
+    if (getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
+        fds.rlim_cur = fds.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &fds);
+    }
 
     folo_error err = {{0}};
     o.engine.model_dir = dir;

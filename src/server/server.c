@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +43,8 @@
 #define PEER_CHECK_MS 200
 /* Seconds a client refused by --max-queue is told to wait (Retry-After). */
 #define RETRY_AFTER_S "1"
+/* Open files kept apart from connections (model, tokenizer, logs, NVML). */
+#define RESERVED_FDS 64
 
 /* ---- the table of requests in flight ------------------------------------- */
 
@@ -940,6 +943,17 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
 
 /* ---- start and stop ------------------------------------------------------ */
 
+/* Connections at once: each holds a socket (and a thread), so as many as
+ * the open-file limit allows beside RESERVED_FDS, for thousands of idle or
+ * slow clients not to crowd out the others (cmd_serve.c raises the limit
+ * as far as it may go, as vLLM does). */
+static unsigned connection_limit(void) {
+    struct rlimit fds;
+    rlim_t n = getrlimit(RLIMIT_NOFILE, &fds) == 0 ? fds.rlim_cur : 1024;
+    if (n > 65536 || n == RLIM_INFINITY) n = 65536;
+    return n > 2 * RESERVED_FDS ? (unsigned)(n - RESERVED_FDS) : RESERVED_FDS;
+}
+
 static int resolve(const char *host, int port, struct sockaddr_in *addr, folo_error *err) {
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
     int rc = getaddrinfo(host, NULL, &hints, &res);
@@ -983,16 +997,21 @@ folo_server *folo_server_start(folo_engine *engine, const folo_server_options *o
         folo_server_stop(s);
         return NULL;
     }
+    /* poll(), not select(): sockets numbered past FD_SETSIZE (1024) too. */
+    unsigned max_connections = connection_limit();
     s->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC, 0, NULL,
-        NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+            MHD_USE_ITC,
+        0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)1024, MHD_OPTION_END);
+        max_connections, MHD_OPTION_END);
     if (!s->daemon) {
         folo_fail(err, "cannot listen on %s:%d (%s)", host, port, strerror(errno));
         folo_server_stop(s);
         return NULL;
     }
+    folo_log(FOLO_LOG_INFO, "serve: up to %u connections at once (the open-file limit)",
+             max_connections);
     return s;
 }
 

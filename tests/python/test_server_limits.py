@@ -8,6 +8,7 @@ queue has drained. The limit is exact under a burst of concurrent requests
 import http.client
 import json
 import multiprocessing
+import resource
 import socket
 import subprocess
 import threading
@@ -173,3 +174,36 @@ def test_max_queue_must_be_positive(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--max-queue" in proc.stderr, proc.stderr
 
+
+def test_thousands_of_idle_connections_leave_room_for_requests(tmp_path):
+    """2000 clients connect and send nothing, 100 of them half a request
+    line: requests are still answered. The server starts under a soft
+    open-file limit of 1024 here; it raises the limit to the hard one (as
+    vLLM does) and polls (select() stops at descriptor 1024), taking as
+    many connections as the limit allows."""
+    n_idle = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < n_idle + 256:
+        pytest.skip(f"the hard open-file limit ({hard}) is below {n_idle + 256}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+    try:
+        srv = Server(tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n_idle + 256), hard))
+    idle = []
+    try:
+        for i in range(n_idle):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+            if i % 20 == 0:
+                sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+            idle.append(sock)
+        status, raw = srv.request("POST", COMP, BODY)
+        assert status == 200, raw
+        assert json.loads(raw)["usage"]["completion_tokens"] >= 1
+        assert srv.get("/health")[0] == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert srv.stop() == 0, srv.log_text()
