@@ -230,6 +230,16 @@ folo_request_params folo_request_params_default(void);
  * vLLM and transformers apply them. */
 folo_request_params folo_engine_default_params(const folo_engine *e);
 
+/* With opt.max_queue > 0, add refuses a request with this status (err
+ * says why) while max_queue requests wait: added and not yet running
+ * (preempted sequences included). The count and the add are one step under
+ * the engine's lock, so concurrent adders never overshoot; only a
+ * preemption, which the engine never refuses, can push the queue past it. */
+#define FOLO_ERR_QUEUE_FULL (-2)
+/* The most logits (bytes of float rows) one step computes for prompt
+ * logprobs: 64 MiB, 110 rows of Qwen3's 151936 tokens. */
+#define FOLO_PROMPT_LOGITS_BYTES ((size_t)64 << 20)
+
 /* Add a request: token ids, text (tokenized as is, no chat format), or an
  * OpenAI-style messages JSON array or object (folo_chat_parse_json;
  * rendered with the generation prompt; enable_thinking from the document,
@@ -244,15 +254,6 @@ folo_request_params folo_engine_default_params(const folo_engine *e);
  * row is reduced to the scored token's logprob, rank and top k within the
  * step that computes it, and the rows one step computes for this are
  * bounded (FOLO_PROMPT_LOGITS_BYTES): prompt chunks are cut to fit. */
-/* With opt.max_queue > 0, add refuses a request with this status (err
- * says why) while max_queue requests wait: added and not yet running
- * (preempted sequences included). The count and the add are one step under
- * the engine's lock, so concurrent adders never overshoot; only a
- * preemption, which the engine never refuses, can push the queue past it. */
-#define FOLO_ERR_QUEUE_FULL (-2)
-/* The most logits (bytes of float rows) one step computes for prompt
- * logprobs: 64 MiB, 110 rows of Qwen3's 151936 tokens. */
-#define FOLO_PROMPT_LOGITS_BYTES ((size_t)64 << 20)
 int folo_engine_add_tokens(folo_engine *e, const int32_t *ids, int n_ids,
                            const folo_request_params *params, uint64_t *request_id,
                            folo_error *err);

@@ -3,7 +3,8 @@ token (flag, else $FOLO_API_KEY) and answer 401 in the OpenAI error shape
 without it, /health and /metrics stay open as in vLLM; at most --max-queue
 requests wait: one more gets 503 with Retry-After, and is served once the
 queue has drained. The limit is exact under a burst of concurrent requests
-(the engine counts and adds in one step)."""
+(the engine counts and adds in one step). Thousands of idle connections
+leave room for requests."""
 
 import http.client
 import json
