@@ -586,7 +586,7 @@ json_t *folo_oai_logprobs(folo_oai_kind kind, const folo_oai_token *tokens, int 
 }
 
 static json_t *ranked_json(float lp, int32_t rank, const char *text) {
-    return json_pack("{s:o, s:i, s:o}", "logprob", logprob_json(lp), "rank", (json_int_t)rank,
+    return json_pack("{s:o, s:i, s:o}", "logprob", logprob_json(lp), "rank", (int)rank,
                      "decoded_token", text_json(text, strlen(text)));
 }
 
