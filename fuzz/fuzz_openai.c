@@ -34,7 +34,7 @@ static void check_error(const folo_oai_error *err) {
 
 static void check_generate(folo_oai_kind kind, const char *body, size_t len) {
     folo_request_params defaults = {.sampling = folo_sampling_default(), .max_tokens = 16,
-                                    .n = 1};
+                                    .n = 1, .prompt_logprobs = -1};
     folo_oai_request r;
     folo_oai_error err;
     if (folo_oai_parse(kind, body, len, VOCAB, &defaults, &r, &err) != 0) {
@@ -45,7 +45,9 @@ static void check_generate(folo_oai_kind kind, const char *body, size_t len) {
     const folo_request_params *p = &r.params;
     if (p->max_tokens < 1 || p->n < 1 || p->n > FOLO_OAI_MAX_N ||
         p->n_stop > FOLO_OAI_MAX_STOPS || p->n_stop_token_ids > FOLO_OAI_MAX_STOP_IDS ||
-        p->sampling.logprobs > FOLO_MAX_TOP_LOGPROBS)
+        p->sampling.logprobs > FOLO_MAX_TOP_LOGPROBS ||
+        p->prompt_logprobs > FOLO_MAX_TOP_LOGPROBS || (r.echo_only && !r.echo) ||
+        (r.prompt_logprobs >= 0 && r.stream))
         abort();
     if (kind == FOLO_OAI_COMPLETION &&
         (r.n_prompts < 1 || r.n_prompts > FOLO_OAI_MAX_PROMPTS ||

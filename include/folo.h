@@ -111,6 +111,8 @@ typedef struct folo_engine_options {
     bool enforce_eager;           /* cuda: no CUDA graphs, every kernel launched each step */
     double gpu_memory_utilization;/* cuda without kv_memory_bytes: (0, 1], 0 for
                                      FOLO_DEFAULT_GPU_MEMORY_UTILIZATION */
+    int max_queue;                /* > 0: folo_engine_add_* refuse a request with
+                                     FOLO_ERR_QUEUE_FULL while this many wait (see there) */
 } folo_engine_options;
 
 /* What to generate for one request. */
@@ -124,6 +126,9 @@ typedef struct folo_request_params {
     int n_stop_token_ids;
     bool ignore_eos;                /* keep going past the model's eos ids */
     bool include_special;           /* keep special tokens in the text (skipped by default) */
+    int prompt_logprobs;            /* score the prompt, as vLLM's prompt_logprobs: < 0 (the
+                                       default): no; 0: each prompt token's own logprob; k:
+                                       plus the top k (<= FOLO_MAX_TOP_LOGPROBS) */
 } folo_request_params;
 
 typedef enum folo_finish_reason {
@@ -155,15 +160,30 @@ typedef struct folo_request_metrics {
 } folo_request_metrics;
 
 /* What one sample stream of a request gained in a step. Pointers stay
- * valid until the next folo_engine_step (or the callback returns). */
+ * valid until the next folo_engine_step (or the callback returns).
+ *
+ * Text goes out whole tokens at a time: `text` is the text of the tokens
+ * `logprobs` lists, in order. A token's text that could begin a stop
+ * string is held back, and a token with no text of its own (the first
+ * bytes of a character, a skipped special token) waits for the next one
+ * with text; they go out together in a later output, or in the last one
+ * (after a stop string its text ends before the stop). So the logprobs of
+ * a stream of outputs describe exactly the text beside them, and a
+ * sample's outputs together list every token it sampled. */
 typedef struct folo_output {
     uint64_t request_id;
     int sample_index;                   /* 0 .. n-1 */
-    const int32_t *token_ids;           /* [n_token_ids] new this step (0 or 1) */
+    const int32_t *token_ids;           /* [n_token_ids] sampled this step (0 or 1) */
     int n_token_ids;
+    const folo_sample_result *logprobs; /* [n_logprobs] when params asked for logprobs, else
+                                           NULL: the tokens whose text `text` is */
+    int n_logprobs;
     const folo_sample_result
-        *logprobs; /* [n_token_ids] when params asked for logprobs, else NULL */
-    const char *text;                   /* new text, NUL-terminated (held back near stop strings) */
+        *prompt_logprobs;               /* [n_prompt_tokens] with params.prompt_logprobs >= 0,
+                                           on the output of the sample's first token (else
+                                           NULL): entry i is prompt token i given those
+                                           before it; entry 0 has none (logprob NAN) */
+    const char *text;                   /* new text, NUL-terminated */
     size_t text_len;
     const int32_t *all_token_ids;       /* [n_all_token_ids] every output token so far */
     int n_all_token_ids;
@@ -216,12 +236,30 @@ folo_request_params folo_request_params_default(void);
  * vLLM and transformers apply them. */
 folo_request_params folo_engine_default_params(const folo_engine *e);
 
+/* With opt.max_queue > 0, add refuses a request with this status (err
+ * says why) while max_queue requests wait: added and not yet running
+ * (preempted sequences included). The count and the add are one step under
+ * the engine's lock, so concurrent adders never overshoot; only a
+ * preemption, which the engine never refuses, can push the queue past it. */
+#define FOLO_ERR_QUEUE_FULL (-2)
+/* The most logits (bytes of float rows) one step computes for prompt
+ * logprobs: 64 MiB, 110 rows of Qwen3's 151936 tokens. */
+#define FOLO_PROMPT_LOGITS_BYTES ((size_t)64 << 20)
+
 /* Add a request: token ids, text (tokenized as is, no chat format), or an
  * OpenAI-style messages JSON array or object (folo_chat_parse_json;
  * rendered with the generation prompt; enable_thinking from the document,
  * default on). Refuses requests that could never fit (prompt + max_tokens
  * beyond the KV pool or the context). *request_id receives the id used by
- * outputs and folo_engine_abort. Thread-safe. */
+ * outputs and folo_engine_abort. Thread-safe. Returns 0, -1 with err, or
+ * FOLO_ERR_QUEUE_FULL.
+ *
+ * Prompt logprobs: every prompt position's logit row is computed by the
+ * request's own prefill, so, as vLLM does, such a request takes no blocks
+ * from the prefix cache (it still leaves its own there for others). Each
+ * row is reduced to the scored token's logprob, rank and top k within the
+ * step that computes it, and the rows one step computes for this are
+ * bounded (FOLO_PROMPT_LOGITS_BYTES): prompt chunks are cut to fit. */
 int folo_engine_add_tokens(folo_engine *e, const int32_t *ids, int n_ids,
                            const folo_request_params *params, uint64_t *request_id,
                            folo_error *err);

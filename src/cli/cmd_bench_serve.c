@@ -473,10 +473,10 @@ static int run_in_process(serve_run *b, const char *model_dir, folo_error *err) 
     /* A client gone mid-stream must not kill the process while the server
      * writes to its socket. */
     signal(SIGPIPE, SIG_IGN);
-    /* No queue limit: the benchmark measures the queueing, it must not be
-     * turned away by it. */
+    /* No queue limit (the engine's max_queue is 0): the benchmark measures
+     * the queueing, it must not be turned away by it. */
     folo_server_options so = {.host = "127.0.0.1", .port = port, .model_name = b->http.model,
-                              .max_body_bytes = FOLO_SERVER_MAX_BODY_BYTES, .max_queue = -1};
+                              .max_body_bytes = FOLO_SERVER_MAX_BODY_BYTES};
     folo_server *server = folo_server_start(engine, &so, err);
     int rc = -1;
     if (server) {

@@ -296,7 +296,8 @@ static void collect(run_state *s, const folo_output *o) {
             x->tokens = folo_realloc(x->tokens, (size_t)x->cap_tokens * sizeof(int32_t));
         }
         x->tokens[x->n_tokens++] = o->token_ids[i];
-        if (!o->logprobs) continue;
+    }
+    for (int i = 0; i < o->n_logprobs; i++) {
         const folo_sample_result *lp = &o->logprobs[i];
         json_t *entry = json_pack("{s:i, s:f}", "token", (json_int_t)lp->token, "logprob",
                                   (double)lp->logprob);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 #include "core/alloc.h"
@@ -41,8 +42,8 @@ static const char k_help[] =
     "      --served-model-name N  the model name of the API (default: the directory's name)\n"
     "      --api-key KEY          the /v1/ routes want `Authorization: Bearer KEY`, else 401\n"
     "                             (default: $FOLO_API_KEY; unset: no key)\n"
-    "      --max-queue N          answer 503 with Retry-After while more than N requests\n"
-    "                             wait for the engine (default: no limit)\n"
+    "      --max-queue N          at most N requests wait for the engine: one more is\n"
+    "                             answered 503 with Retry-After (N >= 1; default: no limit)\n"
     "      --reasoning-parser qwen3\n"
     "                             chat answers give the thinking between <think> and\n"
     "                             </think> as reasoning_content, the rest as content\n"
@@ -95,9 +96,9 @@ static int parse_args(int argc, char **argv, serve_options *o) {
             o->server.reasoning_parser = true;
             break;
         case OPT_MAX_QUEUE:
-            if (cli_parse_int(k_cmd, "--max-queue", optarg, 0, 1 << 30, &o->server.max_queue))
-                return 2;
-            o->server.limit_queue = true;
+            /* Every new request waits until a step takes it in: 0 would
+             * refuse them all. */
+            if (cli_parse_int(k_cmd, "--max-queue", optarg, 1, 1 << 30, &e->max_queue)) return 2;
             break;
         case OPT_LOG_LEVEL:
             if (folo_log_parse_level(optarg, &level) != 0)
@@ -150,6 +151,14 @@ int folo_cmd_serve(int argc, char **argv) {
      * with 2 or 4 arenas (issue 11 note has the figures). A user's own
      * MALLOC_ARENA_MAX is left in force. */
     if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 4);
+    /* Every connection holds a socket: the open-file limit is raised to
+     * its hard limit, as vLLM raises it, so that thousands of idle clients
+     * leave room for the others (the server takes as many as it allows). */
+    struct rlimit fds;
+    if (getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
+        fds.rlim_cur = fds.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &fds);
+    }
 
     folo_error err = {{0}};
     o.engine.model_dir = dir;

@@ -43,6 +43,13 @@ void folo_buf_clear(folo_buf *b) {
     if (b->data) b->data[0] = '\0';
 }
 
+void folo_buf_drop_front(folo_buf *b, size_t n) {
+    if (n == 0) return;
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = '\0';
+}
+
 void folo_buf_free(folo_buf *b) {
     free(b->data);
     b->data = NULL;

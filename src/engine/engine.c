@@ -12,17 +12,19 @@
  * One step: take in the requests and aborts queued by other threads; plan
  * (scheduler); build one flat batch (token ids, positions, slots from the
  * block tables, per-sequence starts, lengths and tables, and a logit row
- * for every sequence whose chunk reaches its last token); copy the
+ * for every sequence whose chunk reaches its last token, then one for each
+ * prompt position a request scoring its prompt wants); copy the
  * copy-on-write blocks; forward; register the computed blocks; then for
  * each logit row: fork the other samples off a request whose prompt has
  * just been computed (they share its blocks), sample (rows split across a
  * thread pool: at 256 sequences sampling over the vocabulary costs more
- * than everything else the engine does, bench/engine_overhead.c), and
- * process the token (folo_request_seq_push: append, detokenize with
- * stop-string hold-back, eos / stop token / stop string / max_tokens
- * checks, timestamps), and finish sequences, which releases their blocks. Records of requests that
- * finished stay alive until the next step, so the outputs handed out can
- * point into them.
+ * than everything else the engine does, bench/engine_overhead.c), reduce
+ * each prompt row to its scored token's logprobs on the same threads (so
+ * no row outlives its step), and process the token (folo_request_seq_push:
+ * append, detokenize with stop-string hold-back, eos / stop token / stop
+ * string / max_tokens checks, timestamps), and finish sequences, which
+ * releases their blocks. Records of requests that finished stay alive
+ * until the next step, so the outputs handed out can point into them.
  *
  * Threads: the engine thread (the caller of folo_engine_step, or the one
  * folo_engine_start creates) owns everything but the inbox and the stats
@@ -80,14 +82,21 @@ struct folo_engine {
     int32_t *seq_lens;            /* [max_num_seqs] */
     int32_t *block_tables;        /* [max_num_seqs, max_blocks_per_seq] */
     int max_blocks_per_seq;       /* blocks of the longest possible sequence */
-    int32_t *logit_rows;          /* [max_num_seqs] flat token index of each logits row */
-    folo_request_seq **row_seqs;  /* [max_num_seqs] the sequence of each logits row */
-    uint8_t *argmax_only;         /* [max_num_seqs] row r's samplers need only its argmax */
-    int32_t *argmax;              /* [max_num_seqs] the backend's argmax of those rows */
+    int32_t *logit_rows;          /* [max_num_seqs + max_prompt_rows] flat token index of each
+                                     logits row: the sampled rows, then the prompt rows */
+    folo_request_seq **row_seqs;  /* [max_num_seqs] the sequence of each sampled row */
+    uint8_t *argmax_only;         /* [max_num_seqs + max_prompt_rows] row r's samplers need
+                                     only its argmax */
+    int32_t *argmax;              /* [max_num_seqs + max_prompt_rows] the backend's argmax of
+                                     those rows */
+    int max_prompt_rows;          /* prompt rows a step may ask for (FOLO_PROMPT_LOGITS_BYTES) */
+    folo_request **prompt_row_reqs;  /* [max_prompt_rows] the request of each prompt row */
+    int32_t *prompt_row_tokens;   /* [max_prompt_rows] the prompt token each one scores */
+    int n_prompt_rows;            /* prompt rows of this step */
     folo_request_seq **sampled;   /* [max_num_seqs] sequences that sample this step */
     int32_t *row_first;           /* [max_num_seqs + 1] each row's first entry in sampled */
     folo_pool *sample_pool;       /* threads that sample the rows */
-    float *logits;                /* [cap_logit_rows, V] */
+    float *logits;                /* [cap_logit_rows, V]: sampled rows, then prompt rows */
     int cap_logit_rows;
 
     folo_output *outputs;         /* [n_outputs] of the last step */
@@ -143,7 +152,8 @@ const char *folo_finish_reason_name(folo_finish_reason reason) {
 folo_request_params folo_request_params_default(void) {
     return (folo_request_params){.sampling = folo_sampling_default(),
                                  .max_tokens = FOLO_DEFAULT_MAX_TOKENS,
-                                 .n = 1};
+                                 .n = 1,
+                                 .prompt_logprobs = -1};
 }
 
 folo_request_params folo_engine_default_params(const folo_engine *e) {
@@ -168,8 +178,18 @@ void folo_engine_set_step_hook(folo_engine *e, folo_step_fn fn, void *user) {
 
 /* ---- requests ------------------------------------------------------------ */
 
-static int enqueue(folo_engine *e, folo_request *req, uint64_t *request_id) {
+/* Queues req (owned from here on), or refuses it while max_queue requests
+ * wait: the count and the add under one lock (FOLO_ERR_QUEUE_FULL). */
+static int enqueue(folo_engine *e, folo_request *req, uint64_t *request_id, folo_error *err) {
     pthread_mutex_lock(&e->lock);
+    if (e->opt.max_queue > 0 && e->stats.n_waiting >= e->opt.max_queue) {
+        int waiting = e->stats.n_waiting;
+        pthread_mutex_unlock(&e->lock);
+        folo_request_free(req);
+        folo_fail(err, "max_queue: %d requests wait for the engine, the most it queues (%d)",
+                  waiting, e->opt.max_queue);
+        return FOLO_ERR_QUEUE_FULL;
+    }
     req->id = e->next_id++;
     GROW(e->inbox, e->n_inbox, e->cap_inbox);
     e->inbox[e->n_inbox++] = req;
@@ -201,6 +221,19 @@ static int naive_attention_admissible(const folo_engine *e, int n_prompt, int ma
                      (double)e->opt.naive_attention_bytes / mib);
 }
 
+/* Without chunked prefill a scored prompt's rows all come in one step,
+ * which computes at most max_prompt_rows of them. */
+static int prompt_rows_admissible(const folo_engine *e, int n_prompt, int prompt_logprobs,
+                                  folo_error *err) {
+    if (prompt_logprobs < 0 || !e->opt.disable_chunked_prefill ||
+        n_prompt - 1 <= e->max_prompt_rows)
+        return 0;
+    return folo_fail(err,
+                     "prompt_logprobs: a prompt of %d tokens needs %d logit rows in one step "
+                     "with chunked prefill off; a step computes at most %d (%zu MiB)",
+                     n_prompt, n_prompt - 1, e->max_prompt_rows, FOLO_PROMPT_LOGITS_BYTES >> 20);
+}
+
 static int add_ids(folo_engine *e, const int32_t *ids, int n_ids, const folo_request_params *params,
                    double arrival_s, uint64_t *request_id, folo_error *err) {
     folo_request_params defaults = folo_request_params_default();
@@ -208,11 +241,12 @@ static int add_ids(folo_engine *e, const int32_t *ids, int n_ids, const folo_req
                                             e->vocab_size, arrival_s, err);
     if (!req) return -1;
     if (folo_sched_admissible(e->sched, n_ids, req->max_tokens, req->n, err) != 0 ||
-        naive_attention_admissible(e, n_ids, req->max_tokens, err) != 0) {
+        naive_attention_admissible(e, n_ids, req->max_tokens, err) != 0 ||
+        prompt_rows_admissible(e, n_ids, req->prompt_logprobs, err) != 0) {
         folo_request_free(req);
         return -1;
     }
-    return enqueue(e, req, request_id);
+    return enqueue(e, req, request_id, err);
 }
 
 int folo_engine_add_tokens(folo_engine *e, const int32_t *ids, int n_ids,
@@ -303,12 +337,15 @@ static void emit(folo_engine *e, folo_request_seq *seq, bool with_token) {
     GROW(e->outputs, e->n_outputs, e->cap_outputs);
     const folo_request *req = seq->req;
     int n_out = seq->metrics.n_output_tokens;
+    int n_released = with_token ? seq->n_released : 0;
     e->outputs[e->n_outputs++] = (folo_output){
         .request_id = req->id,
         .sample_index = seq->index,
         .token_ids = with_token ? &seq->sample.token : NULL,
         .n_token_ids = with_token ? 1 : 0,
-        .logprobs = with_token && req->wants_logprobs ? &seq->sample : NULL,
+        .logprobs = req->wants_logprobs && n_released > 0 ? seq->pending : NULL,
+        .n_logprobs = req->wants_logprobs ? n_released : 0,
+        .prompt_logprobs = with_token && n_out == 1 ? req->prompt_lps : NULL,
         .text = folo_buf_str(&seq->text),
         .text_len = seq->text.len,
         .all_token_ids = seq->s.tokens ? seq->s.tokens + seq->s.n_prompt : NULL,
@@ -400,7 +437,8 @@ static void take_inbox(folo_engine *e) {
     }
 }
 
-/* Fills the flat batch from the plan; returns the number of logit rows. */
+/* Fills the flat batch from the plan; returns the number of sampled logit
+ * rows (e->n_prompt_rows prompt rows follow them). */
 static int prepare_batch(folo_engine *e, const folo_sched_plan *plan, folo_batch *batch) {
     int bs = e->block_size, stride = 1;
     for (int i = 0; i < plan->n_entries; i++)
@@ -432,6 +470,19 @@ static int prepare_batch(folo_engine *e, const folo_sched_plan *plan, folo_batch
         }
     }
     e->seq_starts[plan->n_entries] = t;
+    /* The prompt rows after the sampled ones: the row of position p scores
+     * prompt token p + 1. */
+    int n_prompt = 0;
+    for (int i = 0; i < plan->n_entries; i++) {
+        const folo_sched_entry *en = &plan->entries[i];
+        for (int p = en->prompt_row_start; p < en->prompt_row_start + en->n_prompt_rows; p++) {
+            e->logit_rows[rows + n_prompt] = e->seq_starts[i] + (p - en->start);
+            e->argmax_only[rows + n_prompt] = 0;
+            e->prompt_row_reqs[n_prompt] = ((folo_request_seq *)en->seq->user)->req;
+            e->prompt_row_tokens[n_prompt++] = p + 1;
+        }
+    }
+    e->n_prompt_rows = n_prompt;
     *batch = (folo_batch){
         .n_tokens = t,
         .token_ids = e->token_ids,
@@ -442,16 +493,16 @@ static int prepare_batch(folo_engine *e, const folo_sched_plan *plan, folo_batch
         .seq_lens = e->seq_lens,
         .block_tables = e->block_tables,
         .max_blocks_per_seq = stride,
-        .n_logit_rows = rows,
+        .n_logit_rows = rows + n_prompt,
         .logit_rows = e->logit_rows,
         .argmax_only = e->argmax_only,
         .argmax = e->argmax,
     };
-    if (rows > e->cap_logit_rows) {
+    if (rows + n_prompt > e->cap_logit_rows) {
         folo_free_large(e->logits);
-        e->logits = folo_alloc_large((size_t)rows * e->vocab_size * sizeof(float));
+        e->cap_logit_rows = rows + n_prompt;
+        e->logits = folo_alloc_large((size_t)e->cap_logit_rows * e->vocab_size * sizeof(float));
         FOLO_ASSERT(e->logits != NULL);
-        e->cap_logit_rows = rows;
     }
     return rows;
 }
@@ -482,7 +533,8 @@ static int list_samplers(folo_engine *e, int n_rows) {
     return n_sampled;
 }
 
-/* Rows are independent (each sampler belongs to one sequence), so threads
+/* Rows are independent (each sampler belongs to one sequence, each prompt
+ * row fills its own entry of its request's prompt logprobs), so threads
  * split them; the samples of one row stay on one thread, because a sampler
  * applies its penalties to the row in place. */
 typedef struct sample_job {
@@ -503,12 +555,19 @@ static void sample_worker(void *ctx, int thread, int n_threads) {
                 folo_sampler_sample(seq->sampler, row, &seq->sample);
         }
     }
+    for (int r = thread; r < e->n_prompt_rows; r += n_threads) {
+        const float *row = e->logits + (size_t)(job->n_rows + r) * e->vocab_size; /* [V] */
+        folo_request *req = e->prompt_row_reqs[r];
+        int32_t i = e->prompt_row_tokens[r];
+        folo_logprobs_fill(row, e->vocab_size, req->seqs[0].s.tokens[i], req->prompt_logprobs,
+                           &req->prompt_lps[i]);
+    }
 }
 
 static int sample_rows(folo_engine *e, int n_rows) {
     int n_sampled = list_samplers(e, n_rows);
     sample_job job = {.e = e, .n_rows = n_rows};
-    if (n_rows > 1)
+    if (n_rows + e->n_prompt_rows > 1)
         folo_pool_run(e->sample_pool, sample_worker, &job);
     else
         sample_worker(&job, 0, 1);
@@ -702,6 +761,11 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     e->vocab_size = c->vocab_size;
     e->block_size = backend->kv_block_size;
     e->n_blocks = backend->kv_n_blocks;
+    /* Within the token budget too, unless a whole prefill may overrun it. */
+    size_t rows = FOLO_PROMPT_LOGITS_BYTES / ((size_t)e->vocab_size * sizeof(float));
+    if (!o.disable_chunked_prefill && rows > (size_t)o.max_num_batched_tokens)
+        rows = (size_t)o.max_num_batched_tokens;
+    e->max_prompt_rows = rows > 0 ? (int)rows : 1;
     o.block_size = e->block_size;
     e->opt = o;
     pthread_mutex_init(&e->lock, NULL);
@@ -712,7 +776,8 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
                              .max_model_len = o.max_model_len,
                              .static_batching = o.batching == FOLO_BATCHING_STATIC,
                              .contiguous_kv = o.kv_layout == FOLO_KV_CONTIGUOUS,
-                             .no_chunked_prefill = o.disable_chunked_prefill};
+                             .no_chunked_prefill = o.disable_chunked_prefill,
+                             .max_prompt_rows = e->max_prompt_rows};
     e->sched = folo_sched_create(&so, e->pool, err);
     if (!e->sched) {
         folo_engine_destroy(e);
@@ -724,17 +789,19 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
      * whole sequence (scheduler.h). */
     size_t T = (size_t)o.max_num_batched_tokens +
                (o.disable_chunked_prefill ? (size_t)o.max_model_len : 0),
-           S = (size_t)o.max_num_seqs;
+           S = (size_t)o.max_num_seqs, R = (size_t)e->max_prompt_rows;
     e->token_ids = folo_calloc(T, sizeof(int32_t));
     e->positions = folo_calloc(T, sizeof(int32_t));
     e->slots = folo_calloc(T, sizeof(int32_t));
     e->seq_starts = folo_calloc(S + 1, sizeof(int32_t));
     e->seq_lens = folo_calloc(S, sizeof(int32_t));
     e->block_tables = folo_calloc(S * (size_t)e->max_blocks_per_seq, sizeof(int32_t));
-    e->logit_rows = folo_calloc(S, sizeof(int32_t));
+    e->logit_rows = folo_calloc(S + R, sizeof(int32_t));
     e->row_seqs = folo_calloc(S, sizeof *e->row_seqs);
-    e->argmax_only = folo_calloc(S, sizeof *e->argmax_only);
-    e->argmax = folo_calloc(S, sizeof *e->argmax);
+    e->argmax_only = folo_calloc(S + R, sizeof *e->argmax_only);
+    e->argmax = folo_calloc(S + R, sizeof *e->argmax);
+    e->prompt_row_reqs = folo_calloc(R, sizeof *e->prompt_row_reqs);
+    e->prompt_row_tokens = folo_calloc(R, sizeof *e->prompt_row_tokens);
     e->sampled = folo_calloc(S, sizeof *e->sampled);
     e->row_first = folo_calloc(S + 1, sizeof(int32_t));
     e->sample_pool = folo_pool_create(o.n_threads);
@@ -872,6 +939,8 @@ void folo_engine_destroy(folo_engine *e) {
     free(e->row_seqs);
     free(e->argmax_only);
     free(e->argmax);
+    free(e->prompt_row_reqs);
+    free(e->prompt_row_tokens);
     free(e->sampled);
     free(e->row_first);
     folo_pool_destroy(e->sample_pool);

@@ -1,6 +1,7 @@
 /* Requests and their output processing; the design is in request.h. */
 #include "engine/request.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,9 +15,13 @@ void folo_request_free(folo_request *req) {
         folo_sampler_free(seq->sampler);
         folo_stop_matcher_free(seq->stop);
         folo_buf_free(&seq->decoded);
+        folo_buf_free(&seq->unsent);
         folo_buf_free(&seq->text);
+        free(seq->pending);
+        free(seq->pending_bytes);
         free(seq->token_times);
     }
+    free(req->prompt_lps);
     for (int i = 0; i < req->n_stops; i++) free(req->stops[i]);
     free(req->stops);
     free(req->stop_ids);
@@ -40,6 +45,9 @@ static int validate(const int32_t *ids, int n_ids, const folo_request_params *p,
             return folo_fail(err, "stop_token_ids[%d]: %d outside the vocabulary [0, %d)", i,
                              p->stop_token_ids[i], vocab_size);
     if (folo_sampling_validate(&p->sampling, err) != 0) return -1;
+    if (p->prompt_logprobs > FOLO_MAX_TOP_LOGPROBS)
+        return folo_fail(err, "prompt_logprobs must be at most %d (got %d)", FOLO_MAX_TOP_LOGPROBS,
+                         p->prompt_logprobs);
     if (!ids || n_ids < 1) return folo_fail(err, "prompt: empty (need at least one token)");
     for (int i = 0; i < n_ids; i++)
         if (ids[i] < 0 || ids[i] >= vocab_size)
@@ -59,6 +67,11 @@ folo_request *folo_request_create(const int32_t *ids, int n_ids, const folo_requ
     req->max_tokens = max_tokens;
     req->ignore_eos = p->ignore_eos;
     req->wants_logprobs = p->sampling.logprobs >= 0;
+    req->prompt_logprobs = p->prompt_logprobs < 0 ? -1 : p->prompt_logprobs;
+    if (req->prompt_logprobs >= 0) {
+        req->prompt_lps = folo_calloc((size_t)n_ids, sizeof *req->prompt_lps);
+        req->prompt_lps[0] = (folo_sample_result){.token = ids[0], .logprob = NAN};
+    }
     req->n_stops = p->n_stop;
     req->stops = folo_calloc((size_t)p->n_stop + 1, sizeof *req->stops);
     for (int i = 0; i < p->n_stop; i++) req->stops[i] = folo_strdup(p->stop[i]);
@@ -92,6 +105,7 @@ folo_request *folo_request_create(const int32_t *ids, int n_ids, const folo_requ
         return NULL;
     }
     for (int k = 0; k < n; k++) req->seqs[k].s.user = &req->seqs[k];
+    if (req->prompt_logprobs >= 0) req->seqs[0].s.prompt_rows_from = 0;
     return req;
 }
 
@@ -99,6 +113,44 @@ static bool contains(const int32_t *ids, int n, int32_t id) {
     for (int i = 0; i < n; i++)
         if (ids[i] == id) return true;
     return false;
+}
+
+/* Queues the token just sampled (its decoded bytes counted as they come). */
+static void pending_push(folo_request_seq *seq) {
+    int done = seq->n_released, left = seq->n_pending - done;
+    if (done > 0) {
+        memmove(seq->pending, seq->pending + done, (size_t)left * sizeof *seq->pending);
+        memmove(seq->pending_bytes, seq->pending_bytes + done,
+                (size_t)left * sizeof *seq->pending_bytes);
+    }
+    seq->n_pending = left;
+    seq->n_released = 0;
+    if (seq->n_pending == seq->cap_pending) {
+        seq->cap_pending = seq->cap_pending ? 2 * seq->cap_pending : 8;
+        seq->pending = folo_realloc(seq->pending, (size_t)seq->cap_pending * sizeof *seq->pending);
+        seq->pending_bytes = folo_realloc(seq->pending_bytes,
+                                          (size_t)seq->cap_pending * sizeof *seq->pending_bytes);
+    }
+    seq->pending[seq->n_pending] = seq->sample;
+    seq->pending_bytes[seq->n_pending++] = 0;
+}
+
+/* Moves to seq->text the text of the pending tokens whose text is wholly
+ * released (all of them when finished), up to the last one with any text. */
+static void release_whole_tokens(folo_request_seq *seq, bool finished) {
+    size_t bytes = finished ? seq->unsent.len : 0, sum = 0;
+    int n = finished ? seq->n_pending : 0;
+    for (int i = 0; !finished && i < seq->n_pending; i++) {
+        sum += seq->pending_bytes[i];
+        if (sum > seq->unsent.len) break;
+        if (seq->pending_bytes[i] > 0) {
+            n = i + 1;
+            bytes = sum;
+        }
+    }
+    folo_buf_append(&seq->text, folo_buf_str(&seq->unsent), bytes);
+    folo_buf_drop_front(&seq->unsent, bytes);
+    seq->n_released = n;
 }
 
 folo_finish_reason folo_request_seq_push(folo_request_seq *seq, const folo_generation_config *gen,
@@ -110,12 +162,15 @@ folo_finish_reason folo_request_seq_push(folo_request_seq *seq, const folo_gener
     seq->token_times[m->n_output_tokens++] = now;
     folo_sched_seq_append(&seq->s, token);
     folo_sampler_add_output(seq->sampler, token);
+    pending_push(seq);
+    size_t *bytes = &seq->pending_bytes[seq->n_pending - 1];
 
     folo_buf_clear(&seq->text);
     folo_buf_clear(&seq->decoded);
     folo_detokenizer_push(&seq->detok, token, &seq->decoded);
+    *bytes += seq->decoded.len;
     int hit = folo_stop_matcher_feed(seq->stop, folo_buf_str(&seq->decoded), seq->decoded.len,
-                                     &seq->text);
+                                     &seq->unsent);
     folo_finish_reason reason = FOLO_FINISH_NONE;
     if ((!req->ignore_eos && contains(gen->eos_token_ids, gen->n_eos_token_ids, token)) ||
         contains(req->stop_ids, req->n_stop_ids, token) || hit >= 0)
@@ -125,10 +180,12 @@ folo_finish_reason folo_request_seq_push(folo_request_seq *seq, const folo_gener
     if (reason != FOLO_FINISH_NONE && hit < 0) {
         folo_buf_clear(&seq->decoded);
         folo_detokenizer_flush(&seq->detok, &seq->decoded);
+        *bytes += seq->decoded.len;
         folo_stop_matcher_feed(seq->stop, folo_buf_str(&seq->decoded), seq->decoded.len,
-                               &seq->text);
-        folo_stop_matcher_flush(seq->stop, &seq->text);
+                               &seq->unsent);
+        folo_stop_matcher_flush(seq->stop, &seq->unsent);
     }
+    release_whole_tokens(seq, reason != FOLO_FINISH_NONE);
     return reason;
 }
 

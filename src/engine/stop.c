@@ -99,9 +99,7 @@ int folo_stop_matcher_feed(folo_stop_matcher *m, const char *text, size_t n_byte
 
     size_t n_keep = held_suffix_bytes(m, held, n_held);
     folo_buf_append(out, held, n_held - n_keep);
-    memmove(m->held.data, held + n_held - n_keep, n_keep);
-    m->held.len = n_keep;
-    m->held.data[n_keep] = '\0';
+    folo_buf_drop_front(&m->held, n_held - n_keep);
     return -1;
 }
 

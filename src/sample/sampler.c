@@ -557,27 +557,42 @@ static int32_t draw(folo_sampler *s, const candidates *c) {
 
 /* ---- logprobs of the raw distribution -------------------------------------- */
 
-static void fill_logprobs(const folo_sampler *s, const float *logits, folo_sample_result *out) {
-    int n_vocab = s->vocab_size;
-    float max_l = max_value(logits, n_vocab);
-    /* exp of blocks of 8 logits, each block added to 8 running sums. */
+void folo_logprobs_fill(const float *logits, int vocab_size, int32_t token, int n_top,
+                        folo_sample_result *out) {
+    float max_l = max_value(logits, vocab_size);
+    /* exp of blocks of 8 logits, each block added to 8 running sums; the
+     * same pass counts the tokens at least as likely as `token`. */
+    float own = logits[token];
     double sums[8] = {0.0};
+    int ge[8] = {0};
     int id = 0;
-    for (; id + 8 <= n_vocab; id += 8) {
+    for (; id + 8 <= vocab_size; id += 8) {
         float e[8];
         exp_shifted(logits + id, max_l, 1.0f, e, 8);
-        for (int j = 0; j < 8; j++) sums[j] += e[j];
+        for (int j = 0; j < 8; j++) {
+            sums[j] += e[j];
+            ge[j] += logits[id + j] >= own;
+        }
     }
-    for (; id < n_vocab; id++) sums[0] += exp_nonpos(logits[id] - max_l);
+    for (; id < vocab_size; id++) {
+        sums[0] += exp_nonpos(logits[id] - max_l);
+        ge[0] += logits[id] >= own;
+    }
     double sum = 0.0;
-    for (int j = 0; j < 8; j++) sum += sums[j];
+    int rank = 0;
+    for (int j = 0; j < 8; j++) {
+        sum += sums[j];
+        rank += ge[j];
+    }
     float log_sum = (float)log(sum);
-    out->logprob = (logits[out->token] - max_l) - log_sum;
-    int n_top = s->params.logprobs;
+    out->token = token;
+    out->logprob = (own - max_l) - log_sum;
+    out->rank = rank;
+    out->n_top = 0;
     if (n_top <= 0) return;
     int32_t ids[FOLO_MAX_TOP_LOGPROBS];
     float vals[FOLO_MAX_TOP_LOGPROBS];
-    n_top = select_top_k(logits, n_vocab, n_top, ids, vals);
+    n_top = select_top_k(logits, vocab_size, n_top, ids, vals);
     sort_desc(ids, vals, n_top);
     for (int i = 0; i < n_top; i++) {
         out->top[i].token = ids[i];
@@ -601,7 +616,8 @@ void folo_sampler_sample(folo_sampler *s, float *logits, folo_sample_result *out
     }
     if (penalised) restore_logits(s, logits);
     out->token = token;
-    if (s->params.logprobs >= 0) fill_logprobs(s, logits, out);
+    if (s->params.logprobs >= 0)
+        folo_logprobs_fill(logits, s->vocab_size, token, s->params.logprobs, out);
 }
 
 bool folo_sampler_needs_logits(const folo_sampler *s) {

@@ -52,6 +52,8 @@ typedef struct folo_logprob {
 typedef struct folo_sample_result {
     int32_t token;
     float logprob;                              /* of token, when logprobs >= 0 */
+    int32_t rank;                               /* of token, when logprobs >= 0: the tokens at
+                                                   least as likely as it (1 = the most) */
     int n_top;                                  /* entries in top */
     folo_logprob top[FOLO_MAX_TOP_LOGPROBS];    /* highest first */
 } folo_sample_result;
@@ -77,6 +79,12 @@ bool folo_sampler_needs_logits(const folo_sampler *s);
 /* For a sampler that needs no logits: the result sample would give, from
  * the row's argmax (lowest id among the largest logits). */
 void folo_sampler_sample_argmax(folo_sampler *s, int32_t argmax, folo_sample_result *out);
+/* The logprobs of token under log_softmax(logits [vocab_size]): its
+ * logprob and rank, and the n_top (<= FOLO_MAX_TOP_LOGPROBS) most likely
+ * tokens, highest first (ties: lower id). How the sampler reports them, and
+ * how the engine scores prompt tokens. */
+void folo_logprobs_fill(const float *logits, int vocab_size, int32_t token, int n_top,
+                        folo_sample_result *out);
 /* The lowest id holding the largest of logits [n] (0 when all are NaN): the
  * greedy pick. */
 int32_t folo_argmax(const float *logits, int n);

@@ -25,6 +25,7 @@ struct folo_scheduler {
     folo_sched_plan plan;          /* entries [max_num_seqs], copies [max_num_seqs + 1] */
     int budget;                    /* tokens left while planning (< 0 once a whole prefill
                                       overran it, no_chunked_prefill) */
+    int rows_left;                 /* prompt rows left while planning */
     bool grown;                    /* this step planned a prefill beyond the budget left */
     uint64_t next_arrival;
     int64_t n_preemptions;
@@ -50,6 +51,7 @@ int folo_sched_seq_init(folo_sched_seq *seq, const int32_t *prompt, int n_prompt
     seq->n_tokens = seq->n_prompt = n_prompt;
     seq->n_seats = n_seats;
     seq->plan_index = -1;
+    seq->prompt_rows_from = n_prompt - 1;
     folo_kv_seq_init(&seq->kv);
     return 0;
 }
@@ -120,6 +122,10 @@ folo_scheduler *folo_sched_create(const folo_sched_options *opt, folo_kv_pool *p
     }
     if (opt->max_model_len < 1) {
         folo_fail(err, "max_model_len: must be at least 1 (got %d)", opt->max_model_len);
+        return NULL;
+    }
+    if (opt->max_prompt_rows < 1) {
+        folo_fail(err, "max_prompt_rows: must be at least 1 (got %d)", opt->max_prompt_rows);
         return NULL;
     }
     folo_scheduler *s = folo_calloc(1, sizeof *s);
@@ -197,6 +203,7 @@ void folo_sched_fork(folo_scheduler *s, folo_sched_seq *parent, folo_sched_seq *
     child->arrival = parent->arrival;
     child->sample = sample;
     child->plan_index = -1;
+    child->prompt_rows_from = parent->n_prompt - 1; /* forked once the prompt is computed */
     child->n_seats = 1;
     folo_kv_seq_init(&child->kv);
     folo_kv_fork(s->pool, &parent->kv, &child->kv);
@@ -225,6 +232,8 @@ static void plan_withdraw(folo_scheduler *s, folo_sched_seq *seq) {
     folo_sched_entry *e = &p->entries[k];
     s->budget += e->n_tokens;
     p->n_tokens -= e->n_tokens;
+    s->rows_left += e->n_prompt_rows;
+    p->n_prompt_rows -= e->n_prompt_rows;
     if (e->copy_index >= 0) {
         int last = p->n_copies - 1;
         if (e->copy_index != last) {
@@ -266,11 +275,24 @@ static bool reserve(folo_scheduler *s, folo_sched_seq *seq, int n_total) {
                             &p->n_copies) == 0;
 }
 
+static int min_int(int a, int b) { return a < b ? a : b; }
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+/* The first position of seq's next chunk that wants a prompt row, and how
+ * many of its next n tokens do. */
+static int rows_start(const folo_sched_seq *seq) {
+    return max_int(seq->n_computed, seq->prompt_rows_from);
+}
+static int rows_of(const folo_sched_seq *seq, int n) {
+    return max_int(0, min_int(seq->n_computed + n, seq->n_prompt - 1) - rows_start(seq));
+}
+
 /* Adds seq's plan entry for its next n tokens (its blocks are reserved;
  * copies_before: the plan's copies before that reservation). */
 static void plan_add(folo_scheduler *s, folo_sched_seq *seq, int n, int copies_before) {
     folo_sched_plan *p = &s->plan;
     if (n > s->budget) s->grown = true;
+    int rows = rows_of(seq, n);
     seq->plan_index = p->n_entries;
     p->entries[p->n_entries++] = (folo_sched_entry){
         .seq = seq,
@@ -278,9 +300,13 @@ static void plan_add(folo_scheduler *s, folo_sched_seq *seq, int n, int copies_b
         .n_tokens = n,
         .wants_logits = seq->n_computed + n == seq->n_tokens,
         .copy_index = p->n_copies > copies_before ? copies_before : -1,
+        .prompt_row_start = rows_start(seq),
+        .n_prompt_rows = rows,
     };
     p->n_tokens += n;
     s->budget -= n;
+    p->n_prompt_rows += rows;
+    s->rows_left -= rows;
 }
 
 /* Tries to get blocks for n more tokens of seq; adds its plan entry. */
@@ -299,19 +325,23 @@ static bool plan_running(folo_scheduler *s, folo_sched_seq *seq, int n) {
     return true;
 }
 
-static int min_int(int a, int b) { return a < b ? a : b; }
-
 /* Whether another prefill may be planned this step. */
 static bool prefill_room(const folo_scheduler *s) {
     return s->budget > 0 || (s->opt.no_chunked_prefill && !s->grown);
 }
 
-/* Tokens of a prefill with `remaining` uncomputed tokens to plan now: the
- * chunk the budget left allows, or with no_chunked_prefill all of them or
- * none (the step's first prefill may overrun the budget). */
-static int prefill_chunk(const folo_scheduler *s, int remaining) {
-    if (!s->opt.no_chunked_prefill) return min_int(remaining, s->budget);
-    return remaining <= s->budget || !s->grown ? remaining : 0;
+/* Tokens of seq's prefill (`remaining` uncomputed tokens) to plan now:
+ * the chunk the budget and the prompt rows left allow, or with
+ * no_chunked_prefill all of them or none (the step's first prefill may
+ * overrun the token budget, never the rows). */
+static int prefill_chunk(const folo_scheduler *s, const folo_sched_seq *seq, int remaining) {
+    if (s->opt.no_chunked_prefill)
+        return (remaining <= s->budget || !s->grown) && rows_of(seq, remaining) <= s->rows_left
+                   ? remaining
+                   : 0;
+    int n = min_int(remaining, s->budget);
+    if (rows_of(seq, n) > s->rows_left) n = rows_start(seq) - seq->n_computed + s->rows_left;
+    return n;
 }
 
 /* Admits waiting sequences in order while budget, seats and blocks last;
@@ -323,12 +353,17 @@ static void admit_waiting(folo_scheduler *s) {
     while (s->n_waiting > 0 && (batch || prefill_room(s))) {
         folo_sched_seq *seq = s->waiting[0];
         if (s->running_seats + seq->n_seats > s->opt.max_num_seqs) break;
-        /* At least the last token is computed, so its logits exist. */
-        int cached = folo_kv_match_prefix(s->pool, &seq->kv, seq->tokens, seq->n_tokens,
-                                          seq->n_tokens - 1);
+        /* At least the last token is computed, so its logits exist; so is
+         * every prompt position still to be scored (see "Prompt rows"). */
+        int limit = seq->n_tokens - 1;
+        bool scoring = seq->prompt_rows_from < seq->n_prompt - 1;
+        if (scoring) limit = min_int(limit, seq->prompt_rows_from);
+        int cached = scoring && limit == 0 ? 0
+                                           : folo_kv_match_prefix(s->pool, &seq->kv, seq->tokens,
+                                                                  seq->n_tokens, limit);
         seq->n_computed = cached;
         int remaining = seq->n_tokens - cached;
-        int n = prefill_room(s) ? prefill_chunk(s, remaining) : 0;
+        int n = prefill_room(s) ? prefill_chunk(s, seq, remaining) : 0;
         int copies_before = s->plan.n_copies;
         if ((n <= 0 && !batch) || !reserve(s, seq, table_tokens(s, seq, batch ? remaining : n))) {
             folo_kv_release(s->pool, &seq->kv);
@@ -345,8 +380,9 @@ static void admit_waiting(folo_scheduler *s) {
 
 const folo_sched_plan *folo_sched_schedule(folo_scheduler *s) {
     folo_sched_plan *p = &s->plan;
-    p->n_entries = p->n_tokens = p->n_copies = p->n_preempted = 0;
+    p->n_entries = p->n_tokens = p->n_copies = p->n_preempted = p->n_prompt_rows = 0;
     s->budget = s->opt.max_num_batched_tokens;
+    s->rows_left = s->opt.max_prompt_rows;
     s->grown = false;
     for (int i = 0; i < s->n_running; i++) s->running[i]->plan_index = -1;
     /* Decodes first, so a long prefill never stalls them; then prefill chunks. */
@@ -356,7 +392,7 @@ const folo_sched_plan *folo_sched_schedule(folo_scheduler *s) {
             folo_sched_seq *seq = s->running[i];
             int remaining = seq->n_tokens - seq->n_computed;
             if (seq->plan_index >= 0 || (remaining == 1) != decodes) continue;
-            int n = decodes ? 1 : prefill_chunk(s, remaining);
+            int n = decodes ? 1 : prefill_chunk(s, seq, remaining);
             if (n > 0) plan_running(s, seq, n);
         }
     }
@@ -366,9 +402,11 @@ const folo_sched_plan *folo_sched_schedule(folo_scheduler *s) {
 
 void folo_sched_update(folo_scheduler *s, const folo_sched_plan *plan) {
     for (int i = 0; i < plan->n_entries; i++) {
-        folo_sched_seq *seq = plan->entries[i].seq;
-        seq->n_computed += plan->entries[i].n_tokens;
+        const folo_sched_entry *en = &plan->entries[i];
+        folo_sched_seq *seq = en->seq;
+        seq->n_computed += en->n_tokens;
         seq->plan_index = -1;
+        if (en->n_prompt_rows > 0) seq->prompt_rows_from = en->prompt_row_start + en->n_prompt_rows;
         folo_kv_commit(s->pool, &seq->kv, seq->tokens, seq->n_computed);
     }
 }

@@ -43,6 +43,19 @@
  *     for it, by at most max_model_len), so a prompt longer than
  *     max_num_batched_tokens still runs; later ones wait for room.
  *
+ * Prompt rows: a sequence whose prompt tokens are scored (prompt logprobs)
+ * needs the logit row of every prompt position up to the last but one,
+ * each computed by this sequence's own forward. So, as vLLM does for a
+ * request with prompt logprobs, its prefix-cache match never covers a
+ * position still to be scored (from position 0: no lookup at all; after a
+ * preemption only the positions already scored may come from the cache);
+ * its own blocks are still registered for others. And the rows a step
+ * asks for are a budget of their own (max_prompt_rows, which bounds the
+ * logits the step's forward writes): its chunks are cut so their rows fit
+ * what is left; with no_chunked_prefill a prefill whose rows do not fit
+ * waits for a step that has them (a prompt whose rows could never fit
+ * must be refused before it is added).
+ *
  * Seats: a request with n samples is admitted as one sequence holding n
  * seats of max_num_seqs; once its prompt is computed the engine forks the
  * other samples off it (folo_sched_fork), each taking one of those seats.
@@ -84,6 +97,10 @@ typedef struct folo_sched_seq {
     int n_cached_tokens;  /* tokens served by the prefix cache at its last admission */
     void *user;           /* the owner's object */
     int plan_index;       /* its entry in this step's plan, -1 when none (private) */
+    int prompt_rows_from; /* prompt logprobs: positions [prompt_rows_from, n_prompt - 1)
+                             still want a logit row each (the row of position p scores
+                             prompt token p + 1); n_prompt - 1 (the value
+                             folo_sched_seq_init sets) when none do. See "Prompt rows". */
 } folo_sched_seq;
 
 /* Copies prompt[0..n_prompt) into a new token array with room for
@@ -104,6 +121,8 @@ typedef struct folo_sched_entry {
     int n_tokens;         /* >= 1 */
     bool wants_logits;    /* the chunk reaches seq->n_tokens: sample after it */
     int copy_index;       /* its copy-on-write pair in the plan's copies, or -1 */
+    int prompt_row_start; /* positions [prompt_row_start, + n_prompt_rows) of the chunk */
+    int n_prompt_rows;    /* want a logit row for the prompt logprobs (0: none) */
 } folo_sched_entry;
 
 /* The plan of one step; owned by the scheduler, valid until the next
@@ -113,6 +132,7 @@ typedef struct folo_sched_plan {
     int n_entries;
     int n_tokens;               /* sum of the entries' n_tokens: <= max_num_batched_tokens,
                                    or + max_model_len with no_chunked_prefill */
+    int n_prompt_rows;          /* sum of the entries' n_prompt_rows: <= max_prompt_rows */
     folo_kv_copy *copies;       /* [n_copies] blocks to copy before the forward */
     int n_copies;
     int n_preempted;            /* preemptions made while planning */
@@ -125,6 +145,7 @@ typedef struct folo_sched_options {
     bool static_batching;       /* admit only when nothing runs (see above) */
     bool contiguous_kv;         /* reserve cap_tokens of blocks at admission */
     bool no_chunked_prefill;    /* never split a prefill across steps */
+    int max_prompt_rows;        /* prompt rows one step may ask for, >= 1 (see above) */
 } folo_sched_options;
 
 typedef struct folo_scheduler folo_scheduler;

@@ -305,7 +305,11 @@ static int parse_body(folo_oai_request *r, int vocab_size, folo_oai_error *err) 
     }
     folo_request_params *p = &r->params;
     folo_sampling_params *sp = &p->sampling;
-    if (get_int(root, "max_tokens", 1, 1 << 24, &p->max_tokens, err) ||
+    r->prompt_logprobs = -1;
+    /* max_tokens 0 scores the prompt (echo only; checked below). */
+    int min_tokens = r->kind == FOLO_OAI_COMPLETION ? 0 : 1;
+    if (get_int(root, "max_tokens", min_tokens, 1 << 24, &p->max_tokens, err) ||
+        get_int(root, "prompt_logprobs", 0, FOLO_MAX_TOP_LOGPROBS, &r->prompt_logprobs, err) ||
         (r->kind == FOLO_OAI_CHAT &&
          get_int(root, "max_completion_tokens", 1, 1 << 24, &p->max_tokens, err)) ||
         get_int(root, "n", 1, FOLO_OAI_MAX_N, &p->n, err) ||
@@ -320,9 +324,18 @@ static int parse_body(folo_oai_request *r, int vocab_size, folo_oai_error *err) 
         parse_stop_ids(root, r, err) || parse_stream(root, r, err) ||
         parse_logprobs(root, r->kind, sp, err) || refuse_unsupported(root, r->kind, err))
         return -1;
-    if (r->echo && sp->logprobs >= 0)
-        return folo_oai_fail(err, 400, "echo",
-                             "echo with logprobs (the prompt's logprobs) is not supported");
+    if (r->prompt_logprobs >= 0 && r->stream)
+        return folo_oai_fail(err, 400, "prompt_logprobs",
+                             "prompt_logprobs are not available when stream is true");
+    if (p->max_tokens == 0) {
+        if (!r->echo)
+            return folo_oai_fail(err, 400, "max_tokens",
+                                 "max_tokens: 0 is only allowed with echo (scoring the prompt)");
+        r->echo_only = true;
+        p->max_tokens = 1; /* generated and dropped, as vLLM does */
+    }
+    p->prompt_logprobs = r->prompt_logprobs;
+    if (r->echo && sp->logprobs > p->prompt_logprobs) p->prompt_logprobs = sp->logprobs;
     if ((p->n > 0 ? p->n : 1) * (r->n_prompts > 0 ? r->n_prompts : 1) > FOLO_OAI_MAX_CHOICES)
         return folo_oai_fail(err, 400, "n", "prompts x n must be at most %d",
                              FOLO_OAI_MAX_CHOICES);
@@ -478,10 +491,14 @@ json_t *folo_oai_response(folo_oai_kind kind, const char *id, int64_t created, c
         }
         json_object_set_new(choice, "logprobs", c->logprobs ? c->logprobs : json_null());
         json_object_set_new(choice, "finish_reason", finish_json(c->finish));
+        if (c->prompt_logprobs && !chat)
+            json_object_set_new(choice, "prompt_logprobs", c->prompt_logprobs);
         json_array_append_new(arr, choice);
     }
     json_object_set_new(doc, "choices", arr);
     json_object_set_new(doc, "usage", usage_json(usage));
+    if (chat && n_choices > 0 && choices[0].prompt_logprobs)
+        json_object_set_new(doc, "prompt_logprobs", choices[0].prompt_logprobs);
     return doc;
 }
 
@@ -528,6 +545,13 @@ static json_t *chat_token(const char *text, float lp) {
                      logprob_json(lp), "bytes", bytes_json(text));
 }
 
+/* Characters of UTF-8 text (the bytes that do not continue a character). */
+static size_t utf8_chars(const char *text) {
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) n += (*p & 0xC0) != 0x80;
+    return n;
+}
+
 json_t *folo_oai_logprobs(folo_oai_kind kind, const folo_oai_token *tokens, int n,
                           size_t *text_offset) {
     if (kind == FOLO_OAI_CHAT) {
@@ -547,18 +571,46 @@ json_t *folo_oai_logprobs(folo_oai_kind kind, const folo_oai_token *tokens, int 
     for (int i = 0; i < n; i++) {
         const folo_oai_token *t = &tokens[i];
         json_array_append_new(texts, text_json(t->text, strlen(t->text)));
-        json_array_append_new(lps, logprob_json(t->logprob));
+        json_array_append_new(lps, t->none ? json_null() : logprob_json(t->logprob));
         /* The sampled token and the top ones, by text, as vLLM lists them. */
-        json_t *top = json_object();
-        json_object_set_new(top, t->text, logprob_json(t->logprob));
-        for (int j = 0; j < t->n_top; j++)
+        json_t *top = t->none ? json_null() : json_object();
+        if (!t->none) json_object_set_new(top, t->text, logprob_json(t->logprob));
+        for (int j = 0; !t->none && j < t->n_top; j++)
             json_object_set_new(top, t->top_text[j], logprob_json(t->top_logprob[j]));
         json_array_append_new(tops, top);
         json_array_append_new(offsets, json_integer((json_int_t)*text_offset));
-        *text_offset += strlen(t->text);
+        *text_offset += utf8_chars(t->text);
     }
     return json_pack("{s:o, s:o, s:o, s:o}", "tokens", texts, "token_logprobs", lps,
                      "top_logprobs", tops, "text_offset", offsets);
+}
+
+static json_t *ranked_json(float lp, int32_t rank, const char *text) {
+    return json_pack("{s:o, s:i, s:o}", "logprob", logprob_json(lp), "rank", (int)rank,
+                     "decoded_token", text_json(text, strlen(text)));
+}
+
+json_t *folo_oai_prompt_logprobs(const folo_oai_token *tokens, int n) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        const folo_oai_token *t = &tokens[i];
+        if (t->none) {
+            json_array_append_new(arr, json_null());
+            continue;
+        }
+        /* The token, then the top ones; a top one that is the token itself
+         * takes its place with its top rank, as vLLM builds the dict. */
+        json_t *entry = json_object();
+        char key[16];
+        snprintf(key, sizeof key, "%d", (int)t->id);
+        json_object_set_new(entry, key, ranked_json(t->logprob, t->rank, t->text));
+        for (int j = 0; j < t->n_top; j++) {
+            snprintf(key, sizeof key, "%d", (int)t->top_id[j]);
+            json_object_set_new(entry, key, ranked_json(t->top_logprob[j], j + 1, t->top_text[j]));
+        }
+        json_array_append_new(arr, entry);
+    }
+    return arr;
 }
 
 json_t *folo_oai_usage_chunk(folo_oai_kind kind, const char *id, int64_t created,

@@ -50,6 +50,9 @@ typedef struct folo_oai_request {
                                      strings, token ids or a list of token-id lists */
     int n_prompts;
     bool echo;                    /* completions: the prompt comes before the text */
+    bool echo_only;               /* echo with max_tokens 0: the prompt alone, scored (one
+                                     token is generated, as vLLM does, and not returned) */
+    int prompt_logprobs;          /* vLLM's prompt_logprobs field; < 0: absent */
     bool stream;
     bool include_usage;           /* stream_options.include_usage */
     bool max_tokens_given;        /* max_tokens or max_completion_tokens was set */
@@ -65,7 +68,12 @@ typedef struct folo_oai_request {
  * (tokenizer/chat.h) validates them when the request is added. Logprobs:
  * completions' integer `logprobs` and chat's `logprobs: true` with
  * `top_logprobs` set params.sampling.logprobs (at most
- * FOLO_MAX_TOP_LOGPROBS). */
+ * FOLO_MAX_TOP_LOGPROBS). The prompt is scored (params.prompt_logprobs)
+ * for vLLM's `prompt_logprobs` field (0..20, not with stream, as vLLM),
+ * and for completions' echo with logprobs, whose logprobs then list the
+ * prompt's tokens first (vLLM's precedence: the field's top count when
+ * both are given, params.prompt_logprobs the larger). `max_tokens: 0` is
+ * allowed only with echo (echo_only). */
 int folo_oai_parse(folo_oai_kind kind, const char *body, size_t body_len, int vocab_size,
                    const folo_request_params *defaults, folo_oai_request *out,
                    folo_oai_error *err);
@@ -118,24 +126,36 @@ typedef struct folo_oai_text {
 typedef struct folo_oai_choice {
     folo_oai_text text;
     json_t *logprobs;     /* folo_oai_logprobs, stolen; NULL: null */
+    json_t *prompt_logprobs; /* folo_oai_prompt_logprobs, stolen; NULL: left out. A chat
+                                response carries choice 0's at its top level, as vLLM (its
+                                choices share one prompt); the others' must be NULL */
     folo_finish_reason finish;
 } folo_oai_choice;
 
-/* One sampled token with its logprob and the top alternatives, as text. */
+/* One token with its logprob and the top alternatives, as text. */
 typedef struct folo_oai_token {
+    int32_t id;
     const char *text;
+    bool none;            /* no logprob: the prompt's first token (null in the legacy shape) */
     float logprob;
+    int32_t rank;         /* of id among all tokens (1 = the most likely) */
     int n_top;
+    int32_t top_id[FOLO_MAX_TOP_LOGPROBS];
     const char *top_text[FOLO_MAX_TOP_LOGPROBS];
     float top_logprob[FOLO_MAX_TOP_LOGPROBS];
 } folo_oai_token;
 
 /* The "logprobs" member for [n] tokens: chat's {"content": [{token,
  * logprob, bytes, top_logprobs}]}, or completions' {tokens, token_logprobs,
- * top_logprobs, text_offset}, whose offsets start at *text_offset and
- * advance it past each token's text. */
+ * top_logprobs, text_offset}, whose offsets (in characters, as Python
+ * counts them) start at *text_offset and advance it past each token's
+ * text. */
 json_t *folo_oai_logprobs(folo_oai_kind kind, const folo_oai_token *tokens, int n,
                           size_t *text_offset);
+/* vLLM's "prompt_logprobs" for a prompt's [n] tokens: null for the first,
+ * then per token {"<id>": {logprob, rank, decoded_token}} for the token
+ * itself and its top alternatives (ranks 1..k). */
+json_t *folo_oai_prompt_logprobs(const folo_oai_token *tokens, int n);
 
 typedef struct folo_oai_usage {
     int prompt_tokens;

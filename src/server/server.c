@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +43,8 @@
 #define PEER_CHECK_MS 200
 /* Seconds a client refused by --max-queue is told to wait (Retry-After). */
 #define RETRY_AFTER_S "1"
+/* Open files kept apart from connections (model, tokenizer, logs, NVML). */
+#define RESERVED_FDS 64
 
 /* ---- the table of requests in flight ------------------------------------- */
 
@@ -51,8 +54,9 @@ typedef struct event {
     char *text;               /* [text_len], owned */
     size_t text_len;
     int n_tokens;
-    bool has_logprob;         /* the request asked for logprobs and a token came */
-    folo_sample_result logprob;
+    folo_sample_result *lps;  /* [n_lps], owned: the logprobs of the tokens `text` is the
+                                 text of (folo_output.logprobs) */
+    int n_lps;
     folo_finish_reason finish;
 } event;
 
@@ -65,6 +69,9 @@ typedef struct entry {
     int n_per_prompt;         /* samples per prompt (n) */
     event *events;            /* [n_events] not yet taken by the connection */
     int n_events, cap_events;
+    folo_sample_result **prompt_lps; /* [n_ids][n_prompt_lps[i]], owned: each prompt's
+                                        scores once they came (prompt logprobs) */
+    int *n_prompt_lps;
     int n_samples;            /* n_ids x n_per_prompt once every prompt is added, else 0 */
     int n_finished;           /* samples whose last output arrived */
     bool attached;            /* the connection still reads it */
@@ -81,7 +88,6 @@ struct folo_server {
     folo_request_params defaults;
     unsigned nonce;           /* makes response ids unique across restarts */
     char *api_key;            /* NULL: no authentication */
-    int max_queue;            /* < 0: no limit */
     bool reasoning_parser;    /* --reasoning-parser qwen3 */
     pthread_mutex_t metrics_lock; /* guards metrics (engine thread and scrapes) */
     folo_metrics metrics;
@@ -98,7 +104,10 @@ static bool engine_done(const entry *e) {
 }
 
 static void free_events(event *events, int n) {
-    for (int i = 0; i < n; i++) free(events[i].text);
+    for (int i = 0; i < n; i++) {
+        free(events[i].text);
+        free(events[i].lps);
+    }
     free(events);
 }
 
@@ -118,6 +127,8 @@ static entry *find_entry(folo_server *s, uint64_t id, int *prompt) {
 static entry *add_entry(folo_server *s, int n_prompts, int n_per_prompt) {
     entry *e = folo_calloc(1, sizeof *e);
     e->ids = folo_calloc((size_t)n_prompts, sizeof *e->ids);
+    e->prompt_lps = folo_calloc((size_t)n_prompts, sizeof *e->prompt_lps);
+    e->n_prompt_lps = folo_calloc((size_t)n_prompts, sizeof *e->n_prompt_lps);
     e->n_per_prompt = n_per_prompt;
     e->attached = true;
     pthread_cond_init(&e->wake, NULL);
@@ -129,6 +140,9 @@ static entry *add_entry(folo_server *s, int n_prompts, int n_per_prompt) {
 static void free_entry(entry *e) {
     free_events(e->events, e->n_events);
     pthread_cond_destroy(&e->wake);
+    for (int i = 0; i < e->n_ids; i++) free(e->prompt_lps[i]);
+    free(e->prompt_lps);
+    free(e->n_prompt_lps);
     free(e->ids);
     free(e);
 }
@@ -176,6 +190,14 @@ static void log_finished(const folo_output *out) {
              m ? m->e2e_ms : 0.0);
 }
 
+/* An owned copy of rs [n] (NULL when n is 0). */
+static folo_sample_result *copy_results(const folo_sample_result *rs, int n) {
+    if (n <= 0) return NULL;
+    folo_sample_result *copy = folo_calloc((size_t)n, sizeof *copy);
+    memcpy(copy, rs, (size_t)n * sizeof *copy);
+    return copy;
+}
+
 /* The engine thread's callback: copy, queue, signal; never waits on a
  * client. */
 static void on_output(void *user, const folo_output *out) {
@@ -194,10 +216,15 @@ static void on_output(void *user, const folo_output *out) {
             .text = folo_strndup(out->text, out->text_len),
             .text_len = out->text_len,
             .n_tokens = out->n_token_ids,
-            .has_logprob = out->logprobs != NULL && out->n_token_ids > 0,
+            .lps = copy_results(out->logprobs, out->n_logprobs),
+            .n_lps = out->n_logprobs,
             .finish = out->finish_reason,
         };
-        if (ev->has_logprob) ev->logprob = out->logprobs[0];
+        /* Every sample brings the same scores of its prompt: keep one. */
+        if (out->prompt_logprobs && !e->prompt_lps[prompt]) {
+            e->prompt_lps[prompt] = copy_results(out->prompt_logprobs, out->n_prompt_tokens);
+            e->n_prompt_lps[prompt] = out->n_prompt_tokens;
+        }
         if (out->finish_reason != FOLO_FINISH_NONE) e->n_finished++;
         pthread_cond_broadcast(&e->wake);
         if (engine_done(e)) {
@@ -239,12 +266,17 @@ typedef struct conn {
     bool include_usage;
     int logprobs;             /* top logprobs asked for; < 0: none */
     char **echo;              /* [n_prompts] completions with echo: the prompt text, else NULL */
+    bool echo_only;           /* echo with max_tokens 0: the generated token is not returned */
+    bool echo_logprobs;       /* echo with logprobs: they list the prompt's tokens first */
+    int prompt_top;           /* vLLM's prompt_logprobs member with this many top
+                                 alternatives (the field, else echo's logprobs); < 0: none */
     int fd;                   /* the client's socket, watched while waiting */
     bool peer_gone;           /* the client closed its end */
     double next_peer_check_s; /* folo_now_s of the next look at fd */
     /* per choice */
     folo_buf *texts;          /* [n_samples] whole responses only */
-    folo_sample_result **lps; /* [n_samples][n_lps[i]] whole responses with logprobs */
+    folo_sample_result **lps; /* [n_samples][n_lps[i]] with logprobs: not yet written (a
+                                 stream's wait for the next chunk with text) */
     int *n_lps;
     size_t *text_offset;      /* [n_samples] streams with logprobs: text so far */
     folo_finish_reason *finish; /* [n_samples] */
@@ -330,33 +362,80 @@ static bool take_events(conn *c, event **events, int *n_events) {
 
 /* Usage and finish bookkeeping shared by both response kinds. */
 static void account(conn *c, const event *ev) {
-    c->usage.completion_tokens += ev->n_tokens;
+    if (!c->echo_only) c->usage.completion_tokens += ev->n_tokens;
+    if (c->logprobs >= 0 && !c->echo_only && ev->n_lps > 0) {
+        int *n = &c->n_lps[ev->choice];
+        c->lps[ev->choice] =
+            folo_realloc(c->lps[ev->choice], (size_t)(*n + ev->n_lps) * sizeof **c->lps);
+        memcpy(c->lps[ev->choice] + *n, ev->lps, (size_t)ev->n_lps * sizeof **c->lps);
+        *n += ev->n_lps;
+    }
     if (ev->finish != FOLO_FINISH_NONE) {
         c->finish[ev->choice] = ev->finish;
         c->n_finished++;
     }
 }
 
-/* The logprobs member of [n] sampled tokens, their texts from the
- * tokenizer (special tokens kept); *text_offset as folo_oai_logprobs. */
-static json_t *logprobs_json(conn *c, const folo_sample_result *rs, int n, size_t *text_offset) {
-    folo_engine *e = c->s->engine;
-    folo_oai_token *toks = folo_calloc(n > 0 ? (size_t)n : 1, sizeof *toks);
+/* toks [n] from rs [n]: each token's text and its top (at most `top`)
+ * alternatives', from the tokenizer with special tokens kept (allocated:
+ * free_tokens); with first_none the first has no logprob (a prompt's). */
+static void fill_tokens(folo_engine *e, const folo_sample_result *rs, int n, int top,
+                        bool first_none, folo_oai_token *toks) {
     for (int i = 0; i < n; i++) {
-        toks[i].text = folo_engine_detokenize(e, &rs[i].token, 1, false);
-        toks[i].logprob = rs[i].logprob;
-        toks[i].n_top = rs[i].n_top < c->logprobs ? rs[i].n_top : c->logprobs;
-        for (int j = 0; j < toks[i].n_top; j++) {
-            toks[i].top_text[j] = folo_engine_detokenize(e, &rs[i].top[j].token, 1, false);
-            toks[i].top_logprob[j] = rs[i].top[j].logprob;
+        folo_oai_token *t = &toks[i];
+        t->id = rs[i].token;
+        t->text = folo_engine_detokenize(e, &rs[i].token, 1, false);
+        t->none = first_none && i == 0;
+        t->logprob = rs[i].logprob;
+        t->rank = rs[i].rank;
+        t->n_top = t->none ? 0 : rs[i].n_top < top ? rs[i].n_top : top;
+        for (int j = 0; j < t->n_top; j++) {
+            t->top_id[j] = rs[i].top[j].token;
+            t->top_text[j] = folo_engine_detokenize(e, &rs[i].top[j].token, 1, false);
+            t->top_logprob[j] = rs[i].top[j].logprob;
         }
     }
-    json_t *doc = folo_oai_logprobs(c->kind, toks, n, text_offset);
+}
+
+static void free_tokens(folo_oai_token *toks, int n) {
     for (int i = 0; i < n; i++) {
         free((char *)toks[i].text);
         for (int j = 0; j < toks[i].n_top; j++) free((char *)toks[i].top_text[j]);
     }
     free(toks);
+}
+
+/* The logprobs member of a prompt's [n_prompt] scored tokens (echo) then
+ * [n] sampled ones; *text_offset as folo_oai_logprobs. */
+static json_t *logprobs_json(conn *c, const folo_sample_result *prompt, int n_prompt,
+                             const folo_sample_result *rs, int n, size_t *text_offset) {
+    int total = n_prompt + n;
+    folo_oai_token *toks = folo_calloc(total > 0 ? (size_t)total : 1, sizeof *toks);
+    fill_tokens(c->s->engine, prompt, n_prompt, c->logprobs, true, toks);
+    fill_tokens(c->s->engine, rs, n, c->logprobs, false, toks + n_prompt);
+    json_t *doc = folo_oai_logprobs(c->kind, toks, total, text_offset);
+    free_tokens(toks, total);
+    return doc;
+}
+
+/* The scores of the prompt of a choice ([*n]), NULL until they came. */
+static const folo_sample_result *prompt_scores(const conn *c, int choice, int *n) {
+    int prompt = choice / (c->n_samples / c->n_prompts);
+    *n = c->entry->n_prompt_lps[prompt];
+    return c->entry->prompt_lps[prompt];
+}
+
+/* vLLM's prompt_logprobs member for a choice, NULL when not asked for (or
+ * its prompt's scores never came: the request ended before its first
+ * token). */
+static json_t *prompt_logprobs_json(conn *c, int choice) {
+    int n;
+    const folo_sample_result *scores = prompt_scores(c, choice, &n);
+    if (c->prompt_top < 0 || !scores) return NULL;
+    folo_oai_token *toks = folo_calloc((size_t)n, sizeof *toks);
+    fill_tokens(c->s->engine, scores, n, c->prompt_top, true, toks);
+    json_t *doc = folo_oai_prompt_logprobs(toks, n);
+    free_tokens(toks, n);
     return doc;
 }
 
@@ -442,13 +521,7 @@ static enum MHD_Result respond_whole(struct MHD_Connection *mc, conn *c) {
     while (c->n_finished < c->n_samples && take_events(c, &events, &n_events)) {
         for (int i = 0; i < n_events; i++) {
             const event *ev = &events[i];
-            folo_buf_append(&c->texts[ev->choice], ev->text, ev->text_len);
-            if (ev->has_logprob) {
-                c->lps[ev->choice] = folo_realloc(c->lps[ev->choice],
-                                                  (size_t)(c->n_lps[ev->choice] + 1) *
-                                                      sizeof *c->lps[ev->choice]);
-                c->lps[ev->choice][c->n_lps[ev->choice]++] = ev->logprob;
-            }
+            if (!c->echo_only) folo_buf_append(&c->texts[ev->choice], ev->text, ev->text_len);
             account(c, ev);
         }
         free_events(events, n_events);
@@ -463,9 +536,15 @@ static enum MHD_Result respond_whole(struct MHD_Connection *mc, conn *c) {
     for (int i = 0; i < c->n_samples; i++) {
         split_text(c, i, folo_buf_str(&c->texts[i]), c->texts[i].len, true, &parts[2 * i],
                    &parts[2 * i + 1], &choices[i].text);
-        size_t offset = strlen(echo_of(c, i));
+        size_t offset = 0;
+        int n_prompt = 0;
+        const folo_sample_result *prompt = prompt_scores(c, i, &n_prompt);
+        if (!c->echo_logprobs || !prompt) n_prompt = 0;
         if (c->logprobs >= 0)
-            choices[i].logprobs = logprobs_json(c, c->lps[i], c->n_lps[i], &offset);
+            choices[i].logprobs = logprobs_json(c, prompt, n_prompt, c->lps[i], c->n_lps[i],
+                                                &offset);
+        if (c->kind == FOLO_OAI_COMPLETION || i == 0)
+            choices[i].prompt_logprobs = prompt_logprobs_json(c, i);
         choices[i].finish = c->finish[i];
     }
     enum MHD_Result rc =
@@ -498,28 +577,41 @@ static void fill_stream(conn *c) {
         if (more) {
             for (int i = 0; i < n_events; i++) {
                 const event *ev = &events[i];
+                int ch = ev->choice;
                 account(c, ev);
-                bool first = !c->started[ev->choice];
+                bool first = !c->started[ch];
                 folo_oai_text text;
                 folo_buf_clear(&reasoning);
                 folo_buf_clear(&content);
+                const char *gen = c->echo_only ? "" : ev->text;
+                size_t gen_len = c->echo_only ? 0 : ev->text_len;
                 if (first && c->echo) {
                     /* The prompt leads the choice's first chunk, as in vLLM. */
-                    folo_buf_puts(&content, echo_of(c, ev->choice));
-                    folo_buf_append(&content, ev->text, ev->text_len);
+                    folo_buf_puts(&content, echo_of(c, ch));
+                    folo_buf_append(&content, gen, gen_len);
                     text = (folo_oai_text){.text = content.data, .text_len = content.len};
                 } else {
-                    split_text(c, ev->choice, ev->text, ev->text_len,
-                               ev->finish != FOLO_FINISH_NONE, &reasoning, &content, &text);
+                    split_text(c, ch, gen, gen_len, ev->finish != FOLO_FINISH_NONE, &reasoning,
+                               &content, &text);
                 }
-                if (text.text_len == 0 && text.reasoning_len == 0 && !ev->has_logprob &&
-                    ev->finish == FOLO_FINISH_NONE && (c->kind != FOLO_OAI_CHAT || !first))
+                /* Logprobs go with the text of their tokens: those of text
+                 * the reasoning parser holds back wait for it. */
+                bool has_text = text.text_len > 0 || text.reasoning_len > 0;
+                if (!has_text && ev->finish == FOLO_FINISH_NONE &&
+                    (c->kind != FOLO_OAI_CHAT || !first))
                     continue;
-                c->started[ev->choice] = true;
-                json_t *lp = ev->has_logprob ? logprobs_json(c, &ev->logprob, 1,
-                                                             &c->text_offset[ev->choice])
-                                             : NULL;
-                append_sse(&c->out, folo_oai_chunk(c->kind, c->id, c->created, model, ev->choice,
+                c->started[ch] = true;
+                int n_prompt = 0;
+                const folo_sample_result *prompt = prompt_scores(c, ch, &n_prompt);
+                if (!first || !c->echo_logprobs || !prompt) n_prompt = 0;
+                bool with_lps = has_text || ev->finish != FOLO_FINISH_NONE;
+                int n_lps = with_lps ? c->n_lps[ch] : 0;
+                json_t *lp = c->logprobs >= 0 && n_prompt + n_lps > 0
+                                 ? logprobs_json(c, prompt, n_prompt, c->lps[ch], n_lps,
+                                                 &c->text_offset[ch])
+                                 : NULL;
+                if (with_lps) c->n_lps[ch] = 0;
+                append_sse(&c->out, folo_oai_chunk(c->kind, c->id, c->created, model, ch,
                                                    &text, lp, ev->finish,
                                                    first && c->kind == FOLO_OAI_CHAT,
                                                    c->include_usage));
@@ -556,6 +648,8 @@ static ssize_t read_stream(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static enum MHD_Result respond_stream(struct MHD_Connection *mc, conn *c) {
     c->started = folo_calloc((size_t)c->n_samples, sizeof *c->started);
+    c->lps = folo_calloc((size_t)c->n_samples, sizeof *c->lps);
+    c->n_lps = folo_calloc((size_t)c->n_samples, sizeof *c->n_lps);
     c->text_offset = folo_calloc((size_t)c->n_samples, sizeof *c->text_offset);
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, read_stream, c, NULL);
@@ -591,7 +685,8 @@ static int tokenize_prompts(conn *c, const folo_oai_request *req, int32_t **ids,
 
 /* Adds every prompt to the engine under the server lock, after
  * registering their entry, so that the first output of any of them finds
- * it. On a refusal the prompts already added are aborted. */
+ * it. On a refusal the prompts already added are aborted. Returns 0, -1,
+ * or FOLO_ERR_QUEUE_FULL (--max-queue). */
 static int add_prompts(conn *c, const folo_request_params *params, int32_t *const *ids,
                        const int *n_ids, folo_error *err) {
     folo_server *s = c->s;
@@ -639,6 +734,11 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c, folo_
     c->n_samples = c->n_prompts * n;
     c->include_usage = req.include_usage;
     c->logprobs = req.params.sampling.logprobs;
+    c->echo_only = req.echo_only;
+    c->echo_logprobs = req.echo && c->logprobs >= 0;
+    c->prompt_top = req.prompt_logprobs >= 0 ? req.prompt_logprobs
+                    : c->echo_logprobs        ? c->logprobs
+                                              : -1;
     folo_error ferr = {{0}};
     int32_t **ids = folo_calloc((size_t)c->n_prompts, sizeof *ids);
     int *n_ids = folo_calloc((size_t)c->n_prompts, sizeof *n_ids);
@@ -664,7 +764,7 @@ static enum MHD_Result handle_generate(struct MHD_Connection *mc, conn *c, folo_
     }
     bool stream = req.stream;
     folo_oai_request_free(&req);
-    if (rc != 0) return fail(mc, 400, NULL, "%s", ferr.message);
+    if (rc != 0) return fail(mc, rc == FOLO_ERR_QUEUE_FULL ? 503 : 400, NULL, "%s", ferr.message);
 
     snprintf(c->id, sizeof c->id, "%s-%08x%016llx", kind == FOLO_OAI_CHAT ? "chatcmpl" : "cmpl",
              s->nonce, (unsigned long long)c->entry->ids[0]);
@@ -774,15 +874,6 @@ static bool authorized(struct MHD_Connection *mc, const folo_server *s) {
            same_secret(auth + sizeof k_bearer - 1, s->api_key);
 }
 
-/* --max-queue: whether the engine's waiting queue is over the limit: the
- * waiting sequences of its last step and every request added since. */
-static bool queue_full(folo_server *s) {
-    if (s->max_queue < 0) return false;
-    folo_engine_stats st;
-    folo_engine_get_stats(s->engine, &st);
-    return st.n_waiting > s->max_queue;
-}
-
 static enum MHD_Result route(struct MHD_Connection *mc, conn *c, const char *url,
                              const char *method) {
     folo_server *s = c->s;
@@ -809,13 +900,6 @@ static enum MHD_Result route(struct MHD_Connection *mc, conn *c, const char *url
     bool closing = s->closing;
     pthread_mutex_unlock(&s->lock);
     if (closing) return fail(mc, 503, NULL, "%s", "the server is shutting down");
-    if (queue_full(s)) {
-        folo_oai_error err;
-        folo_oai_fail(&err, 503, NULL,
-                      "more than %d requests are waiting (--max-queue); retry later",
-                      s->max_queue);
-        return send_error(mc, &err);
-    }
     return handle_generate(mc, c, chat ? FOLO_OAI_CHAT : FOLO_OAI_COMPLETION);
 }
 
@@ -859,6 +943,17 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
 
 /* ---- start and stop ------------------------------------------------------ */
 
+/* Connections at once: each holds a socket (and a thread), so as many as
+ * the open-file limit allows beside RESERVED_FDS, for thousands of idle or
+ * slow clients not to crowd out the others (cmd_serve.c raises the limit
+ * as far as it may go, as vLLM does). */
+static unsigned connection_limit(void) {
+    struct rlimit fds;
+    rlim_t n = getrlimit(RLIMIT_NOFILE, &fds) == 0 ? fds.rlim_cur : 1024;
+    if (n > 65536 || n == RLIM_INFINITY) n = 65536;
+    return n > 2 * RESERVED_FDS ? (unsigned)(n - RESERVED_FDS) : RESERVED_FDS;
+}
+
 static int resolve(const char *host, int port, struct sockaddr_in *addr, folo_error *err) {
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
     int rc = getaddrinfo(host, NULL, &hints, &res);
@@ -882,7 +977,6 @@ folo_server *folo_server_start(folo_engine *engine, const folo_server_options *o
     s->max_body_bytes = opt->max_body_bytes ? opt->max_body_bytes : FOLO_SERVER_MAX_BODY_BYTES;
     s->defaults = folo_engine_default_params(engine);
     s->api_key = opt->api_key && opt->api_key[0] ? folo_strdup(opt->api_key) : NULL;
-    s->max_queue = opt->limit_queue ? opt->max_queue : -1;
     s->reasoning_parser = opt->reasoning_parser;
     folo_metrics_init(&s->metrics);
     pthread_mutex_init(&s->metrics_lock, NULL);
@@ -903,16 +997,21 @@ folo_server *folo_server_start(folo_engine *engine, const folo_server_options *o
         folo_server_stop(s);
         return NULL;
     }
+    /* poll(), not select(): sockets numbered past FD_SETSIZE (1024) too. */
+    unsigned max_connections = connection_limit();
     s->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC, 0, NULL,
-        NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+            MHD_USE_ITC,
+        0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)1024, MHD_OPTION_END);
+        max_connections, MHD_OPTION_END);
     if (!s->daemon) {
         folo_fail(err, "cannot listen on %s:%d (%s)", host, port, strerror(errno));
         folo_server_stop(s);
         return NULL;
     }
+    folo_log(FOLO_LOG_INFO, "serve: up to %u connections at once (the open-file limit)",
+             max_connections);
     return s;
 }
 

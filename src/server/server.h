@@ -14,7 +14,9 @@
  * the engine when every sample has finished. Routes: GET /health,
  * GET /metrics (metrics.h), GET /v1/models, POST /v1/completions (one
  * engine request per prompt), POST /v1/chat/completions, POST /tokenize,
- * POST /detokenize. */
+ * POST /detokenize. A request the engine refuses because its queue is full
+ * (folo_engine_options.max_queue, `--max-queue`) is answered 503 with
+ * Retry-After. */
 #ifndef FOLO_SERVER_SERVER_H
 #define FOLO_SERVER_SERVER_H
 
@@ -32,8 +34,6 @@ typedef struct folo_server_options {
     const char *model_name;    /* the name /v1/models lists and requests must use */
     size_t max_body_bytes;     /* larger bodies get 413 (FOLO_SERVER_MAX_BODY_BYTES) */
     const char *api_key;       /* NULL or "": open; else /v1/ routes want `Bearer KEY` (401) */
-    bool limit_queue;          /* false: no limit on waiting requests */
-    int max_queue;             /* with limit_queue: 503 while more requests wait */
     bool reasoning_parser;     /* chats split <think> text into reasoning_content (reasoning.h) */
 } folo_server_options;
 

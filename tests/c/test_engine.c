@@ -18,7 +18,10 @@
  * contiguous KV holds each sequence's whole length from its admission, so
  * fewer run at once; naive attention refuses a sequence whose score matrix
  * exceeds its budget; without chunked prefill a prompt longer than the
- * budget runs in one step. */
+ * budget runs in one step. Logprobs and prompt logprobs (some requests of
+ * the workload ask for them) equal those of the request alone, exactly;
+ * text goes out whole tokens at a time beside their logprobs; max_queue
+ * is exact under concurrent adders. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,6 +53,8 @@ typedef struct req_spec {
     int abort_step; /* -1: never */
     bool ignore_eos;
     bool seeded_random; /* temperature 0.9, top-p 0.9, seed: as batch-invariant as greedy */
+    int logprobs;       /* < 0: none */
+    int prompt_logprobs;
 } req_spec;
 
 typedef struct req_result {
@@ -59,6 +64,10 @@ typedef struct req_result {
     int n_tokens[MAX_N];
     folo_finish_reason finish[MAX_N];
     folo_buf text[MAX_N];
+    folo_sample_result lps[MAX_N][MAX_OUT];      /* the logprobs outputs listed */
+    int n_lps[MAX_N];
+    folo_sample_result prompt_lps[MAX_N][MAX_PROMPT];
+    int n_prompt_lps[MAX_N];                     /* 0 until the prompt logprobs came */
 } req_result;
 
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
@@ -83,6 +92,8 @@ static void make_workload(req_spec *specs) {
         s->abort_step = r % 6 == 1 ? s->arrive_step + rnd(0, 8) : -1;
         s->ignore_eos = r % 3 != 0;
         s->seeded_random = r % 4 == 2;
+        s->logprobs = r % 4 == 1 ? r % 3 : -1;
+        s->prompt_logprobs = r % 3 == 1 ? (r / 3) % 4 : -1;
     }
 }
 
@@ -128,6 +139,8 @@ static folo_request_params params_of(const req_spec *s, int n) {
     p.max_tokens = s->max_tokens;
     p.n = n;
     p.ignore_eos = s->ignore_eos;
+    p.sampling.logprobs = s->logprobs;
+    p.prompt_logprobs = s->prompt_logprobs;
     if (s->seeded_random) {
         p.sampling.temperature = 0.9f;
         p.sampling.top_p = 0.9f;
@@ -154,6 +167,19 @@ static void record(req_result *res, int n_res, const folo_output *o) {
         if (r->n_tokens[k] < MAX_OUT) r->tokens[k][r->n_tokens[k]++] = o->token_ids[i];
     }
     CHECK(o->n_all_token_ids == r->n_tokens[k]);
+    for (int i = 0; i < o->n_logprobs; i++) {
+        CHECK(r->n_lps[k] < r->n_tokens[k]); /* a token's logprobs come once it was sampled */
+        if (r->n_lps[k] < MAX_OUT) r->lps[k][r->n_lps[k]++] = o->logprobs[i];
+    }
+    CHECK((o->logprobs != NULL) == (o->n_logprobs > 0));
+    if (o->prompt_logprobs) {
+        /* With the first token, once. */
+        CHECK(r->n_tokens[k] == 1 && o->n_token_ids == 1 && r->n_prompt_lps[k] == 0);
+        CHECK(o->n_prompt_tokens <= MAX_PROMPT);
+        for (int i = 0; i < o->n_prompt_tokens && i < MAX_PROMPT; i++)
+            r->prompt_lps[k][i] = o->prompt_logprobs[i];
+        r->n_prompt_lps[k] = o->n_prompt_tokens;
+    }
     folo_buf_append(&r->text[k], o->text, o->text_len);
     r->finish[k] = o->finish_reason;
     if (o->finish_reason != FOLO_FINISH_NONE) {
@@ -165,6 +191,47 @@ static void record(req_result *res, int n_res, const folo_output *o) {
             CHECK(o->metrics->n_output_tokens == r->n_tokens[k]);
         }
     }
+}
+
+static bool same_logprobs(const folo_sample_result *a, const folo_sample_result *b) {
+    bool same = a->token == b->token && a->rank == b->rank && a->n_top == b->n_top &&
+                (a->logprob == b->logprob || (isnan(a->logprob) && isnan(b->logprob)));
+    for (int i = 0; same && i < a->n_top; i++)
+        same = a->top[i].token == b->top[i].token && a->top[i].logprob == b->top[i].logprob;
+    return same;
+}
+
+/* The logprobs of sample k of got equal those of sample 0 of want (the
+ * request alone) for its n tokens (all of them: not aborted), and its
+ * prompt logprobs theirs, exactly: the CPU backend's logits of a token do
+ * not depend on its batch, chunk or cached prefix. */
+static void check_logprobs(const req_spec *spec, const req_result *got, int k,
+                           const req_result *want, int n, bool all, const char *name, int r) {
+    if (spec->logprobs >= 0) {
+        CHECK_MSG(got->n_lps[k] <= n && (!all || got->n_lps[k] == n),
+                  "%s: request %d.%d: %d logprobs for %d tokens", name, r, k, got->n_lps[k], n);
+        bool same = true;
+        for (int i = 0; i < got->n_lps[k]; i++)
+            same = same && got->lps[k][i].token == got->tokens[k][i] &&
+                   got->lps[k][i].n_top == spec->logprobs &&
+                   same_logprobs(&got->lps[k][i], &want->lps[0][i]);
+        CHECK_MSG(same, "%s: request %d.%d: logprobs differ from the request alone", name, r, k);
+    } else {
+        CHECK(got->n_lps[k] == 0);
+    }
+    if (spec->prompt_logprobs < 0 || n == 0) {
+        CHECK(got->n_prompt_lps[k] == 0);
+        return;
+    }
+    CHECK_MSG(got->n_prompt_lps[k] == spec->n_prompt, "%s: request %d.%d: %d prompt logprobs",
+              name, r, k, got->n_prompt_lps[k]);
+    bool same = want->n_prompt_lps[0] == spec->n_prompt && isnan(got->prompt_lps[k][0].logprob);
+    for (int i = 0; same && i < got->n_prompt_lps[k]; i++)
+        same = got->prompt_lps[k][i].token == spec->prompt[i] &&
+               got->prompt_lps[k][i].n_top == (i ? spec->prompt_logprobs : 0) &&
+               same_logprobs(&got->prompt_lps[k][i], &want->prompt_lps[0][i]);
+    CHECK_MSG(same, "%s: request %d.%d: prompt logprobs differ from the request alone", name, r,
+              k);
 }
 
 static void results_free(req_result *res, int n) {
@@ -248,6 +315,9 @@ static void run_together(const engine_config *c, const req_spec *specs, const re
                                                           (size_t)n * sizeof(int32_t)) == 0;
             CHECK_MSG(same, "%s: request %d.%d: tokens differ from the request alone", c->name, r,
                       k);
+            if (same)
+                check_logprobs(&specs[r], &res[r], k, &ref[r], n, f != FOLO_FINISH_ABORT, c->name,
+                               r);
             if (f != FOLO_FINISH_ABORT)
                 CHECK_STR(folo_buf_str(&res[r].text[k]), folo_buf_str(&ref[r].text[0]));
         }
@@ -666,6 +736,170 @@ static void test_no_chunk_engine(void) {
     for (int k = 0; k < 2; k++) results_free(res[k], 2);
 }
 
+/* max_queue: 8 threads add 10 requests each at once to an engine that does
+ * not step, so every accepted request waits: exactly max_queue are
+ * accepted, every other add fails with FOLO_ERR_QUEUE_FULL (an exact count,
+ * not a racy check before the add). Once a step admits them the queue has
+ * room again. */
+#define QUEUE_THREADS 8
+#define QUEUE_ADDS 10
+typedef struct queue_adder {
+    folo_engine *e;
+    pthread_barrier_t *start;
+    int n_added, n_full, n_other;
+    folo_error last_full;
+} queue_adder;
+
+static void *add_many(void *arg) {
+    queue_adder *a = arg;
+    folo_request_params p = folo_request_params_default();
+    p.max_tokens = 2;
+    int32_t prompt[3] = {1000, 1001, 1002};
+    pthread_barrier_wait(a->start);
+    for (int i = 0; i < QUEUE_ADDS; i++) {
+        uint64_t id;
+        folo_error err = {{0}};
+        int rc = folo_engine_add_tokens(a->e, prompt, 3, &p, &id, &err);
+        if (rc == 0) {
+            a->n_added++;
+        } else if (rc == FOLO_ERR_QUEUE_FULL) {
+            a->n_full++;
+            a->last_full = err;
+        } else {
+            a->n_other++;
+        }
+    }
+    return NULL;
+}
+
+static void test_queue_limit(void) {
+    folo_engine_options opt = {.model_dir = g_model_dir, .device = "cpu", .n_threads = 1,
+                               .kv_memory_bytes = 64 * 16 * KV_BYTES_PER_TOKEN, .max_queue = 5};
+    folo_error err = {{0}};
+    folo_engine *e = folo_engine_create(&opt, &err);
+    CHECK_MSG(e != NULL, "%s", err.message);
+    if (!e) return;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, QUEUE_THREADS);
+    pthread_t threads[QUEUE_THREADS];
+    queue_adder adders[QUEUE_THREADS];
+    for (int t = 0; t < QUEUE_THREADS; t++) {
+        adders[t] = (queue_adder){.e = e, .start = &start};
+        pthread_create(&threads[t], NULL, add_many, &adders[t]);
+    }
+    int added = 0, full = 0, other = 0;
+    for (int t = 0; t < QUEUE_THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        added += adders[t].n_added;
+        full += adders[t].n_full;
+        other += adders[t].n_other;
+    }
+    pthread_barrier_destroy(&start);
+    CHECK_MSG(added == 5 && full == QUEUE_THREADS * QUEUE_ADDS - 5 && other == 0,
+              "%d added, %d refused as full, %d failed otherwise", added, full, other);
+    CHECK_MSG(strstr(adders[0].last_full.message, "max_queue") != NULL, "%s",
+              adders[0].last_full.message);
+    folo_engine_stats st;
+    folo_engine_get_stats(e, &st);
+    CHECK(st.n_waiting == 5);
+    const folo_output *outs;
+    int n_outs;
+    CHECK(folo_engine_step(e, &outs, &n_outs, &err) == 0);
+    folo_engine_get_stats(e, &st);
+    CHECK_MSG(st.n_waiting == 0 && st.n_running == 5, "%d waiting, %d running", st.n_waiting,
+              st.n_running);
+    queue_adder more = {.e = e};
+    pthread_barrier_t one;
+    pthread_barrier_init(&one, NULL, 1);
+    more.start = &one;
+    add_many(&more);
+    pthread_barrier_destroy(&one);
+    CHECK(more.n_added == 5 && more.n_full == QUEUE_ADDS - 5);
+    while (folo_engine_has_unfinished(e)) CHECK(folo_engine_step(e, &outs, &n_outs, &err) == 0);
+    folo_engine_destroy(e);
+}
+
+/* Text goes out whole tokens at a time beside their logprobs: with a stop
+ * string that never completes but whose first byte recurs in the text,
+ * text is held back; every output's text is still exactly the text of the
+ * tokens whose logprobs it lists, and the whole text is that of the run
+ * without stop strings. A stop string that fires cuts the text before it,
+ * and the last output lists every remaining token. */
+static void collect_aligned(folo_engine *e, req_result *res, int *n_multi, int *n_misaligned) {
+    while (folo_engine_has_unfinished(e)) {
+        const folo_output *outs;
+        int n_outs;
+        folo_error err = {{0}};
+        CHECK(folo_engine_step(e, &outs, &n_outs, &err) == 0);
+        for (int i = 0; i < n_outs; i++) {
+            const folo_output *o = &outs[i];
+            record(res, 1, o);
+            if (o->n_logprobs > 1) (*n_multi)++;
+            if (o->finish_reason != FOLO_FINISH_NONE) continue;
+            CHECK((o->text_len > 0) == (o->n_logprobs > 0));
+            int32_t ids[MAX_OUT];
+            for (int k = 0; k < o->n_logprobs; k++) ids[k] = o->logprobs[k].token;
+            char *want = folo_engine_detokenize(e, ids, o->n_logprobs, true);
+            if (strcmp(want, o->text) != 0) (*n_misaligned)++;
+            free(want);
+        }
+    }
+}
+
+static void test_text_aligned_with_logprobs(void) {
+    engine_config c = {"aligned", 512, 16, 64, 8, .no_prefix_cache = false};
+    folo_engine *e = make_engine(&c);
+    if (!e) return;
+    folo_request_params p = folo_request_params_default();
+    p.max_tokens = MAX_OUT;
+    p.ignore_eos = true;
+    p.sampling.logprobs = 1;
+    req_result plain, held, cut;
+    memset(&plain, 0, sizeof plain);
+    memset(&held, 0, sizeof held);
+    memset(&cut, 0, sizeof cut);
+    folo_error err = {{0}};
+    int n_multi = 0, n_misaligned = 0;
+    CHECK(folo_engine_add_text(e, "Once upon a time", &p, &plain.id, &err) == 0);
+    plain.added = true;
+    collect_aligned(e, &plain, &n_multi, &n_misaligned);
+    const char *full = folo_buf_str(&plain.text[0]);
+    size_t len = strlen(full);
+    CHECK(len > 8 && n_misaligned == 0);
+    /* The most frequent byte of the text, then a byte never generated. */
+    int counts[256] = {0}, best = 0;
+    for (size_t i = 0; i < len; i++) counts[(unsigned char)full[i]]++;
+    for (int b = 1; b < 256; b++) best = counts[b] > counts[best] ? b : best;
+    char never[3] = {(char)best, '\x01', 0};
+    const char *stops[] = {never};
+    p.stop = stops;
+    p.n_stop = 1;
+    CHECK(folo_engine_add_text(e, "Once upon a time", &p, &held.id, &err) == 0);
+    held.added = true;
+    n_multi = 0;
+    collect_aligned(e, &held, &n_multi, &n_misaligned);
+    CHECK_STR(folo_buf_str(&held.text[0]), full);
+    CHECK_MSG(n_misaligned == 0, "%d outputs' text is not their tokens' text", n_misaligned);
+    CHECK_MSG(n_multi > 0, "no text was held back (most frequent byte 0x%02x)", best);
+    CHECK(held.n_lps[0] == MAX_OUT);
+    for (int i = 0; i < held.n_lps[0]; i++) CHECK(held.lps[0][i].token == plain.tokens[0][i]);
+
+    char stop[4] = {0};
+    memcpy(stop, full + len / 2, 3);
+    stops[0] = stop;
+    CHECK(folo_engine_add_text(e, "Once upon a time", &p, &cut.id, &err) == 0);
+    cut.added = true;
+    collect_aligned(e, &cut, &n_multi, &n_misaligned);
+    size_t at = (size_t)(strstr(full, stop) - full);
+    CHECK(strlen(folo_buf_str(&cut.text[0])) == at);
+    CHECK(cut.finish[0] == FOLO_FINISH_STOP && cut.n_lps[0] == cut.n_tokens[0]);
+    CHECK(n_misaligned == 0);
+    results_free(&plain, 1);
+    results_free(&held, 1);
+    results_free(&cut, 1);
+    folo_engine_destroy(e);
+}
+
 static int make_untied_model(void) {
     snprintf(g_model_dir, sizeof g_model_dir, "/tmp/folo-test-engine-XXXXXX");
     if (!mkdtemp(g_model_dir)) return -1;
@@ -701,6 +935,8 @@ int main(void) {
     test_contiguous_engine();
     test_naive_budget();
     test_no_chunk_engine();
+    test_queue_limit();
+    test_text_aligned_with_logprobs();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_model_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_model_dir);

@@ -444,6 +444,36 @@ static void test_logprobs(void) {
     folo_sampler_free(s);
 }
 
+/* Scoring a given token (the engine's prompt logprobs): its logprob and
+ * rank against a plain double-precision twin, over a vocabulary whose tail
+ * is not a multiple of 8, with ties counted in the rank. */
+static void test_logprobs_fill(void) {
+    enum { V = 1003 };
+    float logits[V];
+    /* Steps of 0.01 in [-10, 10): many ties. */
+    for (int i = 0; i < V; i++) logits[i] = (float)(int)(test_uniform() * 2000) / 100.0f - 10.0f;
+    logits[V - 1] = 12.0f; /* the argmax, in the tail */
+    logits[17] = logits[500] = 3.25f;
+    double m = 12.0, z = 0.0;
+    for (int i = 0; i < V; i++) z += exp((double)logits[i] - m);
+    for (int t = 0; t < 3; t++) {
+        int32_t token = (int32_t[]){17, 500, V - 1}[t];
+        folo_sample_result r;
+        folo_logprobs_fill(logits, V, token, 5, &r);
+        int rank = 0;
+        for (int i = 0; i < V; i++) rank += logits[i] >= logits[token];
+        CHECK(r.token == token);
+        CHECK_NEAR(r.logprob, (double)logits[token] - m - log(z), 1e-5);
+        CHECK_MSG(r.rank == rank, "token %d: rank %d, expected %d", token, r.rank, rank);
+        CHECK(r.n_top == 5 && r.top[0].token == V - 1);
+        CHECK_NEAR(r.top[0].logprob, -log(z), 1e-5);
+        for (int i = 1; i < r.n_top; i++) CHECK(r.top[i].logprob <= r.top[i - 1].logprob);
+    }
+    folo_sample_result r;
+    folo_logprobs_fill(logits, V, V - 1, 0, &r);
+    CHECK(r.rank == 1 && r.n_top == 0);
+}
+
 /* ---- validation --------------------------------------------------------------------- */
 
 static void expect_invalid(folo_sampling_params p, const char *name) {
@@ -582,6 +612,7 @@ int main(void) {
     test_draw_frequencies();
     test_seeding();
     test_logprobs();
+    test_logprobs_fill();
     test_validation();
     test_large_vocab();
     return check_summary("test_sampler");

@@ -8,8 +8,9 @@
  * copy-on-write; and the switches of docs/switches.md: static batching
  * admits nothing while a batch runs, contiguous KV reserves a sequence's
  * whole length at admission (so fewer sequences fit), no chunked prefill
- * never splits a prefill. The tokens the held blocks store
- * (folo_sched_kv_tokens_stored) count a shared block once. */
+ * never splits a prefill; prompt rows (prompt logprobs) within their own
+ * budget and never served from the prefix cache. The tokens the held
+ * blocks store (folo_sched_kv_tokens_stored) count a shared block once. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,8 @@ static void harness_init(harness *h, int n_blocks, int block_size, int budget, i
     memset(h, 0, sizeof *h);
     h->pool = folo_kv_pool_create(n_blocks, block_size, prefix_caching);
     h->opt = (folo_sched_options){
-        .max_num_batched_tokens = budget, .max_num_seqs = max_seqs, .max_model_len = 1000};
+        .max_num_batched_tokens = budget, .max_num_seqs = max_seqs, .max_model_len = 1000,
+        .max_prompt_rows = 16};
     folo_error err = {{0}};
     h->s = folo_sched_create(&h->opt, h->pool, &err);
     CHECK_MSG(h->s != NULL, "%s", err.message);
@@ -81,6 +83,20 @@ static const folo_sched_plan *step(harness *h) {
         sum += e->n_tokens;
     }
     CHECK(sum == p->n_tokens);
+    /* Prompt rows: within the step's row budget, each entry's rows the
+     * positions of its chunk that its sequence still wants scored. */
+    int rows = 0;
+    for (int i = 0; i < p->n_entries; i++) {
+        const folo_sched_entry *e = &p->entries[i];
+        const folo_sched_seq *seq = e->seq;
+        int lo = e->start > seq->prompt_rows_from ? e->start : seq->prompt_rows_from;
+        int hi = e->start + e->n_tokens < seq->n_prompt - 1 ? e->start + e->n_tokens
+                                                           : seq->n_prompt - 1;
+        CHECK(e->n_prompt_rows == (hi > lo ? hi - lo : 0));
+        CHECK(e->n_prompt_rows == 0 || e->prompt_row_start == lo);
+        rows += e->n_prompt_rows;
+    }
+    CHECK(rows == p->n_prompt_rows && rows <= h->opt.max_prompt_rows);
     folo_sched_update(h->s, p);
     for (int i = 0; i < p->n_entries; i++) {
         folo_sched_seq *seq = p->entries[i].seq;
@@ -400,6 +416,89 @@ static void test_no_chunked_prefill(void) {
     harness_free(&h);
 }
 
+/* Prompt rows (prompt logprobs): a sequence scoring its prompt takes no
+ * cached blocks and is not even looked up (as vLLM), its chunks are cut to
+ * the step's row budget (16 here) shared with another scorer, and every
+ * prompt position but the last gets its row exactly once, across a
+ * preemption too; after it, the positions already scored may come from
+ * the cache. With no_chunked_prefill a prefill whose rows do not fit waits. */
+static void test_prompt_rows(void) {
+    harness h;
+    harness_init(&h, 64, 4, 64, 4, true);
+    folo_sched_seq a, b, c;
+    seq_make(&a, 40, 1, 100);
+    add(&h, &a);
+    while (h.n_finished < 1) step(&h); /* a's blocks are now cached */
+    folo_kv_stats st0, st;
+    folo_kv_stats_get(h.pool, &st0);
+    seq_make(&b, 40, 1, 100); /* the same prompt, scored */
+    seq_make(&c, 20, 1, 500); /* another scorer */
+    b.prompt_rows_from = c.prompt_rows_from = 0;
+    add(&h, &b);
+    add(&h, &c);
+    int b_rows = 0, c_rows = 0, steps = 0;
+    while (h.n_finished < 3) {
+        const folo_sched_plan *p = step(&h);
+        const folo_sched_entry *eb = entry_of(p, &b), *ec = entry_of(p, &c);
+        if (eb) b_rows += eb->n_prompt_rows;
+        if (ec) c_rows += ec->n_prompt_rows;
+        if (steps == 0) {
+            CHECK(b.n_cached_tokens == 0);
+            CHECK_MSG(eb && eb->n_tokens == 16 && eb->n_prompt_rows == 16 && !ec,
+                      "b: %d tokens, %d rows; c planned: %d", eb ? eb->n_tokens : 0,
+                      eb ? eb->n_prompt_rows : 0, ec != NULL);
+        }
+        steps++;
+    }
+    CHECK_MSG(b_rows == 39 && c_rows == 19, "rows: b %d, c %d", b_rows, c_rows);
+    folo_kv_stats_get(h.pool, &st);
+    CHECK(st.hit_tokens == st0.hit_tokens);
+    CHECK_MSG(st.queried_tokens == st0.queried_tokens, "queried %lld, then %lld",
+              (long long)st0.queried_tokens, (long long)st.queried_tokens);
+    CHECK(b.prompt_rows_from == 39 && c.prompt_rows_from == 19);
+    folo_sched_seq_free(&a);
+    folo_sched_seq_free(&b);
+    folo_sched_seq_free(&c);
+
+    /* Preempted after two chunks (rows 0..31 scored): its recompute may
+     * take 32 tokens (8 blocks) from the cache, and scores 32..38 only. */
+    seq_make(&a, 40, 1, 100);
+    a.prompt_rows_from = 0;
+    add(&h, &a);
+    step(&h);
+    step(&h);
+    CHECK(a.prompt_rows_from == 32 && a.n_computed == 32);
+    folo_sched_finish(h.s, &a); /* stands for a preemption: blocks released, recomputed */
+    folo_sched_seq a2;
+    seq_make(&a2, 40, 1, 100);
+    a2.prompt_rows_from = 32;
+    add(&h, &a2);
+    const folo_sched_plan *p = step(&h);
+    const folo_sched_entry *e = entry_of(p, &a2);
+    CHECK_MSG(a2.n_cached_tokens == 32, "%d cached", a2.n_cached_tokens);
+    CHECK(e && e->start == 32 && e->prompt_row_start == 32 && e->n_prompt_rows == 7);
+    while (h.n_finished < 4) step(&h);
+    folo_sched_seq_free(&a);
+    folo_sched_seq_free(&a2);
+
+    /* Without chunking: 10 rows fit the budget of 16 with a 12-row prompt
+     * waiting for the next step. */
+    harness_switches(&h, false, false, true);
+    seq_make(&b, 11, 1, 700);
+    seq_make(&c, 13, 1, 900);
+    b.prompt_rows_from = c.prompt_rows_from = 0;
+    add(&h, &b);
+    add(&h, &c);
+    p = step(&h);
+    CHECK(entry_of(p, &b) && entry_of(p, &b)->n_prompt_rows == 10 && !entry_of(p, &c));
+    p = step(&h);
+    CHECK(entry_of(p, &c) && entry_of(p, &c)->n_prompt_rows == 12);
+    while (h.n_finished < 6) step(&h);
+    folo_sched_seq_free(&b);
+    folo_sched_seq_free(&c);
+    harness_free(&h);
+}
+
 int main(void) {
     test_chunked_prefill();
     test_decodes_during_long_prefill();
@@ -409,5 +508,6 @@ int main(void) {
     test_static_batching();
     test_contiguous_kv();
     test_no_chunked_prefill();
+    test_prompt_rows();
     return check_summary("test_scheduler");
 }

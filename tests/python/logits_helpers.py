@@ -15,7 +15,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+import transformers
 from transformers import Qwen3ForCausalLM
 
 FOLO = os.environ.get("FOLO_BIN", "build/folo")
@@ -105,3 +107,18 @@ def write_results(file_name, results):
         path = Path(build_dir) / file_name
         path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         print(f"\nerrors written to {path}")
+
+
+# The tiny test checkpoint's oracles, as module-wide fixtures for the tests
+# that import them: transformers' model (float32) and its tokenizer.
+TINY = Path(os.environ.get("FOLO_TEST_MODEL", "build/test-models/tiny-f32"))
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    return load_oracle(TINY, torch.float32)
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return transformers.AutoTokenizer.from_pretrained(str(TINY))

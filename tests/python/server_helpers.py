@@ -129,6 +129,13 @@ def folo_run(*args):
     return proc.stdout[:-1]
 
 
+def ids_of(srv, body):
+    """The token ids /tokenize gives for body ({"prompt"} or {"messages"})."""
+    status, raw = srv.request("POST", "/tokenize", body)
+    assert status == 200, raw
+    return json.loads(raw)["tokens"]
+
+
 def n_tokens(text):
     proc = subprocess.run([FOLO, "tokenize", "-m", str(TINY), text], capture_output=True,
                           text=True)

@@ -11,10 +11,9 @@ import json
 import numpy as np
 import pytest
 import torch
-import transformers
 
-from logits_helpers import load_oracle, oracle_logits
-from server_helpers import MODEL_NAME, TINY, folo_run, openai_client, server_fixture
+from logits_helpers import hf, oracle, oracle_logits  # noqa: F401 (fixtures)
+from server_helpers import MODEL_NAME, folo_run, ids_of, openai_client, server_fixture
 
 PROMPTS = ["The quick brown fox", "Once upon a time"]
 N_NEW = 6
@@ -28,14 +27,8 @@ def client(server):
     return openai_client(server)
 
 
-def ids_of(server, text):
-    status, raw = server.request("POST", "/tokenize", {"prompt": text})
-    assert status == 200, raw
-    return json.loads(raw)["tokens"]
-
-
-def complete(client, prompt, **kw):
-    return client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=N_NEW,
+def complete(client, prompt, max_tokens=N_NEW, **kw):
+    return client.completions.create(model=MODEL_NAME, prompt=prompt, max_tokens=max_tokens,
                                      temperature=0, extra_body={"ignore_eos": True}, **kw)
 
 
@@ -45,7 +38,7 @@ def alone():
 
 
 def test_prompt_forms_give_one_choice_per_prompt_and_sample(server, client, alone):
-    ids = [ids_of(server, p) for p in PROMPTS]
+    ids = [ids_of(server, {"prompt": p}) for p in PROMPTS]
     for prompt in (PROMPTS, ids):
         r = complete(client, prompt, n=2)
         assert [c.index for c in r.choices] == [0, 1, 2, 3]
@@ -62,20 +55,10 @@ def test_prompt_forms_give_one_choice_per_prompt_and_sample(server, client, alon
 def test_echo_puts_the_prompt_first(server, client, alone):
     r = complete(client, PROMPTS, echo=True)
     assert [c.text for c in r.choices] == [p + a for p, a in zip(PROMPTS, alone)]
-    r = complete(client, ids_of(server, PROMPTS[0]), echo=True)
+    r = complete(client, ids_of(server, {"prompt": PROMPTS[0]}), echo=True)
     assert r.choices[0].text == PROMPTS[0] + alone[0]
     chunks = list(complete(client, PROMPTS[0], echo=True, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == PROMPTS[0] + alone[0]
-
-
-@pytest.fixture(scope="module")
-def oracle():
-    return load_oracle(TINY, torch.float32)
-
-
-@pytest.fixture(scope="module")
-def hf():
-    return transformers.AutoTokenizer.from_pretrained(str(TINY))
 
 
 def oracle_steps(oracle, prompt_ids, n_new):
@@ -94,7 +77,7 @@ def check_step(lp, top, token_id, row, n_top):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_completion_logprobs_match_transformers(server, client, oracle, hf, stream):
-    prompt_ids = ids_of(server, PROMPTS[0])
+    prompt_ids = ids_of(server, {"prompt": PROMPTS[0]})
     tokens, rows = oracle_steps(oracle, prompt_ids, N_NEW)
     r = complete(client, PROMPTS[0], logprobs=3, stream=stream)
     if stream:
@@ -128,3 +111,38 @@ def test_chat_logprobs_match_transformers(server, client, oracle, hf):
         assert entry.bytes == list(entry.token.encode())
         assert len(entry.top_logprobs) == 2
         check_step(entry.logprob, [t.logprob for t in entry.top_logprobs], token_id, row, 2)
+
+
+def stream_choices(client, prompt, **kw):
+    return [c.choices[0] for c in complete(client, prompt, stream=True, **kw) if c.choices]
+
+
+@pytest.mark.parametrize("fires", [False, True])
+def test_streamed_logprobs_describe_the_text_they_come_with(client, fires):
+    """Text that could begin a stop string is held back; the chunk that
+    finally carries it carries its tokens' logprobs too, so each chunk's
+    logprob tokens spell its text, and the stream adds up to the whole
+    response: the same text, the same tokens, the same logprobs. The stop
+    string either never completes (its first character is the one that
+    most often ends a token of the text, so text is held back again and
+    again) or cuts the text in the middle."""
+    n_new = 24
+    plain = complete(client, PROMPTS[1], logprobs=1, max_tokens=n_new).choices[0]
+    tokens = plain.logprobs.tokens
+    assert "".join(tokens) == plain.text  # whole tokens, whole characters
+    ends = [t[-1] for t in tokens[:-1] if t]
+    held = max(set(ends), key=ends.count)
+    stop = plain.text[len(plain.text) // 2:][:3] if fires else held + "\x01"
+    whole = complete(client, PROMPTS[1], logprobs=1, max_tokens=n_new, stop=stop).choices[0]
+    assert whole.finish_reason == ("stop" if fires else "length")
+    assert whole.text == (plain.text[:plain.text.index(stop)] if fires else plain.text)
+    chunks = stream_choices(client, PROMPTS[1], logprobs=1, max_tokens=n_new, stop=stop)
+    assert "".join(c.text for c in chunks) == whole.text
+    merged = {k: sum((getattr(c.logprobs, k) for c in chunks if c.logprobs), [])
+              for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+    assert merged == {k: getattr(whole.logprobs, k) for k in merged}
+    for c in chunks[:-1]:  # the last may carry tokens cut at the stop
+        assert "".join(c.logprobs.tokens if c.logprobs else []) == c.text
+    if not fires:
+        # Text was held back: some chunk carried more than one token.
+        assert max(len(c.logprobs.tokens) for c in chunks if c.logprobs) > 1, ends
