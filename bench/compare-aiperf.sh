@@ -37,11 +37,12 @@
 #   SERVER_CPUS     CPUs of the server (default 0)
 #   CLIENT_CPUS     CPUs of the clients (default 1)
 #   SERVER_THREADS  folo serve --threads (default 1)
-#   AIPERF_VERSION  aiperf release (default 0.13.0)
-#   AIPERF_SERVER_METRICS  1: let aiperf poll the server's /metrics while it
+#   VERSION_OF_AIPERF  aiperf release (default 0.13.0)
+#   POLL_METRICS    1: let aiperf poll the server's /metrics while it
 #                   measures, as it does by default (default 0: --no-server-metrics;
 #                   folo bench serve polls nothing, and on a one-core server
 #                   each poll takes CPU from the engine)
+# (No AIPERF_* names: aiperf reads every AIPERF_* variable as a setting.)
 #   FOLO_BUILD      folo's build directory (default build)
 #   CACHE_DIR       where aiperf's venv goes (default ~/.cache/folo/bench)
 #   WORK_DIR        where the model and raw runs go (default bench/results/tmp)
@@ -74,8 +75,8 @@ OUTPUT_LEN=${OUTPUT_LEN:-32}
 SERVER_CPUS=${SERVER_CPUS:-0}
 CLIENT_CPUS=${CLIENT_CPUS:-1}
 SERVER_THREADS=${SERVER_THREADS:-1}
-AIPERF_VERSION=${AIPERF_VERSION:-0.13.0}
-AIPERF_SERVER_METRICS=${AIPERF_SERVER_METRICS:-0}
+VERSION_OF_AIPERF=${VERSION_OF_AIPERF:-0.13.0}
+POLL_METRICS=${POLL_METRICS:-0}
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/folo/bench}
 WORK_DIR=$(cd "$ROOT" && realpath -m "${WORK_DIR:-bench/results/tmp}")
 NAME=folo-model
@@ -92,11 +93,11 @@ if [ -z "${MODEL:-}" ]; then
 fi
 MODEL=$(realpath "$MODEL")
 
-VENV="$CACHE_DIR/venv-aiperf-$AIPERF_VERSION"
+VENV="$CACHE_DIR/venv-aiperf-$VERSION_OF_AIPERF"
 if [ ! -x "$VENV/bin/aiperf" ]; then
-  say "installing aiperf==$AIPERF_VERSION into $VENV"
+  say "installing aiperf==$VERSION_OF_AIPERF into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "aiperf==$AIPERF_VERSION" || die "pip could not install aiperf==$AIPERF_VERSION"
+  "$VENV/bin/pip" install -q "aiperf==$VERSION_OF_AIPERF" || die "pip could not install aiperf==$VERSION_OF_AIPERF"
 fi
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -148,7 +149,7 @@ folo_run() {  # round
 }
 
 AIPERF_EXTRA=()
-[ "$AIPERF_SERVER_METRICS" = 1 ] || AIPERF_EXTRA=(--no-server-metrics)
+[ "$POLL_METRICS" = 1 ] || AIPERF_EXTRA=(--no-server-metrics)
 
 aiperf_run() {  # round
   measured "aiperf-$1" "$VENV/bin/aiperf" profile "${AIPERF_EXTRA[@]}" -m "$NAME" \
@@ -174,7 +175,7 @@ cat > "$RUN/settings.json" <<EOF
  "num_warmups": $NUM_WARMUPS, "load": "$LOAD_DESC", "input_len": $INPUT_LEN,
  "output_len": $OUTPUT_LEN, "server_cpus": "$SERVER_CPUS", "client_cpus": "$CLIENT_CPUS",
  "server": "folo serve -m $(basename "$MODEL") --threads $SERVER_THREADS",
- "aiperf_server_metrics": $AIPERF_SERVER_METRICS,
+ "aiperf_server_metrics": $POLL_METRICS,
  "aiperf_version": "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("aiperf"))')",
  "run_dir": "$RUN"}
 EOF
