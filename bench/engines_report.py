@@ -378,6 +378,8 @@ def markdown(doc):
         if info["command"]:
             lines.append(f"  `{info['command']}`")
     lines += ["", "## Same work", ""]
+    if not doc["token_checks"]:
+        lines.append("- no folo run to compare the others with (ENGINES)")
     for engine, checks in doc["token_checks"].items():
         for run_name, c in checks.items():
             if "prompt_count_differs" not in c:
