@@ -15,6 +15,7 @@
 int folo_cmd_run(int argc, char **argv);
 int folo_cmd_tokenize(int argc, char **argv);
 int folo_cmd_logits(int argc, char **argv);
+int folo_cmd_perplexity(int argc, char **argv);
 int folo_cmd_make_model(int argc, char **argv);
 int folo_cmd_template(int argc, char **argv);
 int folo_cmd_generate(int argc, char **argv);
