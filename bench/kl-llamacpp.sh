@@ -121,9 +121,11 @@ for run in "${FOLO_RUNS[@]}"; do
 done
 
 LLAMA_COMMIT=$(git -C "$LLAMA_CPP_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
-"$PYTHON" - "$RAW" "$ROOT/bench/results/kl-$STAMP" "$MODEL" "$TEXT" "$CTX" "$THREADS" \
+PYTHONPATH="$ROOT/bench" "$PYTHON" - "$RAW" "$ROOT/bench/results/kl-$STAMP" "$MODEL" "$TEXT" "$CTX" "$THREADS" \
   "$LLAMA_COMMIT" "$QUANTS" "${FOLO_RUNS[@]}" <<'EOF'
-import json, re, struct, subprocess, sys, time
+import json, re, struct, sys
+
+import results_report
 
 raw, out, model, text, ctx, threads, llama_commit, quants = sys.argv[1:9]
 folo_runs = [r.split(":", 1) for r in sys.argv[9:]]
@@ -195,13 +197,7 @@ for r in rows:
         f"| {r['kl_mean']:.6f} ± {r['kl_err']:.6f} | {r['kl_median']:.6f} | {r['kl_p99']:.6f} "
         f"| {r['kl_max']:.6f} | {r['same_top_pct']:.2f} ± {r['same_top_err_pct']:.2f} "
         f"| {r['delta_p_mean_pct']:.3g} | {r['delta_p_rms_pct']:.3g} |")
-try:
-    cpu = next(l.split(":", 1)[1].strip() for l in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        if l.startswith("Model name"))
-except (OSError, StopIteration):
-    cpu = "unknown"
-date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+cpu, date = results_report.cpu_name(), results_report.utc_now()
 rel = abs(folo_ppl - llama_ppl) / llama_ppl
 head = [
     f"4-bit quality against bf16: folo vs llama.cpp ({llama_commit}), {date}, {cpu}, "
@@ -219,15 +215,10 @@ head = [
     "llama.cpp stores the base's log-probabilities in 16 bits and drops those below e^-16; "
     "folo sums every term in double.",
 ]
-text_md = "\n".join(head) + "\n\n" + "\n".join(lines) + "\n"
-print(text_md, end="")
-with open(out + ".md", "w") as f:
-    f.write("# " + head[0] + "\n\n" + "\n\n".join(head[1:]) + "\n\n" + "\n".join(lines) + "\n")
-with open(out + ".json", "w") as f:
-    json.dump({"date": date, "cpu": cpu, "threads": threads, "llama_cpp_commit": llama_commit,
-               "model": model, "text": text, "ctx": n_ctx, "n_chunks": n_chunk,
-               "n_tokens_compared": len(llama_tokens), "folo_bf16_ppl": folo_ppl,
-               "llama_cpp_bf16_ppl": llama_ppl, "llama_cpp_bf16_ppl_err": llama_ppl_err,
-               "rows": rows, "folo_raw": folo_raw}, f, indent=1)
-print(f"written: {out}.md, {out}.json", file=sys.stderr)
+results_report.write(out, head, lines, {
+    "date": date, "cpu": cpu, "threads": threads, "llama_cpp_commit": llama_commit,
+    "model": model, "text": text, "ctx": n_ctx, "n_chunks": n_chunk,
+    "n_tokens_compared": len(llama_tokens), "folo_bf16_ppl": folo_ppl,
+    "llama_cpp_bf16_ppl": llama_ppl, "llama_cpp_bf16_ppl_err": llama_ppl_err,
+    "rows": rows, "folo_raw": folo_raw})
 EOF
