@@ -108,9 +108,11 @@ for r in $(seq 1 "$REPS"); do
 done
 
 LLAMA_COMMIT=$(git -C "$LLAMA_CPP_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
-"$PYTHON" - "$RAW" "$MODEL" "$ROOT/bench/results/llamacpp-$STAMP" "$REPS" "$THREADS" \
+PYTHONPATH="$ROOT/bench" "$PYTHON" - "$RAW" "$MODEL" "$ROOT/bench/results/llamacpp-$STAMP" "$REPS" "$THREADS" \
   "$LLAMA_COMMIT" "$BATCHES" <<'EOF'
-import json, os, platform, statistics, subprocess, sys, time
+import json, os, statistics, sys
+
+import results_report
 
 raw, model, out, reps, threads, llama_commit, batches = sys.argv[1:]
 reps, threads, batches = int(reps), int(threads), [int(b) for b in batches.split()]
@@ -195,13 +197,7 @@ for row in rows:
     lines.append(f"| {row:<11} | {f:>10.1f} | {l:>15.1f} | {f / l:>15.2f}x | {b:>11.1f} "
                  f"| {100 * f / b:>11.0f}% | {100 * l / b:>16.0f}% |")
 
-try:
-    cpu = next(l.split(":", 1)[1].strip() for l in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        if l.startswith("Model name"))
-except (OSError, StopIteration):
-    cpu = platform.processor() or "unknown"
-date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+cpu, date = results_report.cpu_name(), results_report.utc_now()
 head = [
     f"folo vs llama.cpp ({llama_commit}), {date}, {cpu}, {threads} threads, "
     f"synthetic Qwen3-0.6B-shaped bf16 weights; medians of {reps} alternating rounds.",
@@ -214,14 +210,9 @@ head = [
     "Bounds: pp512 FLOP ceiling; tg128 read bandwidth; decode xN the lower of N x bandwidth "
     "bound and the FLOP ceiling.",
 ]
-text = "\n".join(head) + "\n\n" + "\n".join(lines) + "\n"
-print(text, end="")
-with open(out + ".md", "w") as f:
-    f.write("# " + head[0] + "\n\n" + "\n\n".join(head[1:]) + "\n\n" + "\n".join(lines) + "\n")
-with open(out + ".json", "w") as f:
-    json.dump({"date": date, "cpu": cpu, "threads": threads, "reps": reps,
-               "llama_cpp_commit": llama_commit, "loads": loads, "roofline": roof,
-               "weight_bytes": weight_bytes, "prefill_flops_per_token": prefill_flops,
-               "decode_flops_per_token": decode_flops, "rows": table}, f, indent=1)
-print(f"written: {out}.md, {out}.json", file=sys.stderr)
+results_report.write(out, head, lines, {
+    "date": date, "cpu": cpu, "threads": threads, "reps": reps,
+    "llama_cpp_commit": llama_commit, "loads": loads, "roofline": roof,
+    "weight_bytes": weight_bytes, "prefill_flops_per_token": prefill_flops,
+    "decode_flops_per_token": decode_flops, "rows": table})
 EOF

@@ -9,11 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "folo.h"
 
 int folo_cmd_run(int argc, char **argv);
 int folo_cmd_tokenize(int argc, char **argv);
 int folo_cmd_logits(int argc, char **argv);
+int folo_cmd_perplexity(int argc, char **argv);
 int folo_cmd_make_model(int argc, char **argv);
 int folo_cmd_template(int argc, char **argv);
 int folo_cmd_generate(int argc, char **argv);
@@ -42,6 +44,16 @@ int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...)
  * $FOLO_CACHE_DIR, $XDG_CACHE_HOME/folo or ~/.cache/folo. Returns an owned
  * path or NULL after printing the error. */
 char *cli_model_dir(const char *cmd, const char *flag_value);
+
+/* A backend on `device` (cpu, cuda or auto) for the tools that drive one
+ * directly, without the engine (logits, perplexity): a KV pool of n_seqs
+ * sequences of up to seq_tokens tokens each, sequence s in blocks
+ * [s * B, (s + 1) * B) with B = folo_single_seq_blocks(seq_tokens,
+ * FOLO_DEFAULT_BLOCK_SIZE), and activation scratch for max_batch_tokens
+ * tokens in one forward. */
+folo_backend *cli_backend_create(const folo_model *model, const char *device, int n_threads,
+                                 int n_seqs, int seq_tokens, int max_batch_tokens,
+                                 folo_error *err);
 
 /* Directory with the Qwen3 tokenizer files shipped in the repository
  * ($FOLO_TOKENIZER_DIR overrides). */

@@ -151,9 +151,8 @@ static int run_logits(const logits_options *o, const folo_model *model, const in
                              i, c->vocab_size);
 
     int chunk = o->chunk > 0 && o->chunk < n_ids ? o->chunk : n_ids;
-    folo_backend_options bo = {.n_threads = o->n_threads, .kv_block_size = 16};
-    bo.kv_n_blocks = folo_single_seq_blocks(n_ids, bo.kv_block_size);
-    folo_backend *backend = folo_backend_create(o->device, model, &bo, err);
+    folo_backend *backend =
+        cli_backend_create(model, o->device, o->n_threads, 1, n_ids, chunk, err);
     if (!backend) return -1;
     float *logits =
         folo_alloc_large((size_t)chunk * c->vocab_size * sizeof(float)); /* [chunk, V] */
@@ -166,7 +165,7 @@ static int run_logits(const logits_options *o, const folo_model *model, const in
         rc = folo_fail(err, "%s: %s", o->out_path, strerror(errno));
     } else {
         folo_single_seq seq;
-        folo_single_seq_init(&seq, n_ids, bo.kv_block_size);
+        folo_single_seq_init(&seq, n_ids, backend->kv_block_size);
         double start_s = folo_now_s();
         int n_forwards = 0;
         for (int first = 0; first < n_ids && rc == 0; first += chunk) {

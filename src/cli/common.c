@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backend/device.h"
+#include "backend/single_seq.h"
 #include "cli/cli.h"
 #include "core/alloc.h"
 #include "core/file.h"
@@ -95,6 +96,16 @@ int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "\n%s", usage);
     return 2;
+}
+
+folo_backend *cli_backend_create(const folo_model *model, const char *device, int n_threads,
+                                 int n_seqs, int seq_tokens, int max_batch_tokens,
+                                 folo_error *err) {
+    folo_backend_options bo = {.n_threads = n_threads,
+                               .kv_block_size = FOLO_DEFAULT_BLOCK_SIZE,
+                               .max_batch_tokens = max_batch_tokens};
+    bo.kv_n_blocks = n_seqs * folo_single_seq_blocks(seq_tokens, bo.kv_block_size);
+    return folo_backend_create(device, model, &bo, err);
 }
 
 const char *cli_tokenizer_dir(void) {

@@ -19,6 +19,7 @@ static const command k_commands[] = {
     {"tokenize", folo_cmd_tokenize, "print the token ids of a text as a JSON array"},
     {"template", folo_cmd_template, "render chat messages in the model's chat format"},
     {"logits", folo_cmd_logits, "write raw float32 logits of every position of a token list"},
+    {"perplexity", folo_cmd_perplexity, "perplexity of a text; KL divergence against a base model"},
     {"make-model", folo_cmd_make_model, "write a synthetic Qwen3 checkpoint (random weights, real tokenizer)"},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])

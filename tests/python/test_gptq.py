@@ -316,13 +316,53 @@ def test_malformed_checkpoint_is_refused_by_name(pairs, tmp_path, case):
 
 # ---- round-to-nearest GPTQ checkpoints for the benchmarks (docs/gptq.md) ----
 
+def quantize_checkpoint(src, out, group_size=128, lm_head=False, twin=None):
+    """Writes OUT, SRC's checkpoint with its linears quantized by this file's
+    round-to-nearest packer (format gptq, symmetric), other tensors kept;
+    with `twin`, also that directory: the same model with every quantized
+    linear dequantized to f32, as an ordinary checkpoint."""
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+    src, out = Path(src), Path(out)
+    config = json.loads((src / "config.json").read_text())
+    tensors = load_torch(str(src / "model.safetensors"))
+    if lm_head and "lm_head.weight" not in tensors:
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+        config["tie_word_embeddings"] = False
+    rng = np.random.default_rng(0)
+    result, dequantized = {}, {}
+    for key, value in tensors.items():
+        prefix = key[:-len(".weight")]
+        if not (any(prefix.endswith(l) for l in LINEARS) or (lm_head and prefix == "lm_head")):
+            result[key] = dequantized[key] = value
+            continue
+        parts = quantize(value.float().numpy(), group_size, True, False, True, rng)
+        for suffix, tensor in pack(*parts, True).items():
+            result[f"{prefix}.{suffix}"] = torch.from_numpy(np.ascontiguousarray(tensor))
+        dequantized[key] = torch.from_numpy(dequantize(*parts))
+    files = ["generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+    for directory, weights, cfg in [
+            (out, result, dict(config, quantization_config={
+                "quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": False,
+                "sym": True, "checkpoint_format": "gptq", "lm_head": lm_head})),
+            (twin, dequantized, dict(config, torch_dtype="float32"))]:
+        if directory is None:
+            continue
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_torch({k: v.contiguous() for k, v in weights.items()},
+                   str(directory / "model.safetensors"))
+        (directory / "config.json").write_text(json.dumps(cfg, indent=2))
+        for name in files:
+            if (src / name).exists():
+                shutil.copy(src / name, directory / name)
+
+
 def main():
     """python tests/python/test_gptq.py SRC OUT [--group-size G] [--lm-head]:
     writes OUT, SRC's checkpoint with its linears quantized by this file's
     round-to-nearest packer (format gptq, symmetric), other tensors kept."""
     import argparse
-
-    from safetensors.torch import load_file as load_torch, save_file as save_torch
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("src")
@@ -330,32 +370,7 @@ def main():
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--lm-head", action="store_true", help="quantize lm_head too (untied)")
     args = parser.parse_args()
-    src, out = Path(args.src), Path(args.out)
-    config = json.loads((src / "config.json").read_text())
-    tensors = load_torch(str(src / "model.safetensors"))
-    if args.lm_head and "lm_head.weight" not in tensors:
-        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
-        config["tie_word_embeddings"] = False
-    rng = np.random.default_rng(0)
-    result = {}
-    for key, value in tensors.items():
-        prefix = key[:-len(".weight")]
-        if not (any(prefix.endswith(l) for l in LINEARS) or (args.lm_head and prefix == "lm_head")):
-            result[key] = value
-            continue
-        parts = quantize(value.float().numpy(), args.group_size, True, False, True, rng)
-        for suffix, tensor in pack(*parts, True).items():
-            result[f"{prefix}.{suffix}"] = torch.from_numpy(np.ascontiguousarray(tensor))
-    out.mkdir(parents=True, exist_ok=True)
-    save_torch(result, str(out / "model.safetensors"))
-    config["quantization_config"] = {"quant_method": "gptq", "bits": 4,
-                                     "group_size": args.group_size, "desc_act": False,
-                                     "sym": True, "checkpoint_format": "gptq",
-                                     "lm_head": args.lm_head}
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    for name in ["generation_config.json", "tokenizer.json", "tokenizer_config.json"]:
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
+    quantize_checkpoint(args.src, args.out, args.group_size, args.lm_head)
 
 
 if __name__ == "__main__":
