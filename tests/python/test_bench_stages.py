@@ -13,8 +13,7 @@ a small workload; the checks read its JSON and its HTML:
     each request alone (--max-seqs 1), M7's those of `folo generate` on the
     GPTQ checkpoint: so M1-M6 are identical, and each stage did the work;
   - M1's contiguous reservations hold more KV blocks per stored token than
-    M3's paged blocks (lower utilization, at the fullest step and over all
-    steps);
+    M3's paged blocks (lower utilization over all steps);
   - the prefix cache serves nothing before M6, and part of the shared
     system prompt from M6 on (never more than the prompt's whole blocks);
   - the side tables: a row per chunk size, decode gaps measured during the
@@ -199,8 +198,10 @@ def test_contiguous_kv_holds_more_blocks_per_token(run):
         assert x["kv_tokens_stored_at_peak"] <= x["kv_blocks_held_at_peak"] * BLOCK
         assert x["kv_utilization_peak"] == pytest.approx(
             x["kv_tokens_stored_at_peak"] / (x["kv_blocks_held_at_peak"] * BLOCK))
+    # Over all steps, not at the fullest one: arrivals follow the clock, so
+    # which step is fullest (and how full its last blocks are) depends on
+    # the machine's speed; the mean is a property of the reservations.
     assert r["M1"]["kv_utilization_mean"] < r["M3"]["kv_utilization_mean"]
-    assert r["M1"]["kv_utilization_peak"] < r["M3"]["kv_utilization_peak"]
     assert r["M1"]["preemptions"] == 0  # a reservation never grows
 
 
