@@ -31,6 +31,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
+from gptq_layout import dequantize, pack
 from logits_helpers import FOLO, compare, folo_logits, load_oracle, oracle_logits
 
 TOLERANCE = 1e-4
@@ -115,27 +116,6 @@ def quantize(W, group_size, sym, act_order, v1, rng):
         zeros[g] = zero.astype(np.uint32)
         codes[:, cols] = np.clip(np.round(Wg / s32[:, None]) + zero[:, None], 0, 15)
     return codes, zeros, scales, g_idx
-
-
-def pack(codes, zeros, scales, g_idx, v1):
-    """The stored tensors: qweight [K/8, N], qzeros [n_groups, N/8] as int32."""
-    N, K = codes.shape
-    qweight = np.zeros((K // 8, N), dtype=np.uint32)
-    for i in range(8):
-        qweight |= codes.T[i::8, :] << np.uint32(4 * i)
-    stored = zeros - np.uint32(1 if v1 else 0)
-    qzeros = np.zeros((zeros.shape[0], N // 8), dtype=np.uint32)
-    for i in range(8):
-        qzeros |= stored[:, i::8] << np.uint32(4 * i)
-    return {"qweight": qweight.view(np.int32), "qzeros": qzeros.view(np.int32),
-            "scales": scales, "g_idx": g_idx}
-
-
-def dequantize(codes, zeros, scales, g_idx):
-    """W [N, K] = (code - zero) * scale in f32, the group of column k g_idx[k]."""
-    z = zeros[g_idx, :].T.astype(np.float32)
-    s = scales[g_idx, :].T.astype(np.float32)
-    return (codes.astype(np.float32) - z) * s
 
 
 def write(out, tensors, config, quantize_config=None):
