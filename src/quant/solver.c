@@ -177,15 +177,15 @@ static int factor(solve_state *s, const folo_quant_params *p, const folo_linalg 
                   const char *name, double *damp_out, folo_error *err) {
     for (double damp = p->damp; damp < 1.0; damp += DAMP_STEP) {
         int info = inverse_cholesky(s, damp, la);
-        if (info == 0) {
-            *damp_out = damp;
-            return 0;
-        }
         if (info < 0)
             return folo_fail(err, "%s: LAPACK failed (info %d) on the %d x %d Hessian", name, info,
                              s->K, s->K);
-        folo_log(FOLO_LOG_WARN, "%s: the Hessian is not positive definite with damp %.4f; "
-                 "retrying with %.4f", name, damp, damp + DAMP_STEP);
+        if (info > 0) continue;
+        if (damp != p->damp)
+            folo_log(FOLO_LOG_WARN, "%s: the Hessian is positive definite only with damp %.4f "
+                     "(asked %.4f)", name, damp, p->damp);
+        *damp_out = damp;
+        return 0;
     }
     return folo_fail(err, "%s: the Hessian is not positive definite even with damp near 1; "
                      "calibrate with more samples", name);
