@@ -38,7 +38,8 @@ from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer
 
 from gptq_layout import dequantize, unpack
-from logits_helpers import FOLO, compare, folo_logits, load_oracle, oracle_logits
+from logits_helpers import (FOLO, compare, folo_logits, load_oracle, oracle_logits,
+                            random_qwen3)
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER_DIR = Path(os.environ.get("FOLO_TOKENIZER_DIR", ROOT / "models/qwen3-tokenizer"))
@@ -84,29 +85,10 @@ RESULTS = {}
 # ---- the model and the text ----------------------------------------------------
 
 def float_model(seed, tied):
-    """name -> f32 array of a random Qwen3 with CONFIG's sizes."""
-    rng = np.random.default_rng(seed)
-    c = CONFIG
-    H, I, D = c["hidden_size"], c["intermediate_size"], c["head_dim"]
-    q_dim, kv_dim = c["num_attention_heads"] * D, c["num_key_value_heads"] * D
-    shapes = {"self_attn.q_proj": (q_dim, H), "self_attn.k_proj": (kv_dim, H),
-              "self_attn.v_proj": (kv_dim, H), "self_attn.o_proj": (H, q_dim),
-              "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
-    # Embeddings small enough that the tied head's logits stay in the range
-    # of a trained model's (std about 0.6), where KL measures small errors.
-    w = {"model.embed_tokens.weight": rng.normal(0, 0.05, (VOCAB, H)),
-         "model.norm.weight": 1 + 0.1 * rng.normal(size=H)}
-    if not tied:
-        w["lm_head.weight"] = rng.normal(0, 0.1, (VOCAB, H))
-    for layer in range(c["num_hidden_layers"]):
-        p = f"model.layers.{layer}."
-        for name in ["input_layernorm", "post_attention_layernorm"]:
-            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=H)
-        for name in ["self_attn.q_norm", "self_attn.k_norm"]:
-            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=D)
-        for name, shape in shapes.items():
-            w[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
-    return {k: v.astype(np.float32) for k, v in w.items()}
+    """name -> f32 array of a random Qwen3 with CONFIG's sizes. Embeddings
+    small enough that the tied head's logits stay in the range of a trained
+    model's (std about 0.6), where KL divergence measures small errors."""
+    return random_qwen3(CONFIG, seed, tied, embed_std=0.05, head_std=0.1)
 
 
 def write_model(out, weights, tied):
