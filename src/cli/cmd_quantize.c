@@ -43,8 +43,9 @@ static const char k_help[] =
     "      --damp X         dampening, a fraction of the Hessian's mean diagonal added to\n"
     "                       it, in (0, 1) (default 0.01)\n"
     "      --format F       gptq (default, stores zero - 1, the most widely loadable) or\n"
-    "                       gptq_v2 (stores the zero)\n"
-    "      --threads N      CPU threads (default: all cores)\n"
+    "                       gptq_v2 (stores the zero; what GPTQModel 7 needs with --asym)\n"
+    "      --threads N      CPU threads of the forward passes (default: all cores; BLAS\n"
+    "                       runs its own, e.g. OPENBLAS_NUM_THREADS)\n"
     "  -h, --help           show this help\n";
 
 typedef struct {

@@ -299,6 +299,10 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
         r.la = folo_linalg_get(err);
         if (!r.la) rc = -1;
     }
+    if (rc == 0 && !r.params.sym && !o->format_v2)
+        folo_log(FOLO_LOG_WARN, "quantize: GPTQModel 7 refuses asymmetric checkpoints in format "
+                 "gptq (which cannot store a zero of 0); folo loads them, and GPTQModel loads "
+                 "--format gptq_v2");
     if (rc == 0 && o->calib_path) rc = start_calibration(&r, err);
     if (rc == 0) {
         rc = folo_qcheckpoint_open(&r.out, o->out_dir, src, r.params.group_size, err);
