@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "folo.h"
 #include "core/file.h"
+#include "folo.h"
 #include "model/gptq.h"
 #include "model/hf_dir.h"
 
