@@ -25,8 +25,8 @@
  * norm and lm_head. A token's logits do not depend on the rest of its
  * batch (kernels.h fixes the summation order), so batching and chunking
  * leave greedy outputs unchanged. Called by the engine's model runner and
- * the single-sequence tools (`folo run`, `folo logits`); it never sees
- * requests. */
+ * the single-sequence tools (`folo run`, `folo logits`), and half a layer at
+ * a time by the quantizer (cpu_backend.h); it never sees requests. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -551,7 +551,7 @@ static int cpu_forward(folo_backend *base, const folo_batch *batch, float *logit
 
 /* ---- one layer at a time (cpu_backend.h) ------------------------------------ */
 
-/* Checks a batch for a layer run; the scratch and positions are then ready. */
+/* Checks a batch for a layer run and grows the scratch for it. */
 static int prepare_layer_batch(cpu_backend *b, const folo_batch *batch, folo_error *err) {
     FOLO_ASSERT(b->base.forward == cpu_forward);
     if (folo_batch_validate(batch, b->model->config.vocab_size, b->base.kv_block_size,
