@@ -39,6 +39,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* folo's version, as `folo --version` prints it. */
+#define FOLO_VERSION "0.1.0"
+
 #include "core/error.h"
 #include "sample/sampler.h"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what folo needs on a fresh Debian 12 machine, and nothing twice:
 #   - build dependencies from Debian (compiler, CMake, PCRE2, utf8proc, Jansson,
-#     libmicrohttpd, libcurl);
+#     libmicrohttpd, libcurl, LAPACKE with OpenBLAS as the BLAS and LAPACK);
 #   - with --test: the test oracles from PyPI (Hugging Face tokenizers and
 #     transformers, PyTorch on the CPU, pytest) in the git-ignored .venv/.
 set -euo pipefail
@@ -11,7 +11,8 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 apt_packages=(build-essential cmake pkg-config libpcre2-dev libutf8proc-dev libjansson-dev
-              libmicrohttpd-dev libcurl4-openssl-dev python3 python3-venv)
+              libmicrohttpd-dev libcurl4-openssl-dev liblapacke-dev libopenblas-dev
+              python3 python3-venv)
 [ $want_test = 1 ] && apt_packages+=(clang libclang-rt-14-dev)
 
 missing=()

@@ -31,47 +31,62 @@ static int count_tokens(const folo_tokenizer *tok, const char *text, int *n, fol
 
 /* ---- ShareGPT ---------------------------------------------------------------- */
 
-/* The text of turn `turn` of entry i, or NULL (with err set) when the file
- * does not have the format's shape there. */
-static const char *turn_text(json_t *conversations, size_t i, size_t turn, folo_error *err) {
-    json_t *t = json_array_get(conversations, turn);
-    json_t *value = json_is_object(t) ? json_object_get(t, "value") : NULL;
-    if (!json_is_string(value)) {
-        folo_fail(err, "entry %zu: turn %zu is not an object with a string \"value\"", i, turn);
-        return NULL;
+void folo_sharegpt_free(folo_sharegpt *s) {
+    free(s->first_turn);
+    free(s->texts);
+    json_decref(s->root);
+    memset(s, 0, sizeof *s);
+}
+
+int folo_sharegpt_load(folo_sharegpt *s, const char *path, folo_error *err) {
+    memset(s, 0, sizeof *s);
+    json_error_t jerr;
+    s->root = json_load_file(path, 0, &jerr);
+    if (!s->root)
+        return folo_fail(err, "%s: not valid JSON (line %d, column %d: %s)", path, jerr.line,
+                         jerr.column, jerr.text);
+    if (!json_is_array(s->root)) {
+        folo_sharegpt_free(s);
+        return folo_fail(err, "%s: expected a JSON array of conversations", path);
     }
-    return json_string_value(value);
+    size_t n_entries = json_array_size(s->root), n_texts = 0;
+    s->first_turn = folo_calloc(n_entries + 1, sizeof *s->first_turn);
+    for (size_t i = 0; i < n_entries; i++) {
+        json_t *e = json_array_get(s->root, i);
+        json_t *conv = json_is_object(e) ? json_object_get(e, "conversations") : NULL;
+        if (!json_is_array(conv)) {
+            folo_sharegpt_free(s);
+            return folo_fail(err, "%s: entry %zu has no \"conversations\" array", path, i);
+        }
+        n_texts += json_array_size(conv);
+        s->first_turn[i + 1] = n_texts;
+    }
+    s->texts = folo_calloc(n_texts + 1, sizeof *s->texts);
+    for (size_t i = 0; i < n_entries; i++) {
+        json_t *conv = json_object_get(json_array_get(s->root, i), "conversations");
+        for (size_t turn = 0; turn < json_array_size(conv); turn++) {
+            json_t *t = json_array_get(conv, turn);
+            json_t *value = json_is_object(t) ? json_object_get(t, "value") : NULL;
+            if (!json_is_string(value)) {
+                folo_sharegpt_free(s);
+                return folo_fail(err, "%s: entry %zu: turn %zu is not an object with a string "
+                                 "\"value\"", path, i, turn);
+            }
+            s->texts[s->first_turn[i] + turn] = json_string_value(value);
+        }
+    }
+    s->n_conversations = n_entries;
+    return 0;
 }
 
 int folo_bench_sharegpt(const char *path, const folo_tokenizer *tok, int n, int output_len,
                         uint64_t seed, folo_bench_prompt *out, folo_error *err) {
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root)
-        return folo_fail(err, "%s: not valid JSON (line %d, column %d: %s)", path, jerr.line,
-                         jerr.column, jerr.text);
-    int rc = 0, n_kept = 0;
-    size_t *order = NULL, n_pairs = 0;
-    if (!json_is_array(root)) {
-        rc = folo_fail(err, "%s: expected a JSON array of conversations", path);
-        goto done;
-    }
-    size_t n_entries = json_array_size(root);
-    order = folo_calloc(n_entries ? n_entries : 1, sizeof *order);
-    for (size_t i = 0; i < n_entries; i++) {
-        json_t *e = json_array_get(root, i);
-        json_t *conv = json_is_object(e) ? json_object_get(e, "conversations") : NULL;
-        if (!json_is_array(conv)) {
-            rc = folo_fail(err, "%s: entry %zu has no \"conversations\" array", path, i);
-            goto done;
-        }
-        if (json_array_size(conv) < 2) continue;
-        if (!turn_text(conv, i, 0, err) || !turn_text(conv, i, 1, err)) {
-            rc = folo_fail_prefix(err, "%s", path);
-            goto done;
-        }
-        order[n_pairs++] = i;
-    }
+    folo_sharegpt data;
+    if (folo_sharegpt_load(&data, path, err) != 0) return -1;
+    /* The conversations with a prompt and a reference completion. */
+    size_t *order = folo_calloc(data.n_conversations + 1, sizeof *order), n_pairs = 0;
+    for (size_t i = 0; i < data.n_conversations; i++)
+        if (data.first_turn[i + 1] - data.first_turn[i] >= 2) order[n_pairs++] = i;
     folo_bench_rng rng;
     folo_bench_rng_seed(&rng, seed, STREAM_SHUFFLE);
     for (size_t i = n_pairs; i > 1; i--) {
@@ -79,15 +94,15 @@ int folo_bench_sharegpt(const char *path, const folo_tokenizer *tok, int n, int 
         order[i - 1] = order[j];
         order[j] = t;
     }
+    int rc = 0, n_kept = 0;
     for (size_t k = 0; k < n_pairs && n_kept < n; k++) {
-        json_t *conv = json_object_get(json_array_get(root, order[k]), "conversations");
-        const char *prompt = turn_text(conv, order[k], 0, err);
-        const char *completion = turn_text(conv, order[k], 1, err);
+        const char *prompt = data.texts[data.first_turn[order[k]]];
+        const char *completion = data.texts[data.first_turn[order[k]] + 1];
         int prompt_len, completion_len = output_len;
         if (count_tokens(tok, prompt, &prompt_len, err) ||
             (output_len <= 0 && count_tokens(tok, completion, &completion_len, err))) {
             rc = folo_fail_prefix(err, "%s: entry %zu", path, order[k]);
-            goto done;
+            break;
         }
         if (prompt_len < SHAREGPT_MIN_LEN || prompt_len > SHAREGPT_MAX_PROMPT ||
             (output_len <= 0 && completion_len < SHAREGPT_MIN_LEN) ||
@@ -95,13 +110,12 @@ int folo_bench_sharegpt(const char *path, const folo_tokenizer *tok, int n, int 
             continue;
         out[n_kept++] = (folo_bench_prompt){folo_strdup(prompt), prompt_len, completion_len};
     }
-    if (n_kept < n)
+    if (rc == 0 && n_kept < n)
         rc = folo_fail(err, "%s: only %d of its %zu conversations pass the length filters "
                        "(%d requested)", path, n_kept, n_pairs, n);
-done:
     if (rc != 0) folo_bench_prompts_free(out, n_kept);
     free(order);
-    json_decref(root);
+    folo_sharegpt_free(&data);
     return rc;
 }
 

@@ -24,10 +24,27 @@
 #ifndef FOLO_BENCH_DATASET_H
 #define FOLO_BENCH_DATASET_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
+
+/* A ShareGPT file's conversations, parsed and checked: every entry has a
+ * "conversations" array and every turn a string "value" (an error names
+ * the file, the entry and the turn). Also the calibration text of `folo
+ * quantize` (src/quant/calib.h). */
+typedef struct folo_sharegpt {
+    size_t n_conversations;
+    size_t *first_turn;  /* [n_conversations + 1]: conversation i's turns are
+                            texts[first_turn[i] .. first_turn[i + 1]) */
+    const char **texts;  /* [first_turn[n_conversations]] each turn's "value", in the file's
+                            order, owned by root */
+    struct json_t *root; /* the parsed file */
+} folo_sharegpt;
+
+int folo_sharegpt_load(folo_sharegpt *s, const char *path, folo_error *err);
+void folo_sharegpt_free(folo_sharegpt *s);
 
 typedef struct folo_bench_prompt {
     char *text;        /* owned, NUL-terminated */

@@ -21,6 +21,7 @@ int folo_cmd_template(int argc, char **argv);
 int folo_cmd_generate(int argc, char **argv);
 int folo_cmd_serve(int argc, char **argv);
 int folo_cmd_bench(int argc, char **argv);
+int folo_cmd_quantize(int argc, char **argv);
 
 /* Value parsers: on failure print "folo <cmd>: invalid value 'v' for --flag
  * (expected ...)" to stderr and return -1. */
@@ -28,6 +29,8 @@ int cli_parse_int(const char *cmd, const char *flag, const char *v, long lo, lon
 int cli_parse_u64(const char *cmd, const char *flag, const char *v, uint64_t *out);
 int cli_parse_float(const char *cmd, const char *flag, const char *v, double lo, double hi,
                     float *out);
+int cli_parse_double(const char *cmd, const char *flag, const char *v, double lo, double hi,
+                     double *out);
 /* A byte count: an integer with an optional K, M, G or T suffix (powers of
  * 1024, an optional trailing "iB" or "B"), e.g. 512M, 4GiB. */
 int cli_parse_bytes(const char *cmd, const char *flag, const char *v, size_t *out);

@@ -40,8 +40,8 @@ int cli_parse_u64(const char *cmd, const char *flag, const char *v, uint64_t *ou
     return 0;
 }
 
-int cli_parse_float(const char *cmd, const char *flag, const char *v, double lo, double hi,
-                    float *out) {
+int cli_parse_double(const char *cmd, const char *flag, const char *v, double lo, double hi,
+                     double *out) {
     char *end;
     errno = 0;
     double x = strtod(v, &end);
@@ -50,6 +50,14 @@ int cli_parse_float(const char *cmd, const char *flag, const char *v, double lo,
                 cmd, v, flag, lo, hi);
         return -1;
     }
+    *out = x;
+    return 0;
+}
+
+int cli_parse_float(const char *cmd, const char *flag, const char *v, double lo, double hi,
+                    float *out) {
+    double x;
+    if (cli_parse_double(cmd, flag, v, lo, hi, &x) != 0) return -1;
     *out = (float)x;
     return 0;
 }
@@ -206,12 +214,10 @@ int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
         e->enforce_eager = true;
         bad = 0;
         break;
-    case CLI_OPT_GPU_MEMORY: {
-        float share;
-        bad = cli_parse_float(cmd, "--gpu-memory-utilization", arg, 0.01f, 1.0f, &share);
-        e->gpu_memory_utilization = share;
+    case CLI_OPT_GPU_MEMORY:
+        bad = cli_parse_double(cmd, "--gpu-memory-utilization", arg, 0.01, 1.0,
+                               &e->gpu_memory_utilization);
         break;
-    }
     default:
         return cli_usage_error(cmd, usage, "unknown option '%s' (or missing value)",
                                argv[optind - 1]);

@@ -21,6 +21,7 @@ static const command k_commands[] = {
     {"logits", folo_cmd_logits, "write raw float32 logits of every position of a token list"},
     {"perplexity", folo_cmd_perplexity, "perplexity of a text; KL divergence against a base model"},
     {"make-model", folo_cmd_make_model, "write a synthetic Qwen3 checkpoint (random weights, real tokenizer)"},
+    {"quantize", folo_cmd_quantize, "quantize a checkpoint to 4-bit GPTQ (GPTQ or round-to-nearest)"},
 };
 #define N_COMMANDS (sizeof k_commands / sizeof k_commands[0])
 
@@ -42,7 +43,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("folo 0.1.0\n");
+        printf("folo " FOLO_VERSION "\n");
         return 0;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)

@@ -1,4 +1,5 @@
-/* Repacking GPTQ linears; see gptq.h for both layouts.
+/* Repacking GPTQ linears, and packing them for writers; see gptq.h for both
+ * layouts.
  *
  * The repack walks qweight in its stored order (K/8 rows of N words) and
  * scatters each word's eight codes into eight consecutive columns of one
@@ -101,4 +102,23 @@ void folo_qlinear_free(folo_qlinear *l) {
     folo_free_large(l->zeros);
     folo_free_large(l->g_idx);
     memset(l, 0, sizeof *l);
+}
+
+void folo_gptq_pack(const uint8_t *codes, const uint8_t *zeros, int64_t N, int64_t K,
+                    int64_t n_groups, bool zeros_minus_one, uint32_t *qweight, uint32_t *qzeros) {
+    for (int64_t k8 = 0; k8 < K / 8; k8++)
+        for (int64_t n = 0; n < N; n++) {
+            const uint8_t *c = codes + n * K + k8 * 8;
+            uint32_t word = 0;
+            for (int i = 0; i < 8; i++) word |= (uint32_t)(c[i] & 15u) << (4 * i);
+            qweight[k8 * N + n] = word;
+        }
+    unsigned minus = zeros_minus_one ? 1u : 0u;
+    for (int64_t g = 0; g < n_groups; g++)
+        for (int64_t n8 = 0; n8 < N / 8; n8++) {
+            const uint8_t *z = zeros + g * N + n8 * 8;
+            uint32_t word = 0;
+            for (int i = 0; i < 8; i++) word |= (uint32_t)((z[i] - minus) & 15u) << (4 * i);
+            qzeros[g * (N / 8) + n8] = word;
+        }
 }

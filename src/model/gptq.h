@@ -67,4 +67,12 @@ int folo_gptq_repack(folo_qlinear *out, const folo_tensor parts[FOLO_GPTQ_PARTS]
                      folo_error *err);
 void folo_qlinear_free(folo_qlinear *l);
 
+/* The inverse, for writers (src/quant/): packs the codes [N, K] (0..15)
+ * into qweight [K/8, N] and the true zero points [n_groups, N] (0..15; at
+ * least 1 when zeros_minus_one, format "gptq") into qzeros [n_groups, N/8],
+ * both as the little-endian int32 words of the stored layout above. N and
+ * K are multiples of 8. */
+void folo_gptq_pack(const uint8_t *codes, const uint8_t *zeros, int64_t N, int64_t K,
+                    int64_t n_groups, bool zeros_minus_one, uint32_t *qweight, uint32_t *qzeros);
+
 #endif

@@ -7,20 +7,19 @@
  * place. Memory stays at one chunk per thread whatever the model size. */
 #include "model/make_model.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/file.h"
 #include "core/log.h"
 #include "core/threadpool.h"
 #include "core/timer.h"
+#include "model/hf_dir.h"
 #include "model/safetensors.h"
 
 /* ------------------------------------------------------------------ presets */
@@ -240,27 +239,6 @@ static int write_shard(const char *path, planned_tensor **tensors, int n_tensors
 
 /* ------------------------------------------------------------ JSON files */
 
-/* Writes `root` (consumed) as dir/name, through a temporary file and a
- * rename so that a reader never sees half a file. */
-static int write_json(const char *dir, const char *name, json_t *root, folo_error *err) {
-    FOLO_ASSERT(root); /* the json_pack formats are fixed */
-    char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
-    json_decref(root);
-    size_t n = strlen(text);
-    text = folo_realloc(text, n + 2);
-    memcpy(text + n, "\n", 2);
-    char *path = folo_path_join(dir, name);
-    char *tmp = folo_calloc(strlen(path) + 5, 1);
-    snprintf(tmp, strlen(path) + 5, "%s.tmp", path);
-    int rc = folo_file_write(tmp, text, n + 1, err);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = folo_fail(err, "%s: cannot rename to %s: %s", tmp, name, strerror(errno));
-    free(tmp);
-    free(path);
-    free(text);
-    return rc;
-}
-
 static const char *torch_dtype_name(folo_dtype t) {
     return t == FOLO_DTYPE_BF16 ? "bfloat16" : t == FOLO_DTYPE_F16 ? "float16" : "float32";
 }
@@ -299,41 +277,7 @@ static int write_index(const char *dir, planned_tensor *plan, int n_tensors, int
     }
     json_t *root = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total_bytes,
                              "weight_map", map);
-    return write_json(dir, "model.safetensors.index.json", root, err);
-}
-
-/* Copies the tokenizer files byte for byte; the first two are required. */
-static int copy_tokenizer(const char *from, const char *to, folo_error *err) {
-    static const char *const names[] = {"tokenizer.json",  "tokenizer_config.json",
-                                        "vocab.json",      "merges.txt",
-                                        "special_tokens_map.json", "added_tokens.json"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *src = folo_path_join(from, names[i]);
-        int rc = 0;
-        if (folo_file_exists(src)) {
-            size_t bytes;
-            char *data = folo_file_read(src, &bytes, err);
-            char *dst = folo_path_join(to, names[i]);
-            rc = data ? folo_file_write(dst, data, bytes, err) : -1;
-            free(dst);
-            free(data);
-        } else if (i < 2) {
-            rc = folo_fail(err, "%s: missing (tokenizer directory %s)", src, from);
-        }
-        free(src);
-        if (rc != 0) return -1;
-    }
-    return 0;
-}
-
-/* Removes `dir/name` if present, so no stale file of another layout stays. */
-static int remove_stale(const char *dir, const char *name, folo_error *err) {
-    char *path = folo_path_join(dir, name);
-    int rc = unlink(path) != 0 && errno != ENOENT
-                 ? folo_fail(err, "%s: cannot remove: %s", path, strerror(errno))
-                 : 0;
-    free(path);
-    return rc;
+    return folo_hf_write_json(dir, "model.safetensors.index.json", root, err);
 }
 
 /* -------------------------------------------------------------- make-model */
@@ -392,16 +336,18 @@ int folo_make_model(const folo_make_model_opts *o, folo_error *err) {
     /* config.json goes first and comes back last: until then the directory
      * does not read as a finished model. */
     if (rc == 0) rc = folo_mkdir_p(o->out_dir, err);
-    if (rc == 0) rc = remove_stale(o->out_dir, "config.json", err);
-    if (rc == 0) rc = remove_stale(o->out_dir, "model.safetensors.index.json", err);
-    if (rc == 0 && o->n_shards > 1) rc = remove_stale(o->out_dir, "model.safetensors", err);
-    if (rc == 0) rc = copy_tokenizer(o->tokenizer_dir, o->out_dir, err);
+    if (rc == 0) rc = folo_hf_remove_stale(o->out_dir, "config.json", err);
+    if (rc == 0) rc = folo_hf_remove_stale(o->out_dir, "model.safetensors.index.json", err);
+    if (rc == 0 && o->n_shards > 1)
+        rc = folo_hf_remove_stale(o->out_dir, "model.safetensors", err);
+    if (rc == 0) rc = folo_hf_copy_tokenizer(o->tokenizer_dir, o->out_dir, err);
     if (rc == 0) rc = write_weights(o, plan, n_tensors, err);
     if (rc == 0 && o->n_shards > 1)
         rc = write_index(o->out_dir, plan, n_tensors, o->n_shards, total_bytes, err);
     if (rc == 0)
-        rc = write_json(o->out_dir, "generation_config.json", generation_config_json(), err);
-    if (rc == 0) rc = write_json(o->out_dir, "config.json", config_json(p, o), err);
+        rc = folo_hf_write_json(o->out_dir, "generation_config.json", generation_config_json(),
+                                err);
+    if (rc == 0) rc = folo_hf_write_json(o->out_dir, "config.json", config_json(p, o), err);
     if (rc == 0)
         folo_log(FOLO_LOG_INFO, "wrote %s: %s preset, %.1fM parameters, %.2f GB %s, %d file(s), %.1f s",
                  o->out_dir, p->name, (double)n_params / 1e6, (double)total_bytes / 1e9,

@@ -10,7 +10,8 @@
  *     tile, the same bits as dequantization followed by its ISA's float
  *     matmul (the prefill path), which makes decode and prefill agree.
  * Also the checks the loader relies on: shapes that cannot be packed,
- * g_idx out of range. */
+ * g_idx out of range; and that folo_gptq_pack, the writers' packing, is the
+ * inverse of reading the stored words. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,31 @@
 #include "gptq_random.h"
 #include "model/gptq.h"
 #include "test_random.h"
+
+/* The codes and true zeros read from the stored words pack back into the
+ * same words. */
+static void check_pack(const stored_linear *s, int zeros_minus_one) {
+    int N = s->N, K = s->K;
+    uint8_t *codes = malloc((size_t)N * K);           /* [N, K] */
+    uint8_t *zeros = malloc((size_t)s->n_groups * N); /* [n_groups, N] */
+    uint32_t *qweight = malloc(sizeof *qweight * (size_t)K / 8 * N);
+    uint32_t *qzeros = malloc(sizeof *qzeros * (size_t)s->n_groups * N / 8);
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            codes[(size_t)n * K + k] = (s->qweight[(k / 8) * N + n] >> (4 * (k % 8))) & 15u;
+    for (int g = 0; g < s->n_groups; g++)
+        for (int n = 0; n < N; n++)
+            zeros[g * N + n] = (uint8_t)(((s->qzeros[g * (N / 8) + n / 8] >> (4 * (n % 8))) & 15u) +
+                                         (zeros_minus_one ? 1u : 0u));
+    folo_gptq_pack(codes, zeros, N, K, s->n_groups, zeros_minus_one != 0, qweight, qzeros);
+    CHECK_MSG(memcmp(qweight, s->qweight, sizeof *qweight * (size_t)K / 8 * N) == 0 &&
+                  memcmp(qzeros, s->qzeros, sizeof *qzeros * (size_t)s->n_groups * N / 8) == 0,
+              "pack: N %d K %d G %d v1 %d", N, K, s->G, zeros_minus_one);
+    free(codes);
+    free(zeros);
+    free(qweight);
+    free(qzeros);
+}
 
 /* int4->gemv against the float matmul of k on the dequantized rows w [N, K],
  * rows [begin, end), bit for bit. */
@@ -56,6 +82,7 @@ static void test_shape(int N, int K, int group_size, int act_order, int zeros_mi
         CHECK(folo_gptq_shape(p, N, K, &q, &d0, &d1, "linear", &err) == 0);
         CHECK(d0 == s.parts[p].shape[0] && d1 == s.parts[p].shape[1]);
     }
+    check_pack(&s, zeros_minus_one);
     folo_qlinear l;
     folo_error err = {0};
     int rc = folo_gptq_repack(&l, s.parts, &q, "linear.g_idx", "test", &err);

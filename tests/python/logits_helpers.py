@@ -32,6 +32,32 @@ def make_model(out, preset, dtype, seed=7, extra=()):
     return Path(out)
 
 
+def random_qwen3(config, seed, tied, embed_std, head_std):
+    """name -> f32 array of a random Qwen3 with config's sizes: linears
+    N(0, 1.5²/K), embedding N(0, embed_std²), an untied head N(0, head_std²),
+    norm weights 1 + 0.1·N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    c = config
+    V, H, I, D = c["vocab_size"], c["hidden_size"], c["intermediate_size"], c["head_dim"]
+    q_dim, kv_dim = c["num_attention_heads"] * D, c["num_key_value_heads"] * D
+    shapes = {"self_attn.q_proj": (q_dim, H), "self_attn.k_proj": (kv_dim, H),
+              "self_attn.v_proj": (kv_dim, H), "self_attn.o_proj": (H, q_dim),
+              "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
+    w = {"model.embed_tokens.weight": rng.normal(0, embed_std, (V, H)),
+         "model.norm.weight": 1 + 0.1 * rng.normal(size=H)}
+    if not tied:
+        w["lm_head.weight"] = rng.normal(0, head_std, (V, H))
+    for layer in range(c["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        for name in ["input_layernorm", "post_attention_layernorm"]:
+            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=H)
+        for name in ["self_attn.q_norm", "self_attn.k_norm"]:
+            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=D)
+        for name, shape in shapes.items():
+            w[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
+    return {k: v.astype(np.float32) for k, v in w.items()}
+
+
 def folo_logits(model_dir, ids, chunk=None, threads=None):
     """Logits [len(ids), V] from `folo logits`."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,9 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from logits_helpers import FOLO, compare, folo_logits, load_oracle, oracle_logits
+from gptq_layout import dequantize, pack
+from logits_helpers import (FOLO, compare, folo_logits, load_oracle, oracle_logits,
+                            random_qwen3)
 
 TOLERANCE = 1e-4
 VOCAB = 1024
@@ -63,26 +65,7 @@ RESULTS = {}
 
 def float_model(seed, tied):
     """name -> f32 array of a random Qwen3 with CONFIG's sizes."""
-    rng = np.random.default_rng(seed)
-    c = CONFIG
-    H, I, D = c["hidden_size"], c["intermediate_size"], c["head_dim"]
-    q_dim, kv_dim = c["num_attention_heads"] * D, c["num_key_value_heads"] * D
-    shapes = {"self_attn.q_proj": (q_dim, H), "self_attn.k_proj": (kv_dim, H),
-              "self_attn.v_proj": (kv_dim, H), "self_attn.o_proj": (H, q_dim),
-              "mlp.gate_proj": (I, H), "mlp.up_proj": (I, H), "mlp.down_proj": (H, I)}
-    w = {"model.embed_tokens.weight": rng.normal(0, 1, (VOCAB, H)),
-         "model.norm.weight": 1 + 0.1 * rng.normal(size=H)}
-    if not tied:
-        w["lm_head.weight"] = rng.normal(0, 0.06, (VOCAB, H))
-    for layer in range(c["num_hidden_layers"]):
-        p = f"model.layers.{layer}."
-        for name in ["input_layernorm", "post_attention_layernorm"]:
-            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=H)
-        for name in ["self_attn.q_norm", "self_attn.k_norm"]:
-            w[p + name + ".weight"] = 1 + 0.1 * rng.normal(size=D)
-        for name, shape in shapes.items():
-            w[p + name + ".weight"] = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
-    return {k: v.astype(np.float32) for k, v in w.items()}
+    return random_qwen3(CONFIG, seed, tied, embed_std=1.0, head_std=0.06)
 
 
 def quantize(W, group_size, sym, act_order, v1, rng):
@@ -115,27 +98,6 @@ def quantize(W, group_size, sym, act_order, v1, rng):
         zeros[g] = zero.astype(np.uint32)
         codes[:, cols] = np.clip(np.round(Wg / s32[:, None]) + zero[:, None], 0, 15)
     return codes, zeros, scales, g_idx
-
-
-def pack(codes, zeros, scales, g_idx, v1):
-    """The stored tensors: qweight [K/8, N], qzeros [n_groups, N/8] as int32."""
-    N, K = codes.shape
-    qweight = np.zeros((K // 8, N), dtype=np.uint32)
-    for i in range(8):
-        qweight |= codes.T[i::8, :] << np.uint32(4 * i)
-    stored = zeros - np.uint32(1 if v1 else 0)
-    qzeros = np.zeros((zeros.shape[0], N // 8), dtype=np.uint32)
-    for i in range(8):
-        qzeros |= stored[:, i::8] << np.uint32(4 * i)
-    return {"qweight": qweight.view(np.int32), "qzeros": qzeros.view(np.int32),
-            "scales": scales, "g_idx": g_idx}
-
-
-def dequantize(codes, zeros, scales, g_idx):
-    """W [N, K] = (code - zero) * scale in f32, the group of column k g_idx[k]."""
-    z = zeros[g_idx, :].T.astype(np.float32)
-    s = scales[g_idx, :].T.astype(np.float32)
-    return (codes.astype(np.float32) - z) * s
 
 
 def write(out, tensors, config, quantize_config=None):

@@ -25,8 +25,8 @@
  * norm and lm_head. A token's logits do not depend on the rest of its
  * batch (kernels.h fixes the summation order), so batching and chunking
  * leave greedy outputs unchanged. Called by the engine's model runner and
- * the single-sequence tools (`folo run`, `folo logits`); it never sees
- * requests. */
+ * the single-sequence tools (`folo run`, `folo logits`), and half a layer at
+ * a time by the quantizer (cpu_backend.h); it never sees requests. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -35,6 +35,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/attention_naive.h"
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/kernels_int4.h"
 #include "core/alloc.h"
@@ -405,8 +406,11 @@ static void prepare_positions(cpu_backend *b, const folo_batch *batch) {
 }
 
 /* DESIGN §4 steps 1-6: h = rmsnorm(x); q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ;
- * per-head q/k norms; RoPE; K and V into the cache; x += attention · Woᵀ. */
-static void attention_block(cpu_backend *b, int layer, const folo_batch *batch) {
+ * per-head q/k norms; RoPE; K and V into the cache; x += attention · Woᵀ.
+ * Stops early at the input of q/k/v or o when `stop` names it (cpu_backend.h)
+ * and returns that input; NULL after the whole block. */
+static const float *attention_block(cpu_backend *b, int layer, const folo_batch *batch,
+                                    folo_cpu_tap stop) {
     const folo_config *c = &b->model->config;
     const folo_layer_weights *w = &b->model->layers[layer];
     const cpu_layer_norms *n = &b->norms[layer];
@@ -414,6 +418,7 @@ static void attention_block(cpu_backend *b, int layer, const folo_batch *batch) 
     int T = batch->n_tokens, H = c->hidden_size, D = c->head_dim, Hkv = c->n_kv_heads;
 
     rmsnorm_rows(b, s->h, s->x, NULL, T, n->input, H, c->rms_norm_eps);
+    if (stop == FOLO_CPU_TAP_QKV) return s->h;
 
     matmul_job qkv = {.b = b,
                       .x = s->h,
@@ -432,18 +437,24 @@ static void attention_block(cpu_backend *b, int layer, const folo_batch *batch) 
 
     attention_job att = {.b = b, .batch = batch, .k_cache = k_cache, .v_cache = v_cache};
     folo_pool_run(b->pool, b->naive ? attention_naive_worker : attention_worker, &att);
+    if (stop == FOLO_CPU_TAP_O) return s->att;
 
     matmul1(b, s->h, s->att, T, &w->wo, s->x);
+    return NULL;
 }
 
-/* DESIGN §4 step 7: h = rmsnorm(x); x += (silu(h·Wgateᵀ) ⊙ h·Wupᵀ) · Wdownᵀ. */
-static void mlp_block(cpu_backend *b, int layer, const folo_batch *batch) {
+/* DESIGN §4 step 7: h = rmsnorm(x); x += (silu(h·Wgateᵀ) ⊙ h·Wupᵀ) · Wdownᵀ.
+ * Stops early at the input of gate/up or down when `stop` names it and
+ * returns that input; NULL after the whole block. */
+static const float *mlp_block(cpu_backend *b, int layer, const folo_batch *batch,
+                              folo_cpu_tap stop) {
     const folo_config *c = &b->model->config;
     const folo_layer_weights *w = &b->model->layers[layer];
     cpu_scratch *s = &b->s;
     int T = batch->n_tokens, H = c->hidden_size;
 
     rmsnorm_rows(b, s->h, s->x, NULL, T, b->norms[layer].post, H, c->rms_norm_eps);
+    if (stop == FOLO_CPU_TAP_GATE_UP) return s->h;
     matmul_job gate_up = {.b = b,
                           .x = s->h,
                           .n_tokens = T,
@@ -453,7 +464,9 @@ static void mlp_block(cpu_backend *b, int layer, const folo_batch *batch) {
                           .w = {&w->w_gate, &w->w_up},
                           .silu_mul = 1};
     run_matmul(b, &gate_up);
+    if (stop == FOLO_CPU_TAP_DOWN) return s->gate;
     matmul1(b, s->h, s->gate, T, &w->w_down, s->x);
+    return NULL;
 }
 
 /* logits [R, V] = norm(x[logit_rows]) · lm_headᵀ. */
@@ -528,12 +541,52 @@ static int cpu_forward(folo_backend *base, const folo_batch *batch, float *logit
     embed_tokens(b, batch);
     prepare_positions(b, batch);
     for (int layer = 0; layer < b->model->config.n_layers; layer++) {
-        attention_block(b, layer, batch);
-        mlp_block(b, layer, batch);
+        attention_block(b, layer, batch, FOLO_CPU_TAP_ATTENTION);
+        mlp_block(b, layer, batch, FOLO_CPU_TAP_MLP);
     }
     if (batch->n_logit_rows > 0) lm_head(b, batch, logits);
     folo_batch_fill_argmax(batch, logits, b->model->config.vocab_size);
     return 0;
+}
+
+/* ---- one layer at a time (cpu_backend.h) ------------------------------------ */
+
+/* Checks a batch for a layer run and grows the scratch for it. */
+static int prepare_layer_batch(cpu_backend *b, const folo_batch *batch, folo_error *err) {
+    FOLO_ASSERT(b->base.forward == cpu_forward);
+    if (folo_batch_validate(batch, b->model->config.vocab_size, b->base.kv_block_size,
+                            b->base.kv_n_blocks, NULL, err) != 0)
+        return -1;
+    if (ensure_scratch(b, batch->n_tokens, err) != 0) return -1;
+    if (b->naive && ensure_naive_scores(b, batch, err) != 0) return -1;
+    return 0;
+}
+
+int folo_cpu_embed(folo_backend *base, const folo_batch *batch, float *x, folo_error *err) {
+    cpu_backend *b = (cpu_backend *)base;
+    if (prepare_layer_batch(b, batch, err) != 0) return -1;
+    embed_tokens(b, batch);
+    memcpy(x, b->s.x, (size_t)batch->n_tokens * b->model->config.hidden_size * sizeof(float));
+    return 0;
+}
+
+const float *folo_cpu_layer_run(folo_backend *base, const folo_batch *batch, int layer,
+                                folo_cpu_tap tap, float *x, folo_error *err) {
+    cpu_backend *b = (cpu_backend *)base;
+    FOLO_ASSERT(layer >= 0 && layer < b->model->config.n_layers);
+    if (prepare_layer_batch(b, batch, err) != 0) return NULL;
+    size_t x_bytes = (size_t)batch->n_tokens * b->model->config.hidden_size * sizeof(float);
+    memcpy(b->s.x, x, x_bytes);
+    const float *input;
+    if (tap <= FOLO_CPU_TAP_ATTENTION) {
+        prepare_positions(b, batch);
+        input = attention_block(b, layer, batch, tap);
+    } else {
+        input = mlp_block(b, layer, batch, tap);
+    }
+    if (input) return input;
+    memcpy(x, b->s.x, x_bytes);
+    return x;
 }
 
 /* Copy-on-write of shared blocks: K and V of every layer, block by block. */
