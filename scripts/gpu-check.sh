@@ -22,14 +22,17 @@
 #   2. build (Release, CUDA on, the GPU's own architecture unless
 #      FOLO_CUDA_ARCHS says otherwise) in build-gpu/, or the carried one;
 #   3. synthetic models made there (weights don't travel): tiny bf16 and
-#      Qwen3-0.6B-shaped bf16;
-#   4. the gpu-labelled tests (tests/gpu/test_cuda_backend.c);
+#      Qwen3-0.6B-shaped bf16, and GPTQ 4-bit checkpoints of both by
+#      `folo quantize --method rtn` (round-to-nearest needs no LAPACK, which
+#      the GPU machine may lack; groups of 32 and 128);
+#   4. the gpu-labelled tests (tests/gpu/test_cuda_backend.c), the tiny GPTQ
+#      checkpoint's forward among them;
 #   5. compute-sanitizer memcheck and racecheck (shared-memory hazards of
 #      the attention kernels) on the same test;
 #   6. `folo logits --device cuda` against transformers on the GPU
 #      (tests/gpu/compare_transformers.py), tiny and 0.6B;
-#   7. benchmark on the 0.6B model: folo's backend (tests/gpu/bench_backend.c)
-#      and `folo logits --chunk 1` end to end, transformers' generate
+#   7. benchmark on the 0.6B model: folo's backend (tests/gpu/bench_backend.c,
+#      bf16 and GPTQ) and `folo logits --chunk 1` end to end, transformers' generate
 #      (tests/gpu/bench_transformers.py): TTFT of 128/512/2048-token prompts
 #      and single-stream decode tokens/s, each against its floor (decode:
 #      weight bytes / 3.35 TB/s; prefill: FLOPs / 800 TFLOP/s);
@@ -154,14 +157,27 @@ make_models() {
   "$build/folo" make-model --preset tiny --dtype bf16 --seed 7 --out "$tiny" &&
     "$build/folo" make-model --preset qwen3-0.6b --dtype bf16 --seed 0 --out "$big"
 }
+tiny_gptq=$models/tiny-gptq
+big_gptq=$models/qwen3-0.6b-gptq
+gptq_ok=0
+make_gptq_models() {
+  "$build/folo" quantize -m "$tiny" --out "$tiny_gptq" --method rtn --group-size 32 &&
+    "$build/folo" quantize -m "$big" --out "$big_gptq" --method rtn
+}
 if [ $build_ok = 1 ]; then
   step models make_models && models_ok=1
 else
   skip models "no build"
 fi
+if [ $models_ok = 1 ]; then
+  step models-gptq make_gptq_models && gptq_ok=1
+else
+  skip models-gptq "no models"
+fi
 
 # ---- 4-5. tests --------------------------------------------------------------------------
 test_env=(FOLO_TEST_MODEL="$build/test-models/tiny-f32" FOLO_TOKENIZER_DIR="$root/models/qwen3-tokenizer")
+[ $gptq_ok = 1 ] && export FOLO_TEST_GPTQ_MODEL=$tiny_gptq
 gpu_tests() { # the gpu-labelled tests, verbose for their numbers; a skip is a failure here
   local out rc
   out=$(cd "$build" && ctest -L gpu --verbose --timeout 300 2>&1)
@@ -210,6 +226,11 @@ cli_decode() { # end to end through the CLI: 1 + 256 forwards of one token
 }
 if [ $models_ok = 1 ]; then
   step bench-folo bash -c "'$build/tests/bench_backend' '$big' cuda 128,512,2048 256 5 >'$results/bench_folo.json'"
+  if [ $gptq_ok = 1 ]; then
+    step bench-folo-gptq bash -c "'$build/tests/bench_backend' '$big_gptq' cuda 128,512,2048 256 5 >'$results/bench_folo_gptq.json'"
+  else
+    skip bench-folo-gptq "no GPTQ model"
+  fi
   step bench-folo-cli cli_decode
   # Start-up as a user meets it: a process that loads the model, plans
   # memory (the default --gpu-memory-utilization), captures the decode
@@ -271,7 +292,8 @@ def load(name):
 
 steps = [line.rstrip("\n").split("\t") for line in open(os.path.join(results, "steps.tsv"))]
 out = {"gpu": gpu, "steps": {s[0]: s[1] for s in steps}}
-for name in ("compare_tiny.json", "compare_0.6b.json", "bench_folo.json", "bench_transformers.json",
+for name in ("compare_tiny.json", "compare_0.6b.json", "bench_folo.json", "bench_folo_gptq.json",
+             "bench_transformers.json",
              "engine_latency.json", "engine_latency_eager.json", "engine_throughput.json"):
     out[name[:-5]] = load(name)
 
@@ -316,6 +338,15 @@ if cfg:
     rows.append(("  the same, --enforce-eager", fe and fe["tokens_per_s"], None, 1.0 / decode_floor_s,
                  "tok/s"))
     rows.append(("decode via folo logits --chunk 1", cli, None, 1.0 / decode_floor_s, "tok/s"))
+    # GPTQ: the seven linears read 4 bits (+ a scale and zero per 128) a
+    # weight instead of 16; the head stays bf16 (tied to the embedding).
+    gptq = out["bench_folo_gptq"] or {}
+    gd = gptq.get("decode")
+    gptq_floor_s = (L * layer_params * (0.5 + 8.0 / 128) + 2 * V * H) / PEAK_BYTES_S
+    rows.append(("decode batch 1, GPTQ 4-bit (tokens/s)", gd and gd["tokens_per_s"], None,
+                 1.0 / gptq_floor_s, "tok/s"))
+    rows.append(("TTFT 512 tokens, GPTQ 4-bit (ms)", by_len(gptq, 512), by_len(hf, 512),
+                 1e3 * prefill_floor_s(512), "ms"))
     out["floors"] = {"decode_ms": 1e3 * decode_floor_s,
                      "prefill_ms": {n: 1e3 * prefill_floor_s(n) for n in (128, 512, 2048)}}
 out["table"] = rows
