@@ -1,9 +1,10 @@
 /* The local CPU's roofline, measured on the spot: read bandwidth from a
  * streaming sum over a buffer much larger than the caches, and peak
  * arithmetic from register-resident loops of one instruction kind (f32
- * FMA on AVX2 and AVX-512, the AVX512-BF16 dot product vdpbf16ps), each
- * keeping 12 independent accumulators, more than latency x issue width, so
- * it runs at the instruction's throughput. FLOPs count a multiply-add as 2.
+ * FMA on AVX2 and AVX-512, the AVX512-BF16 dot product vdpbf16ps, the AMX
+ * tile product tdpbf16ps), each keeping more independent accumulators than
+ * latency x issue width (12 registers, or 4 tiles), so it runs at the
+ * instruction's throughput. FLOPs count a multiply-add as 2.
  * Shared by `folo bench` (its hardware profile "cpu") and
  * bench/cpu_roofline. x86-64 only: elsewhere no peak kind is supported. */
 #ifndef FOLO_BENCH_CPU_PEAK_H
@@ -18,6 +19,7 @@ typedef enum folo_bench_peak_kind {
     FOLO_BENCH_PEAK_FMA256,
     FOLO_BENCH_PEAK_FMA512,
     FOLO_BENCH_PEAK_BF16DOT,
+    FOLO_BENCH_PEAK_TILE,
     FOLO_BENCH_PEAK_COUNT
 } folo_bench_peak_kind;
 

@@ -17,6 +17,10 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define LANES FOLO_CPU_LANES
 /* Weight rows the portable matmul consumes together (of the
@@ -213,7 +217,8 @@ static const folo_cpu_kernels k_portable = {
     .attention_group = folo_cpu_attention_group,
 };
 
-static const char *const k_isa_names[FOLO_CPU_ISA_COUNT] = {"portable", "avx2", "avx512"};
+static const char *const k_isa_names[FOLO_CPU_ISA_COUNT] = {"portable", "avx2", "avx512",
+                                                            "amx"};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 /* F16C (half-precision conversions), which clang's __builtin_cpu_supports
@@ -222,6 +227,24 @@ static const char *const k_isa_names[FOLO_CPU_ISA_COUNT] = {"portable", "avx2", 
 static int cpu_has_f16c(void) {
     unsigned eax, ebx, ecx, edx;
     return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
+
+/* AMX-TILE, AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22) and AVX512-BF16
+ * (leaf 7 subleaf 1, EAX bit 5), and Linux's leave to use the tile data
+ * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, kernels since 5.16; the
+ * grant holds for every thread of the process). */
+static int amx_permitted(void) {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) ||
+        !(edx & (1u << 22)))
+        return 0;
+    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) || !(eax & (1u << 5))) return 0;
+#if defined(__linux__)
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                   18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
 }
 #endif
 
@@ -242,6 +265,10 @@ const folo_cpu_kernels *folo_cpu_kernels_for(folo_cpu_isa isa) {
             cpu_has_f16c())
             return &folo_cpu_kernels_avx512;
         return NULL;
+    case FOLO_CPU_ISA_AMX:
+        if (folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512) && amx_permitted())
+            return &folo_cpu_kernels_amx;
+        return NULL;
 #endif
     default:
         return NULL;
@@ -256,7 +283,7 @@ const folo_cpu_kernels *folo_cpu_kernels_select(folo_error *err) {
         int isa = 0;
         while (isa < FOLO_CPU_ISA_COUNT && strcmp(forced, k_isa_names[isa]) != 0) isa++;
         if (isa == FOLO_CPU_ISA_COUNT) {
-            folo_fail(err, "FOLO_CPU_ISA=%s: expected portable, avx2 or avx512", forced);
+            folo_fail(err, "FOLO_CPU_ISA=%s: expected portable, avx2, avx512 or amx", forced);
             return NULL;
         }
         k = folo_cpu_kernels_for((folo_cpu_isa)isa);

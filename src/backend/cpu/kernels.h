@@ -20,10 +20,11 @@
  * differ), so one process uses one table throughout.
  *
  * Dispatch: folo_cpu_kernels_select() picks the widest table this CPU runs
- * (AVX-512 with BW/VL, else AVX2 with FMA and F16C, else portable), or the
- * one the environment variable FOLO_CPU_ISA=portable|avx2|avx512 names.
- * The SIMD tables live in kernels_avx2.c and kernels_avx512.c, each compiled
- * with its own instruction-set flags and reached only through this table.
+ * (AMX with AMX-BF16 and AVX512-BF16, else AVX-512 with BW/VL, else AVX2
+ * with FMA and F16C, else portable), or the one the environment variable
+ * FOLO_CPU_ISA=portable|avx2|avx512|amx names. The SIMD tables live in
+ * kernels_avx2.c, kernels_avx512.c and kernels_amx.c, each compiled with its
+ * own instruction-set flags and reached only through this table.
  *
  * The KV cache of one layer is [n_blocks, Hkv, block_size, D] f32: position
  * p of a sequence is in block block_table[p / block_size] at offset
@@ -113,6 +114,7 @@ typedef enum folo_cpu_isa {
     FOLO_CPU_ISA_PORTABLE = 0,
     FOLO_CPU_ISA_AVX2,
     FOLO_CPU_ISA_AVX512,
+    FOLO_CPU_ISA_AMX,
     FOLO_CPU_ISA_COUNT
 } folo_cpu_isa;
 
@@ -120,7 +122,7 @@ typedef enum folo_cpu_isa {
  * above; the rest (norms, RoPE, residual) cost a few percent of a forward
  * and are always portable. */
 typedef struct folo_cpu_kernels {
-    const char *name; /* "portable", "avx2", "avx512" */
+    const char *name; /* "portable", "avx2", "avx512", "amx" */
     void (*matmul)(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
                    folo_dtype w_dtype, int row_begin, int row_end, float *rows_f32);
     /* Floats of the rows_f32 scratch one matmul call needs for inner size K
@@ -133,7 +135,8 @@ typedef struct folo_cpu_kernels {
                             int kv_head, int head_dim, float scale);
 } folo_cpu_kernels;
 
-/* The table of one ISA, or NULL when this build or this CPU lacks it. */
+/* The table of one ISA, or NULL when this build or this CPU lacks it (for
+ * AMX also when the kernel refuses the process the tile state). */
 const folo_cpu_kernels *folo_cpu_kernels_for(folo_cpu_isa isa);
 
 /* The widest table this CPU runs, or the one $FOLO_CPU_ISA names (an
@@ -141,9 +144,11 @@ const folo_cpu_kernels *folo_cpu_kernels_for(folo_cpu_isa isa);
  * level the first time. */
 const folo_cpu_kernels *folo_cpu_kernels_select(folo_error *err);
 
-/* The SIMD tables, defined only on x86-64 (kernels_avx2.c, kernels_avx512.c);
- * reach them through folo_cpu_kernels_for, which checks the CPU first. */
+/* The SIMD tables, defined only on x86-64 (kernels_avx2.c, kernels_avx512.c,
+ * kernels_amx.c); reach them through folo_cpu_kernels_for, which checks the
+ * CPU first. */
 extern const folo_cpu_kernels folo_cpu_kernels_avx2;
 extern const folo_cpu_kernels folo_cpu_kernels_avx512;
+extern const folo_cpu_kernels folo_cpu_kernels_amx;
 
 #endif
