@@ -15,13 +15,13 @@ static const char k_usage[] =
     "usage: folo quantize [-m DIR] --out DIR [--method gptq|rtn] [--calib FILE]\n"
     "                     [--bits 4] [--group-size N] [--sym|--asym] [--desc-act] [--damp X]\n"
     "                     [--format gptq|gptq_v2] [--n-samples N] [--seq-len N] [--seed N]\n"
-    "                     [--threads N]\n";
+    "                     [--lm-head] [--threads N]\n";
 
 static const char k_help[] =
     "Quantizes every decoder linear of a float Qwen3 checkpoint to 4 bits and writes the\n"
     "GPTQ checkpoint layout GPTQModel writes (qweight, qzeros, f16 scales, g_idx; the\n"
-    "embedding, norms and lm_head stay as they are), loadable by folo, vLLM and\n"
-    "transformers.\n"
+    "embedding, norms and, without --lm-head, lm_head stay as they are), loadable by\n"
+    "folo, vLLM and transformers.\n"
     "\n"
     "  -m, --model DIR      the float checkpoint (default: the synthetic Qwen3-0.6B-shaped\n"
     "                       model, made on first use)\n"
@@ -44,6 +44,8 @@ static const char k_help[] =
     "                       it, in (0, 1) (default 0.01)\n"
     "      --format F       gptq (default, stores zero - 1, the most widely loadable) or\n"
     "                       gptq_v2 (stores the zero; what GPTQModel 7 needs with --asym)\n"
+    "      --lm-head        quantize lm_head too, the same way, on the final norm's output\n"
+    "                       (the embedding stays float; a tied head becomes untied)\n"
     "      --threads N      CPU threads of the forward passes (default: all cores; BLAS\n"
     "                       runs its own, e.g. OPENBLAS_NUM_THREADS)\n"
     "  -h, --help           show this help\n";
@@ -56,8 +58,8 @@ typedef struct {
 /* Returns 0 to go on, -1 after --help, or 2 on a usage error. */
 static int parse_args(int argc, char **argv, quantize_args *a) {
     enum { OPT_OUT = 256, OPT_METHOD, OPT_CALIB, OPT_N_SAMPLES, OPT_SEQ_LEN, OPT_SEED, OPT_BITS,
-           OPT_GROUP_SIZE, OPT_SYM, OPT_ASYM, OPT_DESC_ACT, OPT_DAMP, OPT_FORMAT, OPT_THREADS,
-           OPT_DUMP };
+           OPT_GROUP_SIZE, OPT_SYM, OPT_ASYM, OPT_DESC_ACT, OPT_DAMP, OPT_FORMAT, OPT_LM_HEAD,
+           OPT_THREADS, OPT_DUMP };
     static const struct option longs[] = {
         {"model", required_argument, NULL, 'm'},
         {"out", required_argument, NULL, OPT_OUT},
@@ -73,6 +75,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         {"desc-act", no_argument, NULL, OPT_DESC_ACT},
         {"damp", required_argument, NULL, OPT_DAMP},
         {"format", required_argument, NULL, OPT_FORMAT},
+        {"lm-head", no_argument, NULL, OPT_LM_HEAD},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"dump-inputs", required_argument, NULL, OPT_DUMP},
         {"help", no_argument, NULL, 'h'},
@@ -131,6 +134,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
                 return cli_usage_error(cmd, k_usage, "invalid value '%s' for --format (expected "
                                        "gptq or gptq_v2)", optarg);
             break;
+        case OPT_LM_HEAD: q->lm_head = true; break;
         case OPT_THREADS:
             bad = cli_parse_int(cmd, "--threads", optarg, 1, 1024, &q->n_threads);
             break;

@@ -71,8 +71,10 @@ static int plan_linear(plan *p, const char *prefix, int64_t N, int64_t K, int gr
     return first;
 }
 
-static int plan_model(plan *p, const folo_model *m, int group_size, int *first_part,
-                      folo_error *err) {
+/* first_part [L, FOLO_N_LINEARS] and, with lm_head, *head_part: where
+ * each quantized linear's parts start. */
+static int plan_model(plan *p, const folo_model *m, int group_size, bool lm_head,
+                      int *first_part, int *head_part, folo_error *err) {
     const folo_config *c = &m->config;
     plan_float(p, "model.embed_tokens.weight", &m->embed);
     for (int l = 0; l < c->n_layers; l++) {
@@ -103,21 +105,27 @@ static int plan_model(plan *p, const folo_model *m, int group_size, int *first_p
         }
     }
     plan_float(p, "model.norm.weight", &m->final_norm);
-    if (!c->tie_word_embeddings) plan_float(p, "lm_head.weight", &m->lm_head);
+    if (lm_head) {
+        *head_part = plan_linear(p, "lm_head", c->vocab_size, c->hidden_size, group_size, err);
+        if (*head_part < 0) return -1;
+    } else if (!c->tie_word_embeddings) {
+        plan_float(p, "lm_head.weight", &m->lm_head);
+    }
     return 0;
 }
 
 /* ---- writing ------------------------------------------------------------------ */
 
 int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_model *m,
-                          int group_size, folo_error *err) {
+                          int group_size, bool lm_head, folo_error *err) {
     memset(c, 0, sizeof *c);
     c->writer.fd = -1;
     c->out_dir = folo_strdup(out_dir);
     c->model = m;
     c->first_part = folo_calloc((size_t)m->config.n_layers * FOLO_N_LINEARS, sizeof(int));
+    c->head_part = -1;
     plan p = {0};
-    int rc = plan_model(&p, m, group_size, c->first_part, err);
+    int rc = plan_model(&p, m, group_size, lm_head, c->first_part, &c->head_part, err);
     c->tensors = p.tensors;
     c->n_tensors = p.n;
     if (rc == 0) rc = folo_mkdir_p(out_dir, err);
@@ -133,9 +141,9 @@ int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_m
     return rc;
 }
 
-int folo_qcheckpoint_put(folo_qcheckpoint *c, int layer, folo_linear_id id,
-                         const folo_quant_result *r, bool zeros_minus_one, folo_error *err) {
-    int first = c->first_part[layer * FOLO_N_LINEARS + id];
+/* Packs r and writes it into the four tensors from writer index `first`. */
+static int put_parts(folo_qcheckpoint *c, int first, const folo_quant_result *r,
+                     bool zeros_minus_one, folo_error *err) {
     int64_t N = r->N, K = r->K, n_groups = r->n_groups;
     uint32_t *qweight = folo_alloc_large((size_t)(K / 8 * N) * sizeof(uint32_t));
     uint32_t *qzeros = folo_alloc_large((size_t)(n_groups * N / 8) * sizeof(uint32_t));
@@ -155,8 +163,19 @@ int folo_qcheckpoint_put(folo_qcheckpoint *c, int layer, folo_linear_id id,
     return rc;
 }
 
+int folo_qcheckpoint_put(folo_qcheckpoint *c, int layer, folo_linear_id id,
+                         const folo_quant_result *r, bool zeros_minus_one, folo_error *err) {
+    return put_parts(c, c->first_part[layer * FOLO_N_LINEARS + id], r, zeros_minus_one, err);
+}
+
+int folo_qcheckpoint_put_head(folo_qcheckpoint *c, const folo_quant_result *r,
+                              bool zeros_minus_one, folo_error *err) {
+    FOLO_ASSERT(c->head_part >= 0);
+    return put_parts(c, c->head_part, r, zeros_minus_one, err);
+}
+
 /* config.json's quantization_config (and quantize_config.json). */
-static json_t *quantization_config(const folo_qcheckpoint_info *info) {
+static json_t *quantization_config(const folo_qcheckpoint_info *info, bool lm_head) {
     const folo_quant_params *q = &info->params;
     bool gptq = q->method == FOLO_QUANT_GPTQ;
     json_t *meta = json_pack("{s:[s], s:s}", "quantizer", "folo:" FOLO_VERSION, "method",
@@ -168,7 +187,7 @@ static json_t *quantization_config(const folo_qcheckpoint_info *info) {
                                       "seed", (json_int_t)info->seed));
     json_t *qc = json_pack("{s:s, s:i, s:i, s:b, s:b, s:b, s:s, s:s, s:b, s:b, s:o}",
                            "quant_method", "gptq", "bits", 4, "group_size", q->group_size,
-                           "desc_act", q->desc_act, "sym", q->sym, "lm_head", 0,
+                           "desc_act", q->desc_act, "sym", q->sym, "lm_head", lm_head,
                            "checkpoint_format", info->format_v2 ? "gptq_v2" : "gptq",
                            "pack_dtype", "int32", "static_groups", 0, "true_sequential", 1,
                            "meta", meta);
@@ -182,8 +201,10 @@ int folo_qcheckpoint_finish(folo_qcheckpoint *c, const folo_qcheckpoint_info *in
     const char *src = c->model->dir, *dst = c->out_dir;
     if (rc == 0) rc = folo_hf_copy_tokenizer(src, dst, err);
     if (rc == 0) rc = folo_hf_copy_file(src, dst, "generation_config.json", false, err);
+    bool lm_head = c->head_part >= 0;
     if (rc == 0)
-        rc = folo_hf_write_json(dst, "quantize_config.json", quantization_config(info), err);
+        rc = folo_hf_write_json(dst, "quantize_config.json", quantization_config(info, lm_head),
+                                err);
     if (rc == 0) {
         char *path = folo_path_join(src, "config.json");
         json_error_t jerr;
@@ -191,7 +212,11 @@ int folo_qcheckpoint_finish(folo_qcheckpoint *c, const folo_qcheckpoint_info *in
         if (!json_is_object(config))
             rc = folo_fail(err, "%s: cannot read it back: %s", path, jerr.text);
         else
-            json_object_set_new(config, "quantization_config", quantization_config(info));
+            json_object_set_new(config, "quantization_config", quantization_config(info, lm_head));
+        /* A quantized head is its own tensor: transformers would tie it back
+         * to the float embedding. */
+        if (rc == 0 && lm_head && c->model->config.tie_word_embeddings)
+            json_object_set_new(config, "tie_word_embeddings", json_false());
         if (rc == 0) rc = folo_hf_write_json(dst, "config.json", config, err);
         else json_decref(config);
         free(path);

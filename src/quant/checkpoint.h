@@ -6,10 +6,13 @@
  *                           decoder linears, copied byte for byte (the
  *                           embedding, the norms, an untied lm_head, which
  *                           stays float: lm_head false), and per linear
- *                           qweight, qzeros, scales (F16) and g_idx
+ *                           qweight, qzeros, scales (F16) and g_idx; with
+ *                           a quantized head, lm_head is such a linear
+ *                           (lm_head true) and the embedding still float
  *   config.json             the source's, with quantization_config added
- *                           (written last: until then the directory does
- *                           not read as a model)
+ *                           and, with a quantized head,
+ *                           tie_word_embeddings false (written last: until
+ *                           then the directory does not read as a model)
  *   quantize_config.json    the same quantization_config, for GPTQModel
  *   generation_config.json  and the tokenizer files, copied
  *
@@ -56,15 +59,20 @@ typedef struct folo_qcheckpoint {
     int n_tensors;
     folo_st_writer writer;   /* borrows the names */
     int *first_part;         /* [L, FOLO_N_LINEARS] writer index of each linear's qweight */
+    int head_part;           /* writer index of lm_head.qweight, or -1: the head stays float */
 } folo_qcheckpoint;
 
 /* Creates out_dir, removes a stale config.json and index, opens
- * model.safetensors with every tensor's place and copies the float ones. */
+ * model.safetensors with every tensor's place and copies the float ones;
+ * lm_head: the head is one of the quantized linears. */
 int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_model *m,
-                          int group_size, folo_error *err);
+                          int group_size, bool lm_head, folo_error *err);
 /* Writes the four tensors of a layer's linear. */
 int folo_qcheckpoint_put(folo_qcheckpoint *c, int layer, folo_linear_id id,
                          const folo_quant_result *r, bool zeros_minus_one, folo_error *err);
+/* Writes the four tensors of lm_head (opened with lm_head). */
+int folo_qcheckpoint_put_head(folo_qcheckpoint *c, const folo_quant_result *r,
+                              bool zeros_minus_one, folo_error *err);
 /* Closes model.safetensors and writes the JSON and tokenizer files,
  * config.json last. */
 int folo_qcheckpoint_finish(folo_qcheckpoint *c, const folo_qcheckpoint_info *info,

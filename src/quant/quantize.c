@@ -90,6 +90,10 @@ static int check(const quant_run *r, folo_error *err) {
                             err) != 0)
             return folo_fail_prefix(err, "--group-size %d", r->params.group_size);
     }
+    int64_t d0, d1;
+    if (o->lm_head && folo_gptq_shape(FOLO_GPTQ_QWEIGHT, c->vocab_size, c->hidden_size, &q, &d0,
+                                      &d1, "lm_head", err) != 0)
+        return folo_fail_prefix(err, "--lm-head");
     return 0;
 }
 
@@ -110,7 +114,8 @@ static float *window_x(const quant_run *r, int s) {
 /* Writes what a dump holds for one tap: "x" [rows, K]. */
 static int dump_tap(quant_run *r, int layer, folo_cpu_tap tap, int K, folo_error *err) {
     char name[64];
-    snprintf(name, sizeof name, "layer.%d.%s.safetensors", layer, k_tap_names[tap]);
+    if (layer == r->src->config.n_layers) snprintf(name, sizeof name, "lm_head.safetensors");
+    else snprintf(name, sizeof name, "layer.%d.%s.safetensors", layer, k_tap_names[tap]);
     char *path = folo_path_join(r->o->dump_dir, name);
     folo_st_tensor t = {.name = "x", .dtype = FOLO_DTYPE_F32, .n_dims = 2,
                         .shape = {(int64_t)r->calib.n_samples * r->calib.seq_len, K}};
@@ -120,14 +125,19 @@ static int dump_tap(quant_run *r, int layer, folo_cpu_tap tap, int K, folo_error
     return rc;
 }
 
-/* h = the Hessian of the input at `tap` ([rows, K]) over every window. */
+/* h = the Hessian of the input at `tap` ([rows, K]) over every window; at
+ * layer n_layers (after the last; tap ignored), of lm_head's input, the
+ * final norm's output. */
 static int collect(quant_run *r, int layer, folo_cpu_tap tap, int K, folo_hessian *h,
                    folo_error *err) {
     if (folo_hessian_init(h, K, r->la, err) != 0) return -1;
     int L = r->calib.seq_len;
+    bool head = layer == r->src->config.n_layers;
     for (int s = 0; s < r->calib.n_samples; s++) {
-        const float *in = folo_cpu_layer_run(r->backend, window_batch(r, s), layer, tap,
-                                             window_x(r, s), err);
+        const folo_batch *batch = window_batch(r, s);
+        const float *in = head ? folo_cpu_final_norm(r->backend, batch, window_x(r, s), err)
+                               : folo_cpu_layer_run(r->backend, batch, layer, tap,
+                                                    window_x(r, s), err);
         if (!in) return -1;
         folo_hessian_add(h, in, L);
         if (r->dump) memcpy(r->dump + (size_t)s * L * K, in, (size_t)L * K * sizeof(float));
@@ -202,7 +212,7 @@ static int quantize_linear(quant_run *r, int layer, folo_linear_id id, const dou
     char name[96];
     snprintf(name, sizeof name, "model.layers.%d.%s", layer, folo_linear_names[id]);
     folo_quant_result *res = &r->results[id];
-    if (folo_quant_solve(res, &r->params, t, H, r->la, name, err) != 0) return -1;
+    if (folo_quant_solve(res, &r->params, t, H, r->la, true, name, err) != 0) return -1;
     if (folo_qcheckpoint_put(&r->out, layer, id, res, !r->o->format_v2, err) != 0) return -1;
     *t = (folo_tensor){.data = res->dequant, .dtype = FOLO_DTYPE_F32, .n_dims = 2,
                        .shape = {res->N, res->K}};
@@ -250,6 +260,26 @@ static int quantize_layer(quant_run *r, int layer, double *errors, folo_error *e
         folo_quant_result_free(&r->results[id]);
     }
     r->layers[layer] = r->src->layers[layer];
+    return rc;
+}
+
+/* Quantizes lm_head [V, H] (--lm-head), tied to the embedding or not, on
+ * the final norm's output of the hidden states through every quantized
+ * layer, and writes it. No step runs on it later, so its Ŵ is not kept:
+ * the solver goes through its rows a chunk at a time. *error: its relative
+ * error (NaN without calibration). */
+static int quantize_head(quant_run *r, double *error, folo_error *err) {
+    const folo_config *c = &r->src->config;
+    folo_hessian h = {0};
+    folo_quant_result res = {0};
+    int rc = r->backend ? collect(r, c->n_layers, FOLO_CPU_TAP_QKV, c->hidden_size, &h, err) : 0;
+    if (rc == 0)
+        rc = folo_quant_solve(&res, &r->params, &r->src->lm_head, r->backend ? h.h : NULL, r->la,
+                              false, "lm_head", err);
+    folo_hessian_free(&h);
+    if (rc == 0) rc = folo_qcheckpoint_put_head(&r->out, &res, !r->o->format_v2, err);
+    *error = res.rel_error;
+    folo_quant_result_free(&res);
     return rc;
 }
 
@@ -304,7 +334,8 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
                  "--format gptq_v2");
     if (rc == 0 && o->calib_path) rc = start_calibration(&r, err);
     if (rc == 0) {
-        rc = folo_qcheckpoint_open(&r.out, o->out_dir, src, r.params.group_size, err);
+        rc = folo_qcheckpoint_open(&r.out, o->out_dir, src, r.params.group_size, o->lm_head,
+                                   err);
         r.out_open = true;
     }
     for (int l = 0; rc == 0 && l < c->n_layers; l++) {
@@ -317,13 +348,24 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
         folo_log(FOLO_LOG_INFO, "quantize: layer %d/%d in %.1f s (%.1f s in all)%s", l + 1,
                  c->n_layers, now_s - layer_start_s, now_s - start_s, text);
     }
+    if (rc == 0 && o->lm_head) {
+        double head_start_s = folo_now_s(), error;
+        rc = quantize_head(&r, &error, err);
+        char text[96] = "";
+        if (r.backend) snprintf(text, sizeof text, "; ‖WX−ŴX‖²/‖WX‖²: lm_head %.3e", error);
+        double now_s = folo_now_s();
+        if (rc == 0)
+            folo_log(FOLO_LOG_INFO, "quantize: lm_head [%d, %d] in %.1f s (%.1f s in all)%s",
+                     c->vocab_size, c->hidden_size, now_s - head_start_s, now_s - start_s, text);
+    }
     folo_qcheckpoint_info info = {.params = r.params, .format_v2 = o->format_v2,
                                   .calib_path = o->calib_path, .n_samples = o->n_samples,
                                   .seq_len = o->seq_len, .seed = o->seed};
     if (rc == 0) rc = folo_qcheckpoint_finish(&r.out, &info, err);
     if (rc == 0)
-        folo_log(FOLO_LOG_INFO, "quantize: wrote %s: %d linears, %s, group size %d, %s%s, "
+        folo_log(FOLO_LOG_INFO, "quantize: wrote %s: %d linears%s, %s, group size %d, %s%s, "
                  "format %s, in %.1f s", o->out_dir, c->n_layers * FOLO_N_LINEARS,
+                 o->lm_head ? " and lm_head" : "",
                  r.params.method == FOLO_QUANT_GPTQ ? "GPTQ" : "round-to-nearest",
                  r.params.group_size, r.params.sym ? "symmetric" : "asymmetric",
                  r.params.desc_act ? ", act-order" : "", o->format_v2 ? "gptq_v2" : "gptq",

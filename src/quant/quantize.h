@@ -30,6 +30,12 @@
  * computes from the written checkpoint (docs/gptq.md), so the inputs of a
  * later step are those the 4-bit model will produce.
  *
+ * With lm_head set, the head [V, H] is quantized last, the same way: its
+ * inputs are the final norm's output of the hidden states through every
+ * quantized layer. It is written as lm_head.qweight etc., the embedding
+ * stays float, and a tied checkpoint becomes untied (GPTQModel's layout
+ * for a quantized head).
+ *
  * RTN needs no calibration; given calibration text it runs the same steps
  * to measure its errors. Each layer's progress line gives, per linear,
  * ‖W·X - Ŵ·X‖² / ‖W·X‖² on the calibration inputs it saw.
@@ -41,7 +47,8 @@
  * the input rows of every Hessian are written there as safetensors:
  * calib_ids.safetensors ("input_ids" I32 [n_samples, seq_len]) and
  * layer.L.TAP.safetensors ("x" F32 [n_samples · seq_len, K]) for TAP in
- * qkv, o, gate_up, down. */
+ * qkv, o, gate_up, down, and lm_head.safetensors ("x" [n_samples ·
+ * seq_len, H]) with lm_head. */
 #ifndef FOLO_QUANT_QUANTIZE_H
 #define FOLO_QUANT_QUANTIZE_H
 
@@ -55,6 +62,7 @@ typedef struct folo_quantize_opts {
     const char *model_dir;    /* a float Qwen3 checkpoint */
     const char *out_dir;      /* created; its model files are replaced */
     folo_quant_params params; /* method, group size, sym, act-order, damp */
+    bool lm_head;             /* quantize lm_head too (untying a tied one) */
     bool format_v2;           /* checkpoint_format "gptq_v2" rather than "gptq" */
     const char *calib_path;   /* calib.h; required by GPTQ, optional for RTN */
     int n_samples;            /* calibration windows */

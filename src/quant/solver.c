@@ -1,11 +1,15 @@
 /* Quantizing one linear; see solver.h for the algorithm.
  *
- * Everything runs in double on row-major copies: W0 [N, K] the weights as
- * stored, W [N, K] the working copy (columns in act-order), U [K, K] the
- * factor. Rows are independent in GPTQ (each has its own grids and error
- * feedback; only U is shared), so the inner loops run along rows, and the
- * two large products (the lazy block update and the error's ΔW·H) are
- * BLAS's dgemm. */
+ * Everything runs in double on row-major copies. Rows are independent in
+ * GPTQ (each has its own grids and error feedback; only the permutation and
+ * the factor U of the inverse Hessian are shared), so once U is found the
+ * rows are quantized a chunk at a time: W0 [R, K] the chunk's weights as
+ * stored, W [R, K] its working copy (columns in act-order), with R rows
+ * chosen so that one such copy takes CHUNK_BYTES. Every decoder linear of
+ * Qwen3-0.6B is one chunk; its 151936-row lm_head is 38, whose copies in
+ * double (1.2 GB each) never exist whole. The inner loops run along rows,
+ * and the large products (the lazy block update, and W·H and ΔW·H of the
+ * error) are BLAS's dgemm. */
 #include "quant/solver.h"
 
 #include <math.h>
@@ -19,6 +23,7 @@
 #define MAXQ 15          /* 2^bits - 1 */
 #define BLOCK 128        /* columns of a lazy-batch block (the reference's blocksize) */
 #define DAMP_STEP 0.0015 /* GPTQModel's damp_auto_increment */
+#define CHUNK_BYTES (32u << 20) /* of a chunk's [R, K] doubles */
 
 /* ---- the grid ------------------------------------------------------------- */
 
@@ -55,29 +60,39 @@ static double quantize(double w, double scale, double zero, uint8_t *code) {
 
 typedef struct solve_state {
     int N, K, G, n_groups;
-    double *W0;        /* [N, K] the weights as stored */
-    double *W;         /* [N, K] GPTQ's working copy, columns permuted */
-    double *U;         /* [K, K] upper Cholesky factor of the damped H⁻¹ (upper triangle) */
-    double *Hp;        /* [K, K] H with dead columns fixed, permuted */
-    double *block;     /* [N, BLOCK] the current block of W, updated within the block */
-    double *err;       /* [N, BLOCK] the block's scaled errors */
-    double *scale;     /* [n_groups, N] */
-    double *zero;      /* [n_groups, N] */
-    uint8_t *codes_p;  /* [N, K] codes, columns permuted */
-    int32_t *perm;     /* [K] permuted column j is column perm[j] */
+    int R;              /* rows a chunk holds at most */
+    /* the whole linear */
+    double *U;          /* [K, K] upper Cholesky factor of the damped H⁻¹ (GPTQ) */
+    double *Hp;         /* [K, K] H with dead columns fixed, permuted (GPTQ) */
+    int32_t *perm;      /* [K] permuted column j is column perm[j] (RTN: j) */
+    double whw, dhd;    /* tr(W·H·Wᵀ) and tr(ΔW·H·ΔWᵀ) over the chunks so far */
+    /* the current chunk: rows [n0, n0 + n) of the linear, n <= R */
+    int n0, n;
+    double *W0;         /* [n, K] the weights as stored */
+    double *W;          /* [n, K] GPTQ's working copy, columns permuted; then ΔW = W0 - Ŵ */
+    double *Y;          /* [n, K] W0·H, then ΔW·H */
+    double *block;      /* [n, BLOCK] the current block of W, updated within the block (GPTQ) */
+    double *err;        /* [n, BLOCK] the block's scaled errors (GPTQ) */
+    double *scale;      /* [n_groups, n] */
+    double *zero;       /* [n_groups, n] */
+    uint8_t *codes_p;   /* [n, K] codes, columns permuted */
+    float *dequant;     /* [n, K] Ŵ: the chunk's rows of the result's dequant, or dequant_own */
+    float *dequant_own; /* [R, K] when the result keeps no dequant */
 } solve_state;
 
 static void state_free(solve_state *s) {
-    folo_free_large(s->W0);
-    folo_free_large(s->W);
     folo_free_large(s->U);
     folo_free_large(s->Hp);
+    folo_free_large(s->perm);
+    folo_free_large(s->W0);
+    folo_free_large(s->W);
+    folo_free_large(s->Y);
     folo_free_large(s->block);
     folo_free_large(s->err);
     folo_free_large(s->scale);
     folo_free_large(s->zero);
     folo_free_large(s->codes_p);
-    folo_free_large(s->perm);
+    folo_free_large(s->dequant_own);
 }
 
 void folo_quant_result_free(folo_quant_result *r) {
@@ -89,20 +104,22 @@ void folo_quant_result_free(folo_quant_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* W0 = w in double; fails on a weight that is not finite. */
+/* W0 = the chunk's rows of w in double; fails on a weight that is not
+ * finite. */
 static int load_weights(solve_state *s, const folo_tensor *w, const char *name, folo_error *err) {
     size_t K = (size_t)s->K, elem = folo_dtype_size(w->dtype);
     float *row = folo_calloc(K, sizeof *row); /* [K] */
     int rc = 0;
-    for (int n = 0; n < s->N && rc == 0; n++) {
+    for (size_t i = 0; i < (size_t)s->n && rc == 0; i++) {
+        size_t n = (size_t)s->n0 + i;
         folo_to_f32(w->dtype, (const char *)w->data + n * K * elem, row, K);
         for (size_t k = 0; k < K; k++) {
             if (!isfinite(row[k])) {
-                rc = folo_fail(err, "%s: weight [%d, %zu] is %g; only finite weights can be "
+                rc = folo_fail(err, "%s: weight [%zu, %zu] is %g; only finite weights can be "
                                "quantized", name, n, k, (double)row[k]);
                 break;
             }
-            s->W0[n * K + k] = row[k];
+            s->W0[i * K + k] = row[k];
         }
     }
     free(row);
@@ -123,17 +140,14 @@ static int compare_desc(const void *a, const void *b) {
     return (x->index > y->index) - (x->index < y->index);
 }
 
-/* Steps 1-2 of solver.h: dead columns, then the permutation of W and H. */
-static void prepare(solve_state *s, const folo_quant_params *p, const double *H) {
-    size_t N = (size_t)s->N, K = (size_t)s->K;
+/* Steps 1-2 of solver.h for H: dead columns, then the permutation and Hp. */
+static void prepare_hessian(solve_state *s, const folo_quant_params *p, const double *H) {
+    size_t K = (size_t)s->K;
     double *Hd = s->U; /* scratch: H with dead columns fixed, before permuting */
     memcpy(Hd, H, K * K * sizeof(double));
-    memcpy(s->W, s->W0, N * K * sizeof(double));
     for (size_t i = 0; i < K; i++) {
         s->perm[i] = (int32_t)i;
-        if (Hd[i * K + i] != 0.0) continue;
-        Hd[i * K + i] = 1.0;
-        for (size_t n = 0; n < N; n++) s->W[n * K + i] = 0.0;
+        if (Hd[i * K + i] == 0.0) Hd[i * K + i] = 1.0;
     }
     if (p->desc_act) {
         diag_entry *diag = folo_calloc(K, sizeof *diag);
@@ -144,14 +158,16 @@ static void prepare(solve_state *s, const folo_quant_params *p, const double *H)
     }
     for (size_t i = 0; i < K; i++)
         for (size_t j = 0; j < K; j++) s->Hp[i * K + j] = Hd[(size_t)s->perm[i] * K + s->perm[j]];
-    if (p->desc_act) {
-        double *row = folo_calloc(K, sizeof *row);
-        for (size_t n = 0; n < N; n++) {
-            for (size_t j = 0; j < K; j++) row[j] = s->W[n * K + s->perm[j]];
-            memcpy(s->W + n * K, row, K * sizeof(double));
+}
+
+/* Steps 1-2 for the chunk's rows: W = W0 with dead columns zeroed, permuted. */
+static void prepare_rows(solve_state *s, const double *H) {
+    size_t n = (size_t)s->n, K = (size_t)s->K;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < K; j++) {
+            size_t k = (size_t)s->perm[j];
+            s->W[i * K + j] = H[k * K + k] == 0.0 ? 0.0 : s->W0[i * K + k];
         }
-        free(row);
-    }
 }
 
 /* U = the upper Cholesky factor of (Hp + damp · mean(diag Hp) · I)⁻¹: 0, a
@@ -191,89 +207,102 @@ static int factor(solve_state *s, const folo_quant_params *p, const folo_linalg 
                      "calibrate with more samples", name);
 }
 
-/* Step 4-5: the column loop. codes_p, scale and zero in permuted order. */
+/* Step 4-5 on the chunk's rows: codes_p, scale and zero in permuted order. */
 static void gptq_columns(solve_state *s, const folo_quant_params *p, const folo_linalg *la) {
-    size_t N = (size_t)s->N, K = (size_t)s->K, G = (size_t)s->G;
+    size_t n = (size_t)s->n, K = (size_t)s->K, G = (size_t)s->G;
     for (size_t i1 = 0; i1 < K; i1 += BLOCK) {
         size_t i2 = i1 + BLOCK < K ? i1 + BLOCK : K, count = i2 - i1;
-        for (size_t n = 0; n < N; n++)
-            memcpy(s->block + n * BLOCK, s->W + n * K + i1, count * sizeof(double));
+        for (size_t r = 0; r < n; r++)
+            memcpy(s->block + r * BLOCK, s->W + r * K + i1, count * sizeof(double));
         for (size_t i = 0; i < count; i++) {
             size_t col = i1 + i, g = col / G;
             if (p->group_size > 0 && col % G == 0)
-                for (size_t n = 0; n < N; n++)
-                    find_grid(s->W + n * K + col, (int)G, p, &s->scale[g * N + n],
-                              &s->zero[g * N + n]);
+                for (size_t r = 0; r < n; r++)
+                    find_grid(s->W + r * K + col, (int)G, p, &s->scale[g * n + r],
+                              &s->zero[g * n + r]);
             const double *u = s->U + col * K + i1; /* U[col, i1..i2) */
             double d = u[i];
-            for (size_t n = 0; n < N; n++) {
-                double *w = s->block + n * BLOCK;
-                double q = quantize(w[i], s->scale[g * N + n], s->zero[g * N + n],
-                                    &s->codes_p[n * K + col]);
+            for (size_t r = 0; r < n; r++) {
+                double *w = s->block + r * BLOCK;
+                double q = quantize(w[i], s->scale[g * n + r], s->zero[g * n + r],
+                                    &s->codes_p[r * K + col]);
                 double e = (w[i] - q) / d;
-                s->err[n * BLOCK + i] = e;
+                s->err[r * BLOCK + i] = e;
                 for (size_t j = i + 1; j < count; j++) w[j] -= e * u[j];
             }
         }
         if (i2 < K) /* W[:, i2:] -= err · U[i1:i2, i2:] */
-            la->dgemm(FOLO_CBLAS_ROW_MAJOR, FOLO_CBLAS_NO_TRANS, FOLO_CBLAS_NO_TRANS, s->N,
+            la->dgemm(FOLO_CBLAS_ROW_MAJOR, FOLO_CBLAS_NO_TRANS, FOLO_CBLAS_NO_TRANS, s->n,
                       (int)(K - i2), (int)count, -1.0, s->err, BLOCK, s->U + i1 * K + i2, s->K,
                       1.0, s->W + i2, s->K);
     }
 }
 
-/* ---- results -------------------------------------------------------------- */
+/* ---- one chunk ------------------------------------------------------------ */
 
-/* Codes and g_idx back in column order, zeros and f16 scales, dequant. */
-static void finish(folo_quant_result *r, const solve_state *s) {
-    size_t N = (size_t)s->N, K = (size_t)s->K;
-    for (size_t j = 0; j < K; j++) {
-        size_t k = (size_t)s->perm[j];
-        r->g_idx[k] = (int32_t)(j / (size_t)s->G);
-        for (size_t n = 0; n < N; n++) r->codes[n * K + k] = s->codes_p[n * K + j];
+/* codes_p, scale and zero of the chunk's rows, by GPTQ or RTN. */
+static void quantize_chunk(solve_state *s, const folo_quant_params *p, const double *H,
+                           const folo_linalg *la) {
+    size_t n = (size_t)s->n, K = (size_t)s->K, G = (size_t)s->G;
+    bool gptq = p->method == FOLO_QUANT_GPTQ;
+    if (!gptq || p->group_size < 0)
+        /* RTN: every group's grid; GPTQ with one group per row: the row's,
+         * found before anything changes W (the reference's order). */
+        for (size_t g = 0; g < (size_t)s->n_groups; g++)
+            for (size_t r = 0; r < n; r++)
+                find_grid(s->W0 + r * K + g * G, s->G, p, &s->scale[g * n + r],
+                          &s->zero[g * n + r]);
+    if (gptq) {
+        prepare_rows(s, H);
+        gptq_columns(s, p, la);
+        return;
     }
-    for (size_t i = 0; i < (size_t)s->n_groups * N; i++) {
-        r->zeros[i] = (uint8_t)s->zero[i];
-        r->scales[i] = folo_f32_to_f16((float)s->scale[i]);
-    }
-    for (size_t n = 0; n < N; n++)
+    for (size_t r = 0; r < n; r++)
         for (size_t k = 0; k < K; k++) {
-            size_t gi = (size_t)r->g_idx[k] * N + n;
-            r->dequant[n * K + k] = ((float)r->codes[n * K + k] - (float)r->zeros[gi]) *
+            size_t gi = k / G * n + r;
+            quantize(s->W0[r * K + k], s->scale[gi], s->zero[gi], &s->codes_p[r * K + k]);
+        }
+}
+
+/* The chunk's rows of the result: codes back in column order, zeros and
+ * f16 scales; and its dequantized rows. */
+static void finish_chunk(folo_quant_result *r, solve_state *s) {
+    size_t N = (size_t)s->N, K = (size_t)s->K, n = (size_t)s->n, n0 = (size_t)s->n0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *codes = r->codes + (n0 + i) * K;
+        for (size_t j = 0; j < K; j++) codes[s->perm[j]] = s->codes_p[i * K + j];
+    }
+    for (size_t g = 0; g < (size_t)s->n_groups; g++)
+        for (size_t i = 0; i < n; i++) {
+            r->zeros[g * N + n0 + i] = (uint8_t)s->zero[g * n + i];
+            r->scales[g * N + n0 + i] = folo_f32_to_f16((float)s->scale[g * n + i]);
+        }
+    s->dequant = r->dequant ? r->dequant + n0 * K : s->dequant_own;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < K; k++) {
+            size_t gi = (size_t)r->g_idx[k] * N + n0 + i;
+            s->dequant[i * K + k] = ((float)r->codes[(n0 + i) * K + k] - (float)r->zeros[gi]) *
                                     folo_f16_to_f32(r->scales[gi]);
         }
 }
 
-/* tr(ΔW·H·ΔWᵀ) / tr(W·H·Wᵀ), both rows of M = [W0; W0 - Ŵ] through one
- * product M·H. */
-static int relative_error(folo_quant_result *r, const solve_state *s, const double *H,
-                          const folo_linalg *la, const char *name, folo_error *err) {
-    size_t N = (size_t)s->N, K = (size_t)s->K;
-    double *M = folo_alloc_large(2 * N * K * sizeof(double)); /* [2N, K] */
-    double *Y = folo_alloc_large(2 * N * K * sizeof(double)); /* [2N, K] = M·H */
-    if (!M || !Y) {
-        folo_free_large(M);
-        folo_free_large(Y);
-        return folo_fail(err, "%s: cannot allocate %zu bytes to measure the error", name,
-                         4 * N * K * sizeof(double));
-    }
-    memcpy(M, s->W0, N * K * sizeof(double));
-    for (size_t i = 0; i < N * K; i++) M[N * K + i] = s->W0[i] - (double)r->dequant[i];
-    la->dgemm(FOLO_CBLAS_ROW_MAJOR, FOLO_CBLAS_NO_TRANS, FOLO_CBLAS_NO_TRANS, (int)(2 * N),
-              s->K, s->K, 1.0, M, s->K, H, s->K, 0.0, Y, s->K);
-    double whw = 0.0, dhd = 0.0;
-    for (size_t i = 0; i < N * K; i++) {
-        whw += M[i] * Y[i];
-        dhd += M[N * K + i] * Y[N * K + i];
-    }
-    r->rel_error = whw > 0.0 ? dhd / whw : 0.0;
-    folo_free_large(M);
-    folo_free_large(Y);
-    return 0;
+/* Adds the chunk's share of tr(W·H·Wᵀ) and tr(ΔW·H·ΔWᵀ). */
+static void add_error(solve_state *s, const double *H, const folo_linalg *la) {
+    size_t nK = (size_t)s->n * (size_t)s->K;
+    la->dgemm(FOLO_CBLAS_ROW_MAJOR, FOLO_CBLAS_NO_TRANS, FOLO_CBLAS_NO_TRANS, s->n, s->K, s->K,
+              1.0, s->W0, s->K, H, s->K, 0.0, s->Y, s->K);
+    for (size_t i = 0; i < nK; i++) s->whw += s->W0[i] * s->Y[i];
+    for (size_t i = 0; i < nK; i++) s->W[i] = s->W0[i] - (double)s->dequant[i];
+    la->dgemm(FOLO_CBLAS_ROW_MAJOR, FOLO_CBLAS_NO_TRANS, FOLO_CBLAS_NO_TRANS, s->n, s->K, s->K,
+              1.0, s->W, s->K, H, s->K, 0.0, s->Y, s->K);
+    for (size_t i = 0; i < nK; i++) s->dhd += s->W[i] * s->Y[i];
 }
 
+/* ---- the whole linear ----------------------------------------------------- */
+
 int folo_quant_solve(folo_quant_result *r, const folo_quant_params *p, const folo_tensor *w,
-                     const double *H, const folo_linalg *la, const char *name, folo_error *err) {
+                     const double *H, const folo_linalg *la, bool keep_dequant, const char *name,
+                     folo_error *err) {
     memset(r, 0, sizeof *r);
     solve_state s = {.N = (int)w->shape[0], .K = (int)w->shape[1]};
     s.G = p->group_size > 0 ? p->group_size : s.K;
@@ -281,18 +310,27 @@ int folo_quant_solve(folo_quant_result *r, const folo_quant_params *p, const fol
     FOLO_ASSERT(s.K % s.G == 0 && (H || p->method == FOLO_QUANT_RTN));
     FOLO_ASSERT(!p->desc_act || p->method == FOLO_QUANT_GPTQ);
     size_t N = (size_t)s.N, K = (size_t)s.K, NG = (size_t)s.n_groups * N;
+    size_t R = CHUNK_BYTES / sizeof(double) / K;
+    R = R < 1 ? 1 : R > N ? N : R;
+    s.R = (int)R;
     bool gptq = p->method == FOLO_QUANT_GPTQ;
-    s.W0 = folo_alloc_large(N * K * sizeof(double));
-    s.W = folo_alloc_large(N * K * sizeof(double));
-    s.scale = folo_alloc_large(NG * sizeof(double));
-    s.zero = folo_alloc_large(NG * sizeof(double));
-    s.codes_p = folo_alloc_large(N * K);
     s.perm = folo_alloc_large(K * sizeof(int32_t));
+    s.W0 = folo_alloc_large(R * K * sizeof(double));
+    s.W = folo_alloc_large(R * K * sizeof(double));
+    s.scale = folo_alloc_large((size_t)s.n_groups * R * sizeof(double));
+    s.zero = folo_alloc_large((size_t)s.n_groups * R * sizeof(double));
+    s.codes_p = folo_alloc_large(R * K);
+    bool ok = s.perm && s.W0 && s.W && s.scale && s.zero && s.codes_p;
     if (gptq) {
         s.U = folo_alloc_large(K * K * sizeof(double));
         s.Hp = folo_alloc_large(K * K * sizeof(double));
-        s.block = folo_alloc_large(N * BLOCK * sizeof(double));
-        s.err = folo_alloc_large(N * BLOCK * sizeof(double));
+        s.block = folo_alloc_large(R * BLOCK * sizeof(double));
+        s.err = folo_alloc_large(R * BLOCK * sizeof(double));
+        ok = ok && s.U && s.Hp && s.block && s.err;
+    }
+    if (H) {
+        s.Y = folo_alloc_large(R * K * sizeof(double));
+        ok = ok && s.Y;
     }
     r->N = s.N;
     r->K = s.K;
@@ -302,35 +340,33 @@ int folo_quant_solve(folo_quant_result *r, const folo_quant_params *p, const fol
     r->zeros = folo_alloc_large(NG);
     r->scales = folo_alloc_large(NG * sizeof(uint16_t));
     r->g_idx = folo_alloc_large(K * sizeof(int32_t));
-    r->dequant = folo_alloc_large(N * K * sizeof(float));
-    int rc = 0;
-    if (!s.W0 || !s.W || !s.scale || !s.zero || !s.codes_p || !s.perm ||
-        (gptq && (!s.U || !s.Hp || !s.block || !s.err)) || !r->codes || !r->zeros ||
-        !r->scales || !r->g_idx || !r->dequant)
-        rc = folo_fail(err, "%s: cannot allocate the buffers to quantize a [%d, %d] linear", name,
-                       s.N, s.K);
-    if (rc == 0) rc = load_weights(&s, w, name, err);
-    if (rc == 0 && (!gptq || p->group_size < 0))
-        /* RTN: every group's grid; GPTQ with one group per row: the row's,
-         * found before anything changes W (the reference's order). */
-        for (size_t g = 0; g < (size_t)s.n_groups; g++)
-            for (size_t n = 0; n < N; n++)
-                find_grid(s.W0 + n * K + g * (size_t)s.G, s.G, p, &s.scale[g * N + n],
-                          &s.zero[g * N + n]);
+    ok = ok && r->codes && r->zeros && r->scales && r->g_idx;
+    if (keep_dequant) {
+        r->dequant = folo_alloc_large(N * K * sizeof(float));
+        ok = ok && r->dequant;
+    } else {
+        s.dequant_own = folo_alloc_large(R * K * sizeof(float));
+        ok = ok && s.dequant_own;
+    }
+    int rc = ok ? 0 : folo_fail(err, "%s: cannot allocate the buffers to quantize a [%d, %d] "
+                                "linear", name, s.N, s.K);
     if (rc == 0 && gptq) {
-        prepare(&s, p, H);
+        prepare_hessian(&s, p, H);
         rc = factor(&s, p, la, name, &r->damp, err);
-        if (rc == 0) gptq_columns(&s, p, la);
     } else if (rc == 0) {
-        for (size_t n = 0; n < N; n++)
-            for (size_t k = 0; k < K; k++) {
-                size_t gi = k / (size_t)s.G * N + n;
-                quantize(s.W0[n * K + k], s.scale[gi], s.zero[gi], &s.codes_p[n * K + k]);
-            }
         for (size_t k = 0; k < K; k++) s.perm[k] = (int32_t)k;
     }
-    if (rc == 0) finish(r, &s);
-    if (rc == 0 && H) rc = relative_error(r, &s, H, la, name, err);
+    if (rc == 0)
+        for (size_t j = 0; j < K; j++) r->g_idx[s.perm[j]] = (int32_t)(j / (size_t)s.G);
+    for (s.n0 = 0; rc == 0 && s.n0 < s.N; s.n0 += s.n) {
+        s.n = s.N - s.n0 < s.R ? s.N - s.n0 : s.R;
+        rc = load_weights(&s, w, name, err);
+        if (rc != 0) break;
+        quantize_chunk(&s, p, H, la);
+        finish_chunk(r, &s);
+        if (H) add_error(&s, H, la);
+    }
+    if (rc == 0 && H) r->rel_error = s.whw > 0.0 ? s.dhd / s.whw : 0.0;
     state_free(&s);
     if (rc != 0) folo_quant_result_free(r);
     return rc;

@@ -70,16 +70,21 @@ typedef struct folo_quant_result {
     uint8_t *zeros;        /* [n_groups, N] true zero points, 0..15 */
     uint16_t *scales;      /* [n_groups, N] f16 */
     int32_t *g_idx;        /* [K] group of each input column */
-    float *dequant;        /* [N, K] (code - zero) · scale, f32 */
+    float *dequant;        /* [N, K] (code - zero) · scale, f32; NULL unless kept */
     double rel_error;      /* ‖ΔW·X‖² / ‖W·X‖²; NaN without a Hessian */
     double damp;           /* the damp that made H positive definite (GPTQ) */
 } folo_quant_result;
 
 /* Quantizes the float tensor w [N, K] (`name` labels errors and warnings).
  * H: the symmetric Hessian [K, K] of its input (hessian.h); required by
- * GPTQ, optional for RTN (then no error is measured). */
+ * GPTQ, optional for RTN (then no error is measured). keep_dequant: fill
+ * r->dequant, for a caller that runs later steps on Ŵ; without it only a
+ * chunk of Ŵ's rows exists at a time (what a 151936-row lm_head needs).
+ * Besides the result (N·K bytes of codes, and Ŵ when kept), the solver
+ * holds two [K, K] doubles and about 4 × 32 MiB for a chunk of rows. */
 int folo_quant_solve(folo_quant_result *r, const folo_quant_params *p, const folo_tensor *w,
-                     const double *H, const folo_linalg *la, const char *name, folo_error *err);
+                     const double *H, const folo_linalg *la, bool keep_dequant, const char *name,
+                     folo_error *err);
 void folo_quant_result_free(folo_quant_result *r);
 
 #endif

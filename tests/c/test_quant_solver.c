@@ -10,6 +10,9 @@
  *     zero 0, raised to 1 for format "gptq"; sym: lo stays 0), an all-zero
  *     group ([-1, 1]);
  *   - the relative error with H = I is ‖W - Ŵ‖² / ‖W‖²;
+ *   - a linear taller than one chunk of rows (solver.c: 32 MiB of doubles,
+ *     4096 rows at K = 1024) gets, in every row, what that row gets alone,
+ *     across the chunk boundary, with or without Ŵ kept;
  *   - a non-finite weight is an error naming the linear and the element. */
 #include <math.h>
 #include <stdlib.h>
@@ -51,9 +54,9 @@ static void test_diagonal_hessian_is_rtn(const folo_linalg *la) {
                                .damp = 0.01};
         folo_quant_result gptq, rtn;
         folo_error err = {{0}};
-        CHECK(folo_quant_solve(&gptq, &p, &t, H, la, "diag", &err) == 0);
+        CHECK(folo_quant_solve(&gptq, &p, &t, H, la, true, "diag", &err) == 0);
         p.method = FOLO_QUANT_RTN;
-        CHECK(folo_quant_solve(&rtn, &p, &t, NULL, la, "diag", &err) == 0);
+        CHECK(folo_quant_solve(&rtn, &p, &t, NULL, la, true, "diag", &err) == 0);
         CHECK(memcmp(gptq.codes, rtn.codes, (size_t)N * K) == 0);
         CHECK(memcmp(gptq.zeros, rtn.zeros, (size_t)2 * N) == 0);
         CHECK(memcmp(gptq.scales, rtn.scales, sizeof(uint16_t) * 2 * N) == 0);
@@ -78,7 +81,8 @@ static void test_dead_column(const folo_linalg *la) {
                                .desc_act = true, .damp = 0.01};
         folo_quant_result r;
         folo_error err = {{0}};
-        CHECK_MSG(folo_quant_solve(&r, &p, &t, H, la, "dead", &err) == 0, "%s", err.message);
+        CHECK_MSG(folo_quant_solve(&r, &p, &t, H, la, true, "dead", &err) == 0, "%s",
+                  err.message);
         for (int n = 0; n < N; n++) CHECK(r.dequant[n * K + dead] == 0.0f);
         /* act-order puts the dead column (H[i,i] set to 1, below the rest) last */
         CHECK(r.n_groups == 1 && r.g_idx[dead] == 0);
@@ -101,11 +105,11 @@ static void test_damping(const folo_linalg *la) {
                            .damp = 0.01};
     folo_quant_result r;
     folo_error err = {{0}};
-    CHECK_MSG(folo_quant_solve(&r, &p, &t, H, la, "damped", &err) == 0, "%s", err.message);
+    CHECK_MSG(folo_quant_solve(&r, &p, &t, H, la, true, "damped", &err) == 0, "%s", err.message);
     CHECK_MSG(r.damp > 0.02 && r.damp < 0.02 + 0.0015, "damp %g", r.damp);
     folo_quant_result_free(&r);
     H[0 * K + 1] = H[1 * K + 0] = 3.0; /* an eigenvalue of -2: no damp below 1 helps */
-    CHECK(folo_quant_solve(&r, &p, &t, H, la, "model.layers.3.mlp.up_proj", &err) != 0);
+    CHECK(folo_quant_solve(&r, &p, &t, H, la, true, "model.layers.3.mlp.up_proj", &err) != 0);
     CHECK(strstr(err.message, "model.layers.3.mlp.up_proj: the Hessian is not positive "
                               "definite") != NULL);
     free(w);
@@ -123,16 +127,16 @@ static void test_grid_corners(void) {
     folo_quant_params p = {.method = FOLO_QUANT_RTN, .group_size = 8, .sym = false};
     folo_quant_result r;
     folo_error err = {{0}};
-    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, "corners", &err) == 0);
+    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, true, "corners", &err) == 0);
     CHECK(r.zeros[0] == 0 && r.codes[0 * K + 7] == 15);
     CHECK(r.zeros[1] == 8 && r.scales[1] == folo_f32_to_f16(2.0f / 15.0f));
     folo_quant_result_free(&r);
     p.min_zero_one = true; /* format "gptq" */
-    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, "corners", &err) == 0);
+    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, true, "corners", &err) == 0);
     CHECK(r.zeros[0] == 1 && r.codes[0 * K + 7] == 15 && r.dequant[0 * K + 7] < 0.8f * 0.95f);
     folo_quant_result_free(&r);
     p.sym = true; /* no negative weight: lo stays 0, so only codes 8..15 serve row 0 */
-    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, "corners", &err) == 0);
+    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, true, "corners", &err) == 0);
     CHECK(r.zeros[0] == 8 && r.codes[0 * K + 7] == 15 && r.codes[0 * K + 0] == 10);
     CHECK(r.scales[0] == folo_f32_to_f16(0.8f / 15.0f));
     folo_quant_result_free(&r);
@@ -148,7 +152,7 @@ static void test_relative_error(const folo_linalg *la) {
     folo_quant_params p = {.method = FOLO_QUANT_RTN, .group_size = -1, .sym = false};
     folo_quant_result r;
     folo_error err = {{0}};
-    CHECK(folo_quant_solve(&r, &p, &t, H, la, "error", &err) == 0);
+    CHECK(folo_quant_solve(&r, &p, &t, H, la, true, "error", &err) == 0);
     double num = 0, den = 0;
     for (int i = 0; i < N * K; i++) {
         num += ((double)w[i] - r.dequant[i]) * ((double)w[i] - r.dequant[i]);
@@ -157,9 +161,38 @@ static void test_relative_error(const folo_linalg *la) {
     CHECK_NEAR(r.rel_error, num / den, 1e-12 * (num / den));
     folo_quant_result_free(&r);
     w[1 * K + 2] = NAN;
-    CHECK(folo_quant_solve(&r, &p, &t, H, la, "model.layers.0.self_attn.v_proj", &err) != 0);
+    CHECK(folo_quant_solve(&r, &p, &t, H, la, true, "model.layers.0.self_attn.v_proj", &err) !=
+          0);
     CHECK_STR(err.message, "model.layers.0.self_attn.v_proj: weight [1, 2] is nan; only finite "
                            "weights can be quantized");
+    free(w);
+    free(H);
+}
+
+static void test_chunks_are_rows_alone(const folo_linalg *la) {
+    int N = 4100, K = 1024, first = 4090; /* rows 4090..4099 straddle row 4096 */
+    float *w = malloc(sizeof *w * (size_t)N * K);
+    fill_random(w, (size_t)N * K, 0.1f);
+    double *H = random_hessian(K, 64); /* singular: the damping makes it definite */
+    folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .group_size = 128, .sym = false,
+                           .desc_act = true, .damp = 0.01};
+    folo_tensor all = f32_tensor(w, N, K), tail = f32_tensor(w + (size_t)first * K, N - first, K);
+    folo_quant_result r, alone;
+    folo_error err = {{0}};
+    CHECK_MSG(folo_quant_solve(&r, &p, &all, H, la, false, "all", &err) == 0, "%s", err.message);
+    CHECK_MSG(folo_quant_solve(&alone, &p, &tail, H, la, true, "tail", &err) == 0, "%s",
+              err.message);
+    CHECK(r.dequant == NULL && alone.dequant != NULL && r.rel_error > 0);
+    CHECK(memcmp(r.g_idx, alone.g_idx, sizeof(int32_t) * (size_t)K) == 0);
+    CHECK(memcmp(r.codes + (size_t)first * K, alone.codes, (size_t)(N - first) * K) == 0);
+    for (int g = 0; g < K / 128; g++) {
+        size_t at = (size_t)g * N + first, at_alone = (size_t)g * (N - first);
+        CHECK(memcmp(r.zeros + at, alone.zeros + at_alone, (size_t)(N - first)) == 0);
+        CHECK(memcmp(r.scales + at, alone.scales + at_alone,
+                     sizeof(uint16_t) * (size_t)(N - first)) == 0);
+    }
+    folo_quant_result_free(&r);
+    folo_quant_result_free(&alone);
     free(w);
     free(H);
 }
@@ -173,6 +206,7 @@ int main(void) {
     if (la) {
         test_diagonal_hessian_is_rtn(la);
         test_dead_column(la);
+        test_chunks_are_rows_alone(la);
         test_damping(la);
         test_relative_error(la);
     }

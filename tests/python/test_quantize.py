@@ -21,6 +21,11 @@ tokenizes as it would for Qwen3-0.6B) is quantized by folo, and:
     sym/asym, act-order on/off, group sizes 32/128/-1, formats gptq and
     gptq_v2, tied and untied heads; the float tensors are copied byte for
     byte and the configuration is GPTQModel's;
+  - --lm-head: the head [V, H] is quantized like the other linears (codes
+    against the numpy GPTQ on its inputs, the final norm's output, which
+    are transformers' through the quantized layers; its error below
+    RTN's), written untied with the embedding unchanged, and runs as
+    transformers does on its dequantized weights; RTN needs no calibration;
   - bad flags and bad inputs fail with a message naming what was wrong.
 
 Run by ctest (FOLO_BIN set); `pytest -s` prints the measured figures."""
@@ -91,10 +96,10 @@ def float_model(seed, tied):
     return random_qwen3(CONFIG, seed, tied, embed_std=0.05, head_std=0.1)
 
 
-def write_model(out, weights, tied):
+def write_model(out, weights, tied, config=CONFIG):
     out.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(dict(CONFIG, tie_word_embeddings=tied), indent=2))
+    (out / "config.json").write_text(json.dumps(dict(config, tie_word_embeddings=tied), indent=2))
     (out / "generation_config.json").write_text(json.dumps({"do_sample": False}))
     for name in ["tokenizer.json", "tokenizer_config.json"]:
         (out / name).write_bytes((TOKENIZER_DIR / name).read_bytes())
@@ -136,8 +141,12 @@ def quantize(src, out, *flags, dump=None, expect=0):
     return proc.stderr
 
 
+HEAD = "lm_head"  # the head's key in the dicts below, beside (layer, short name)
+
+
 def printed_errors(stderr):
-    """{(layer, short name): relative error} from folo's progress lines."""
+    """{(layer, short name): relative error} from folo's progress lines, and
+    HEAD: the head's, when quantized."""
     errors = {}
     for line in stderr.splitlines():
         m = re.search(r"layer (\d+)/\d+ .*‖WX−ŴX‖²/‖WX‖²:(.*)", line)
@@ -145,31 +154,40 @@ def printed_errors(stderr):
             pairs = m.group(2).split()
             for name, value in zip(pairs[::2], pairs[1::2]):
                 errors[(int(m.group(1)) - 1, name)] = float(value)
+        m = re.search(r"lm_head \[\d+, \d+\] in .*‖WX−ŴX‖²/‖WX‖²: lm_head (\S+)", line)
+        if m:
+            errors[HEAD] = float(m.group(1))
     return errors
 
 
-def read_linears(qdir):
-    """{(layer, short name): (codes, zeros, scales f16, g_idx, dequantized W)}."""
+def read_quantized(tensors, prefix, v1):
+    """(codes, zeros, scales f16, g_idx, dequantized W) of linear `prefix`."""
+    codes, zeros = unpack(tensors[prefix + ".qweight"], tensors[prefix + ".qzeros"], v1)
+    scales, g_idx = tensors[prefix + ".scales"], tensors[prefix + ".g_idx"]
+    return codes, zeros, scales, g_idx, dequantize(codes, zeros, scales, g_idx)
+
+
+def read_linears(qdir, head=False):
+    """{(layer, short name): read_quantized(...)} of the decoder linears;
+    with head, HEAD: the quantized lm_head's too."""
     config = json.loads((qdir / "config.json").read_text())["quantization_config"]
     v1 = config["checkpoint_format"] == "gptq"
     tensors = load_file(str(qdir / "model.safetensors"))
-    out = {}
-    for layer in range(CONFIG["num_hidden_layers"]):
-        for name, short in zip(LINEARS, SHORT):
-            p = f"model.layers.{layer}.{name}."
-            codes, zeros = unpack(tensors[p + "qweight"], tensors[p + "qzeros"], v1)
-            scales, g_idx = tensors[p + "scales"], tensors[p + "g_idx"]
-            out[(layer, short)] = (codes, zeros, scales, g_idx,
-                                   dequantize(codes, zeros, scales, g_idx))
+    out = {(layer, short): read_quantized(tensors, f"model.layers.{layer}.{name}", v1)
+           for layer in range(CONFIG["num_hidden_layers"]) for name, short in zip(LINEARS, SHORT)}
+    if head:
+        out[HEAD] = read_quantized(tensors, "lm_head", v1)
     return out
 
 
 def dequantized_twin(qdir, out):
-    """qdir's checkpoint with every linear dequantized (numpy, f32)."""
+    """qdir's checkpoint with every linear, the head too when quantized,
+    dequantized (numpy, f32)."""
     tensors = load_file(str(qdir / "model.safetensors"))
     twin = {k: v for k, v in tensors.items() if k.endswith(".weight")}
-    for (layer, short), parts in read_linears(qdir).items():
-        twin[f"model.layers.{layer}.{LINEARS[SHORT.index(short)]}.weight"] = parts[4]
+    for key, parts in read_linears(qdir, head="lm_head.qweight" in tensors).items():
+        name = "lm_head" if key == HEAD else f"model.layers.{key[0]}.{LINEARS[SHORT.index(key[1])]}"
+        twin[name + ".weight"] = parts[4]
     config = json.loads((qdir / "config.json").read_text())
     config.pop("quantization_config")
     out.mkdir(parents=True, exist_ok=True)
@@ -260,14 +278,32 @@ def to_f16(scales):
 
 CASES = {
     # name: flags, method
-    "gptq-sym-g32": (["--group-size", 32], "gptq"),
+    "gptq-sym-g32": (["--group-size", 32, "--lm-head"], "gptq"),
     "gptq-asym-g128-actorder": (["--group-size", 128, "--asym", "--desc-act"], "gptq"),
     "gptq-sym-perchannel-actorder-v2": (["--group-size", -1, "--desc-act", "--format",
-                                          "gptq_v2"], "gptq"),
+                                          "gptq_v2", "--lm-head"], "gptq"),
     "gptq-asym-g32-actorder-v2": (["--group-size", 32, "--asym", "--desc-act", "--format",
                                    "gptq_v2", "--damp", 0.05], "gptq"),
-    "rtn-sym-g32": (["--group-size", 32, "--method", "rtn"], "rtn"),
+    "rtn-sym-g32": (["--group-size", 32, "--method", "rtn", "--lm-head"], "rtn"),
 }
+
+
+def has_head(name):
+    return "--lm-head" in CASES[name][0]
+
+
+def dump_file(dump, key):
+    """The inputs folo dumped for a linear's Hessian: key (layer, short) or HEAD."""
+    if key == HEAD:
+        return dump / "lm_head.safetensors"
+    return dump / f"layer.{key[0]}.{TAP_OF[key[1]]}.safetensors"
+
+
+def source_weight(weights, key):
+    """The float W of a linear (the embedding for a tied head)."""
+    if key == HEAD:
+        return weights.get("lm_head.weight", weights["model.embed_tokens.weight"])
+    return weights[f"model.layers.{key[0]}.{LINEARS[SHORT.index(key[1])]}.weight"]
 
 
 def case_options(flags):
@@ -296,16 +332,14 @@ def test_codes_match_independent_gptq(quantized, source, name):
     flags, method = CASES[name]
     opts = case_options(flags)
     weights = load_file(str(source / "model.safetensors"))
-    written = read_linears(qdir)
+    written = read_linears(qdir, head=has_head(name))
     total = mismatched = 0
-    for (layer, short), (codes, zeros, scales, g_idx, _) in written.items():
-        X = load_file(str(dump / f"layer.{layer}.{TAP_OF[short]}.safetensors"))["x"]
-        X = X.astype(np.float64)
+    for key, (codes, zeros, scales, g_idx, _) in written.items():
+        X = load_file(str(dump_file(dump, key)))["x"].astype(np.float64)
         H = 2.0 / len(X) * (X.T @ X)
-        W = weights[f"model.layers.{layer}.{LINEARS[SHORT.index(short)]}.weight"]
-        want_codes, want_zeros, want_scales, want_g_idx = oracle_gptq(W, H, method=method,
-                                                                      **opts)
-        label = f"{name} layer {layer} {short}"
+        want_codes, want_zeros, want_scales, want_g_idx = oracle_gptq(
+            source_weight(weights, key), H, method=method, **opts)
+        label = f"{name} {key}"
         assert np.array_equal(g_idx, want_g_idx), label
         assert np.array_equal(zeros, want_zeros.astype(np.uint8)), label
         assert np.array_equal(scales.view(np.uint16), to_f16(want_scales).view(np.uint16)), label
@@ -328,16 +362,17 @@ def test_act_order_groups_are_permuted(quantized):
 # ---- the calibration inputs are transformers' ------------------------------------
 
 def hooked_inputs(model, windows):
-    """{(layer, tap): X [rows, K]} at the inputs of q, o, gate and down."""
+    """{(layer, tap): X [rows, K]} at the inputs of q, o, gate and down, and
+    HEAD: lm_head's."""
     taps = {"self_attn.q_proj": "qkv", "self_attn.o_proj": "o", "mlp.gate_proj": "gate_up",
             "mlp.down_proj": "down"}
     seen, hooks = {}, []
-    for layer, block in enumerate(model.model.layers):
-        for name, tap in taps.items():
-            module = block.get_submodule(name)
-            hooks.append(module.register_forward_hook(
-                lambda mod, inp, out, key=(layer, tap): seen.setdefault(key, []).append(
-                    inp[0][0].detach().double().numpy())))
+    modules = [(block.get_submodule(name), (layer, tap))
+               for layer, block in enumerate(model.model.layers) for name, tap in taps.items()]
+    for module, key in modules + [(model.lm_head, HEAD)]:
+        hooks.append(module.register_forward_hook(
+            lambda mod, inp, out, key=key: seen.setdefault(key, []).append(
+                inp[0][0].detach().double().numpy())))
     with torch.no_grad():
         for ids in windows:
             model(torch.tensor([ids]))
@@ -367,11 +402,13 @@ def test_calibration_inputs_are_transformers(quantized, activations):
     the earlier steps' linears quantized (true sequential order)."""
     dump = quantized["gptq-sym-g32"][1]
     worst = 0.0
-    for (layer, tap), X in activations["gptq-sym-g32"].items():
-        got = load_file(str(dump / f"layer.{layer}.{tap}.safetensors"))["x"]
+    for key, X in activations["gptq-sym-g32"].items():
+        name = "lm_head" if key == HEAD else f"layer.{key[0]}.{key[1]}"
+        got = load_file(str(dump / f"{name}.safetensors"))["x"]
         rel = np.linalg.norm(got - X) / np.linalg.norm(X)
         worst = max(worst, rel)
-        assert rel < 1e-5, (layer, tap, rel)
+        assert rel < 1e-5, (key, rel)
+    assert HEAD in activations["gptq-sym-g32"]
     print(f"\ncalibration inputs vs transformers: max relative L2 {worst:.2e}")
 
 
@@ -389,8 +426,10 @@ def test_windows_are_slices_of_the_text(calib, calib_windows):
 # ---- GPTQ beats round-to-nearest ---------------------------------------------------
 
 def relative_error(W, W_hat, X):
-    Y = X @ W.astype(np.float64).T
-    return float(np.sum((Y - X @ W_hat.astype(np.float64).T) ** 2) / np.sum(Y ** 2))
+    """||WX - ŴX||² / ||WX||² over the rows of X, as traces with XᵀX (the
+    head's outputs, [rows, 151936], would not fit)."""
+    W, D, G = W.astype(np.float64), W - W_hat.astype(np.float64), X.T @ X
+    return float(np.sum((D @ G) * D) / np.sum((W @ G) * W))
 
 
 def test_gptq_layer_error_below_rtn(quantized, source, activations):
@@ -399,19 +438,21 @@ def test_gptq_layer_error_below_rtn(quantized, source, activations):
     for name in ["gptq-sym-g32", "rtn-sym-g32"]:
         qdir, _, stderr = quantized[name]
         printed = printed_errors(stderr)
-        for (layer, short), parts in read_linears(qdir).items():
-            W = weights[f"model.layers.{layer}.{LINEARS[SHORT.index(short)]}.weight"]
-            e = relative_error(W, parts[4], activations[name][(layer, TAP_OF[short])])
-            errors[(name, layer, short)] = e
+        assert HEAD in printed, stderr
+        for key, parts in read_linears(qdir, head=True).items():
+            X = activations[name][HEAD if key == HEAD else (key[0], TAP_OF[key[1]])]
+            e = relative_error(source_weight(weights, key), parts[4], X)
+            errors[(name, key)] = e
             # folo's own figure, from its Hessian, on its own (equal) inputs
-            assert printed[(layer, short)] == pytest.approx(e, rel=2e-3), (name, layer, short)
-    print("\nlayer  linear  GPTQ sym g32  RTN sym g32")
-    for layer in range(CONFIG["num_hidden_layers"]):
-        for short in SHORT:
-            g, r = errors[("gptq-sym-g32", layer, short)], errors[("rtn-sym-g32", layer, short)]
-            print(f"{layer:5}  {short:6}  {g:12.3e}  {r:12.3e}")
-            RESULTS[f"layer {layer} {short}"] = {"gptq": g, "rtn": r}
-            assert g < r, (layer, short, g, r)
+            assert printed[key] == pytest.approx(e, rel=2e-3), (name, key)
+    print("\nlayer    linear   GPTQ sym g32  RTN sym g32")
+    keys = [(layer, short) for layer in range(CONFIG["num_hidden_layers"]) for short in SHORT]
+    for key in keys + [HEAD]:
+        g, r = errors[("gptq-sym-g32", key)], errors[("rtn-sym-g32", key)]
+        layer, short = key if key != HEAD else ("", HEAD)
+        print(f"{layer:5}  {short:7}  {g:12.3e}  {r:12.3e}")
+        RESULTS[f"layer {layer} {short}" if key != HEAD else HEAD] = {"gptq": g, "rtn": r}
+        assert g < r, (key, g, r)
 
 
 def kl_divergence(p_logits, q_logits):
@@ -490,6 +531,61 @@ def test_untied_head_without_calibration(root):
     rel, same = compare("quantize untied rtn", folo_logits(qdir, PROMPT),
                         oracle_logits(load_oracle(twin, torch.float32), PROMPT), RESULTS)
     assert rel.max() <= TOLERANCE and same.all()
+
+
+def test_lm_head_checkpoint_files(quantized, source):
+    """--lm-head on a tied source: the head is lm_head.{qweight,...} of a
+    [V, H] linear, the embedding is the source's bytes, and the config says
+    untied and lm_head true."""
+    qdir = quantized["gptq-sym-perchannel-actorder-v2"][0]
+    config = json.loads((qdir / "config.json").read_text())
+    qc = config.pop("quantization_config")
+    assert config == dict(CONFIG, tie_word_embeddings=False)
+    assert qc["lm_head"] is True and qc["desc_act"] is True and qc["group_size"] == -1
+    assert json.loads((qdir / "quantize_config.json").read_text()) == qc
+    H = CONFIG["hidden_size"]
+    with open(qdir / "model.safetensors", "rb") as f:  # the stored bytes, not a conversion
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    assert {k: (v["dtype"], v["shape"]) for k, v in header.items() if k.startswith("lm_head")} == {
+        "lm_head.qweight": ("I32", [H // 8, VOCAB]), "lm_head.qzeros": ("I32", [1, VOCAB // 8]),
+        "lm_head.scales": ("F16", [1, VOCAB]), "lm_head.g_idx": ("I32", [H])}
+    got, src = load_file(str(qdir / "model.safetensors")), load_file(str(source / "model.safetensors"))
+    embed = "model.embed_tokens.weight"
+    assert got[embed].dtype == src[embed].dtype and got[embed].tobytes() == src[embed].tobytes()
+    assert "lm_head.weight" not in got
+    floats = [k for k in src if not any(l in k for l in LINEARS)]
+    assert len(got) == len(floats) + 4 * (len(LINEARS) * CONFIG["num_hidden_layers"] + 1)
+    assert np.all(got["lm_head.g_idx"] == 0)  # per channel: one group
+    assert not np.array_equal(read_linears(qdir, head=True)[HEAD][4], src[embed])
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_lm_head_rtn_without_calibration(root, tied):
+    """RTN quantizes the head without calibration text, tied or untied
+    (whose lm_head.weight is then replaced, not copied); the checkpoint
+    runs as transformers does on its dequantized weights, head included."""
+    name = "tied" if tied else "untied"
+    weights = float_model(11, tied=tied)
+    src = write_model(root / f"head-{name}", weights, tied=tied)
+    qdir = root / f"head-{name}-rtn"
+    stderr = quantize(src, qdir, "--method", "rtn", "--group-size", 64, "--asym", "--lm-head")
+    assert "‖WX−ŴX‖²" not in stderr and f"lm_head [{VOCAB}, {CONFIG['hidden_size']}]" in stderr
+    assert "14 linears and lm_head" in stderr
+    got = load_file(str(qdir / "model.safetensors"))
+    assert "lm_head.weight" not in got
+    embed = "model.embed_tokens.weight"
+    assert got[embed].tobytes() == weights[embed].tobytes()
+    head = read_linears(qdir, head=True)[HEAD]
+    want = oracle_gptq(source_weight(weights, HEAD), None, 64, False, False, 0.01, True, "rtn")
+    assert np.array_equal(head[0], want[0]) and np.array_equal(head[1], want[1])
+    assert json.loads((qdir / "config.json").read_text())["tie_word_embeddings"] is False
+    twin = dequantized_twin(qdir, root / f"head-{name}-rtn-twin")
+    assert np.array_equal(load_file(str(twin / "model.safetensors"))["lm_head.weight"], head[4])
+    got_logits = folo_logits(qdir, PROMPT)
+    rel, same = compare(f"quantize lm_head rtn {name}", got_logits,
+                        oracle_logits(load_oracle(twin, torch.float32), PROMPT), RESULTS)
+    assert rel.max() <= TOLERANCE and same.all()
+    assert np.array_equal(got_logits, folo_logits(twin, PROMPT))
 
 
 def test_sharegpt_calibration(root, source):
@@ -590,3 +686,16 @@ def test_bad_inputs_are_errors_naming_the_problem(root, source, calib, quantized
     line = run_error(source, out, "--calib", calib, env={"FOLO_LAPACKE_LIBRARY": "libnone.so.9"})
     assert "needs LAPACKE and a BLAS" in line and "libnone.so.9" in line
     assert not (out / "config.json").exists()
+
+
+def test_lm_head_that_cannot_be_packed_is_refused(root):
+    """A vocabulary that is not a multiple of 8 cannot be packed 8 outputs
+    to an int32 of qzeros: --lm-head says so before any work; without it
+    the model quantizes."""
+    config = dict(CONFIG, vocab_size=VOCAB + 4)
+    src = write_model(root / "odd-vocab", random_qwen3(config, 13, True, 0.05, 0.1), True, config)
+    out = root / "odd-vocab-q"
+    line = run_error(src, out, "--method", "rtn", "--lm-head")
+    assert f"--lm-head: lm_head: a [{VOCAB + 4}, 128] linear" in line and "multiples of 8" in line
+    assert not out.exists()
+    quantize(src, out, "--method", "rtn")

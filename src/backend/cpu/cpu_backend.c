@@ -592,6 +592,16 @@ const float *folo_cpu_layer_run(folo_backend *base, const folo_batch *batch, int
     return x;
 }
 
+const float *folo_cpu_final_norm(folo_backend *base, const folo_batch *batch, const float *x,
+                                 folo_error *err) {
+    cpu_backend *b = (cpu_backend *)base;
+    const folo_config *c = &b->model->config;
+    if (prepare_layer_batch(b, batch, err) != 0) return NULL;
+    rmsnorm_rows(b, b->s.h, x, NULL, batch->n_tokens, b->final_norm, c->hidden_size,
+                 c->rms_norm_eps);
+    return b->s.h;
+}
+
 /* Copy-on-write of shared blocks: K and V of every layer, block by block. */
 static int cpu_copy_blocks(folo_backend *base, const folo_kv_copy *copies, int n_copies,
                            folo_error *err) {

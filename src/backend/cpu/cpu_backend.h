@@ -7,6 +7,7 @@
  * attention (steps 1-6) and MLP (step 7). A run goes through one half and
  * stops at a tap: the input of one of its linears, returned before that
  * linear runs, or the end of the half, where x has taken the half's output.
+ * After the last layer, folo_cpu_final_norm gives lm_head's input.
  * The layer's weights are read from the backend's model at each call, so a
  * caller that owns the model may swap a linear's tensor between calls (the
  * quantizer puts in each linear's dequantized weights once it has them);
@@ -39,5 +40,12 @@ int folo_cpu_embed(folo_backend *b, const folo_batch *batch, float *x, folo_erro
  * or the scratch cannot grow. b must be a CPU backend. */
 const float *folo_cpu_layer_run(folo_backend *b, const folo_batch *batch, int layer,
                                 folo_cpu_tap tap, float *x, folo_error *err);
+
+/* lm_head's input: rmsnorm(x) · model.norm of x [T, H], the last layer's
+ * output, as the forward computes it before the head; returned in the
+ * backend's scratch ([T, H], valid until its next call). NULL with err set
+ * as folo_cpu_layer_run. */
+const float *folo_cpu_final_norm(folo_backend *b, const folo_batch *batch, const float *x,
+                                 folo_error *err);
 
 #endif
