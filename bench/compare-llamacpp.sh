@@ -21,6 +21,8 @@
 #
 # Environment (all optional but LLAMA_CPP_DIR):
 #   FOLO_BUILD   folo's build directory (default build)
+#   FOLO_FLAGS   extra flags for every folo run, e.g. "--dtype bfloat16" (bf16
+#                activations and KV cache, as llama.cpp computes on bf16 weights)
 #   THREADS      threads for both engines (default 2)
 #   REPS         rounds (default 3)
 #   BATCHES      concurrent sequences of the batched rows (default "1 4 16 64")
@@ -42,6 +44,7 @@ ROOFLINE="$FOLO_BUILD/bench/cpu_roofline"
 [ -x "$FOLO" ] || die "$FOLO is missing (build folo first, or set FOLO_BUILD)"
 [ -x "$ROOFLINE" ] || die "$ROOFLINE is missing (it is built with folo on x86-64)"
 THREADS=${THREADS:-2}
+read -r -a FOLO_EXTRA <<< "${FOLO_FLAGS:-}"
 REPS=${REPS:-3}
 BATCHES=${BATCHES:-"1 4 16 64"}
 PYTHON=${PYTHON:-python3}
@@ -77,15 +80,15 @@ echo "$(load)" > "$RAW/roofline.load"
 folo_runs() {  # round
   local r=$1
   echo "$(load)" > "$RAW/folo-pp-$r.load"
-  "$FOLO" bench latency -m "$MODEL" --threads "$THREADS" --input-len $PP --output-len 1 \
+  "$FOLO" bench latency -m "$MODEL" --threads "$THREADS" ${FOLO_EXTRA[@]+"${FOLO_EXTRA[@]}"} --input-len $PP --output-len 1 \
     --batch-sizes 1 --iters 1 --warmup 1 --json "$RAW/folo-pp-$r.json" >/dev/null 2>&1
   echo "$(load)" > "$RAW/folo-tg-$r.load"
-  "$FOLO" bench latency -m "$MODEL" --threads "$THREADS" --input-len 1 --output-len $((TG + 1)) \
+  "$FOLO" bench latency -m "$MODEL" --threads "$THREADS" ${FOLO_EXTRA[@]+"${FOLO_EXTRA[@]}"} --input-len 1 --output-len $((TG + 1)) \
     --batch-sizes 1 --iters 1 --warmup 1 --json "$RAW/folo-tg-$r.json" >/dev/null 2>&1
   # The whole batch's prompts in one step, as llama-batched-bench does, so
   # every decode step that follows carries all the sequences.
   echo "$(load)" > "$RAW/folo-batched-$r.load"
-  "$FOLO" bench latency -m "$MODEL" --threads "$THREADS" --input-len $B_PP \
+  "$FOLO" bench latency -m "$MODEL" --threads "$THREADS" ${FOLO_EXTRA[@]+"${FOLO_EXTRA[@]}"} --input-len $B_PP \
     --output-len $((B_TG + 1)) --batch-sizes "$BATCH_LIST" --iters 1 --warmup 0 \
     --max-batched-tokens $((MAX_B * B_PP)) --json "$RAW/folo-batched-$r.json" >/dev/null 2>&1
 }
@@ -109,12 +112,12 @@ done
 
 LLAMA_COMMIT=$(git -C "$LLAMA_CPP_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
 PYTHONPATH="$ROOT/bench" "$PYTHON" - "$RAW" "$MODEL" "$ROOT/bench/results/llamacpp-$STAMP" "$REPS" "$THREADS" \
-  "$LLAMA_COMMIT" "$BATCHES" <<'EOF'
+  "$LLAMA_COMMIT" "$BATCHES" "${FOLO_FLAGS:-}" <<'EOF'
 import json, os, statistics, sys
 
 import results_report
 
-raw, model, out, reps, threads, llama_commit, batches = sys.argv[1:]
+raw, model, out, reps, threads, llama_commit, batches, folo_flags = sys.argv[1:]
 reps, threads, batches = int(reps), int(threads), [int(b) for b in batches.split()]
 PP, TG, B_PP, B_TG = 512, 128, 128, 64
 
@@ -200,7 +203,8 @@ for row in rows:
 cpu, date = results_report.cpu_name(), results_report.utc_now()
 head = [
     f"folo vs llama.cpp ({llama_commit}), {date}, {cpu}, {threads} threads, "
-    f"synthetic Qwen3-0.6B-shaped bf16 weights; medians of {reps} alternating rounds.",
+    f"synthetic Qwen3-0.6B-shaped bf16 weights; medians of {reps} alternating rounds; "
+    f"folo flags: {folo_flags or '(none)'}.",
     f"Ceilings (cpu_roofline, {threads} threads): read {bw / 1e9:.1f} GB/s, "
     f"peak {peak / 1e9:.0f} GFLOP/s; decode reads {weight_bytes / 1e9:.2f} GB of weights "
     f"per step; a prefill token costs {prefill_flops / 1e9:.2f} GFLOP at {PP} tokens.",
@@ -211,7 +215,7 @@ head = [
     "bound and the FLOP ceiling.",
 ]
 results_report.write(out, head, lines, {
-    "date": date, "cpu": cpu, "threads": threads, "reps": reps,
+    "date": date, "cpu": cpu, "threads": threads, "reps": reps, "folo_flags": folo_flags,
     "llama_cpp_commit": llama_commit, "loads": loads, "roofline": roof,
     "weight_bytes": weight_bytes, "prefill_flops_per_token": prefill_flops,
     "decode_flops_per_token": decode_flops, "rows": table})

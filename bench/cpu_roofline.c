@@ -8,7 +8,8 @@
  *     them (FLOPs count a multiply-add as 2);
  *     (these two loops live in src/bench/cpu_peak.c, shared with `folo
  *     bench`'s measured "cpu" hardware profile)
- *   - folo's matmul for each kernel table the CPU runs (kernels.h): the
+ *   - folo's matmul for each kernel table the CPU runs (kernels.h), and its
+ *     matmul_bf16 (--dtype bfloat16) where a SIMD table has one: the
  *     decode shape (one token against a bf16 weight matrix as large as the
  *     buffer above) as GB/s of weights, and the prefill shape (T tokens x
  *     [N, K] bf16) as GFLOP/s.
@@ -32,8 +33,12 @@
 
 /* ---- folo's matmul --------------------------------------------------------- */
 
+typedef void (*matmul_fn)(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                          const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                          float *rows_f32);
+
 typedef struct matmul_job {
-    const folo_cpu_kernels *k;
+    matmul_fn matmul; /* a table's matmul or matmul_bf16 */
     float *y;       /* [T, N] */
     const float *x; /* [T, K] */
     const uint16_t *w; /* [N, K] bf16 */
@@ -47,7 +52,7 @@ static void matmul_worker(void *ctx, int thread, int n_threads) {
     size_t begin, end;
     folo_split((size_t)job->N, FOLO_CPU_MATMUL_ROWS, thread, n_threads, &begin, &end);
     if (begin < end)
-        job->k->matmul(job->y, (size_t)job->N, job->x, job->T, job->K, job->w, FOLO_DTYPE_BF16,
+        job->matmul(job->y, (size_t)job->N, job->x, job->T, job->K, job->w, FOLO_DTYPE_BF16,
                        (int)begin, (int)end,
                        job->rows_f32 + (size_t)thread * job->scratch);
 }
@@ -107,13 +112,17 @@ int main(int argc, char **argv) {
                                              : prefill_tokens * prefill_N) *
                                 sizeof(float));
     for (size_t i = 0; i < (size_t)prefill_tokens * K; i++) x[i] = (float)(i % 13) * 0.1f - 0.6f;
-    for (int isa = 0; isa < FOLO_CPU_ISA_COUNT; isa++) {
+    /* Each table's matmul, then (variant 1) its matmul_bf16; the portable
+     * one, a token at a time, is a reference, not a contender. */
+    for (int run = 0; run < 2 * FOLO_CPU_ISA_COUNT; run++) {
+        int isa = run / 2, bf16 = run % 2;
         const folo_cpu_kernels *k = folo_cpu_kernels_for((folo_cpu_isa)isa);
-        if (!k) continue;
+        if (!k || (bf16 && (!k->matmul_bf16 || isa == FOLO_CPU_ISA_PORTABLE))) continue;
         size_t scratch = k->matmul_scratch_floats(K);
         float *rows_f32 = folo_alloc_large((size_t)n_all * scratch * sizeof(float));
-        matmul_job mj = {.k = k, .y = y, .x = x, .w = buf, .T = 1, .K = K, .N = N_decode,
-                         .rows_f32 = rows_f32, .scratch = scratch};
+        matmul_job mj = {.matmul = bf16 ? k->matmul_bf16 : k->matmul, .y = y, .x = x, .w = buf,
+                         .T = 1, .K = K, .N = N_decode, .rows_f32 = rows_f32,
+                         .scratch = scratch};
         double r[2], g[2];
         for (int p = 0; p < 2; p++)
             r[p] = (double)N_decode * K * 2 /
@@ -123,15 +132,16 @@ int main(int argc, char **argv) {
         double flops = 2.0 * prefill_tokens * K * prefill_N;
         for (int p = 0; p < 2; p++)
             g[p] = flops / folo_bench_best_of(pools[p], matmul_worker, &mj, repeat) / 1e9;
-        char label[64];
-        snprintf(label, sizeof label, "matmul %s decode (bf16 weights)", k->name);
+        char name[32], label[96];
+        snprintf(name, sizeof name, "%s%s", k->name, bf16 ? " bf16-activations" : "");
+        snprintf(label, sizeof label, "matmul %s decode (bf16 weights)", name);
         printf("%-40s %8.1f GB/s %6.1f GB/s\n", label, r[0], r[1]);
-        snprintf(label, sizeof label, "matmul %s %d x [%d, %d]", k->name, prefill_tokens,
+        snprintf(label, sizeof label, "matmul %s %d x [%d, %d]", name, prefill_tokens,
                  prefill_N, K);
         printf("%-40s %6.0f GFLOP/s %6.0f GFLOP/s\n", label, g[0], g[1]);
         jn += snprintf(json + jn, sizeof json - jn,
-                       ",\"%s\":{\"decode_gbs\":[%.2f,%.2f],\"prefill_gflops\":[%.1f,%.1f]}",
-                       k->name, r[0], r[1], g[0], g[1]);
+                       ",\"%s%s\":{\"decode_gbs\":[%.2f,%.2f],\"prefill_gflops\":[%.1f,%.1f]}",
+                       k->name, bf16 ? "_bf16" : "", r[0], r[1], g[0], g[1]);
         folo_free_large(rows_f32);
     }
     printf("%s}\n", json);

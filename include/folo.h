@@ -92,6 +92,16 @@ typedef enum folo_attention_kind {
     FOLO_ATTENTION_NAIVE,         /* materialized [queries x context] scores per head (CPU only) */
 } folo_attention_kind;
 
+/* What the matmuls of bf16 weights multiply them with (vLLM's --dtype):
+ * the CPU keeps activations f32 by default (exact against transformers in
+ * f32); bfloat16 rounds them to bf16 first, as the CUDA backend always
+ * does, which an AVX512-BF16 CPU multiplies at twice the rate. */
+typedef enum folo_compute_dtype {
+    FOLO_COMPUTE_AUTO = 0,        /* float32 on the CPU, bfloat16 on cuda */
+    FOLO_COMPUTE_FLOAT32,         /* f32 activations (cpu only) */
+    FOLO_COMPUTE_BFLOAT16,        /* bf16-rounded activations, f32 sums */
+} folo_compute_dtype;
+
 typedef struct folo_engine folo_engine;
 
 /* Zero means "the default" for every field. */
@@ -112,6 +122,7 @@ typedef struct folo_engine_options {
                                      (FOLO_DEFAULT_NAIVE_ATTENTION_BYTES) */
     bool disable_chunked_prefill; /* prefills are never split across steps */
     bool enforce_eager;           /* cuda: no CUDA graphs, every kernel launched each step */
+    folo_compute_dtype dtype;     /* matmul inputs: auto (default), float32 or bfloat16 */
     double gpu_memory_utilization;/* cuda without kv_memory_bytes: (0, 1], 0 for
                                      FOLO_DEFAULT_GPU_MEMORY_UTILIZATION */
     int max_queue;                /* > 0: folo_engine_add_* refuse a request with

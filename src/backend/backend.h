@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "core/error.h"
+#include "folo.h"
 #include "kv/kv_cache.h"
 #include "model/model.h"
 
@@ -48,6 +49,9 @@ typedef struct folo_backend_options {
                                       baseline; cpu only, cuda refuses it) */
     size_t naive_attention_bytes;  /* the largest score matrix it may hold per head; a batch
                                       needing more fails naming both */
+    folo_compute_dtype dtype;      /* what bf16 weights' matmuls multiply: cpu auto and
+                                      float32: f32 activations; bfloat16: rounded to bf16,
+                                      as cuda always does (float32 there is refused) */
     bool eager;                    /* cuda: launch every kernel of every step, no CUDA
                                       graphs (vLLM's --enforce-eager) */
     int max_seqs;                  /* cuda: decode graphs for batches up to this many

@@ -21,9 +21,18 @@ const char *folo_device_resolve_auto(void) {
 folo_backend *folo_backend_create(const char *device, const folo_model *model,
                                   const folo_backend_options *opt, folo_error *err) {
     if (!device || strcmp(device, "auto") == 0) device = folo_device_resolve_auto();
+    if (opt->dtype < FOLO_COMPUTE_AUTO || opt->dtype > FOLO_COMPUTE_BFLOAT16) {
+        folo_fail(err, "dtype: %d is not a folo_compute_dtype", (int)opt->dtype);
+        return NULL;
+    }
     if (strcmp(device, "cpu") == 0) return folo_backend_cpu_create(model, opt, err);
     if (strcmp(device, "cuda") != 0) {
         folo_fail(err, "unknown device '%s' (expected cpu, cuda or auto)", device);
+        return NULL;
+    }
+    if (opt->dtype == FOLO_COMPUTE_FLOAT32) {
+        folo_fail(err, "dtype float32: the cuda backend multiplies bf16 activations (use auto or "
+                       "bfloat16, or --device cpu)");
         return NULL;
     }
 #ifdef FOLO_HAVE_CUDA

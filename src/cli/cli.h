@@ -54,9 +54,18 @@ char *cli_model_dir(const char *cmd, const char *flag_value);
  * [s * B, (s + 1) * B) with B = folo_single_seq_blocks(seq_tokens,
  * FOLO_DEFAULT_BLOCK_SIZE), and activation scratch for max_batch_tokens
  * tokens in one forward. */
-folo_backend *cli_backend_create(const folo_model *model, const char *device, int n_threads,
-                                 int n_seqs, int seq_tokens, int max_batch_tokens,
-                                 folo_error *err);
+folo_backend *cli_backend_create(const folo_model *model, const char *device,
+                                 folo_compute_dtype dtype, int n_threads, int n_seqs,
+                                 int seq_tokens, int max_batch_tokens, folo_error *err);
+
+/* --dtype's value (auto, float32, bfloat16) into *out; on a bad one prints
+ * the error and returns -1. */
+int cli_parse_dtype(const char *cmd, const char *v, folo_compute_dtype *out);
+#define CLI_DTYPE_HELP                                                                     \
+    "      --dtype T              float32: f32 matmul inputs and KV cache (the cpu's auto);\n"  \
+    "                             bfloat16: both rounded to bf16, as llama.cpp and vLLM do\n"   \
+    "                             (cuda's auto; on the cpu faster with AVX512-BF16); auto\n"    \
+    "                             (default) (docs/performance.md)\n"
 
 /* Directory with the Qwen3 tokenizer files shipped in the repository
  * ($FOLO_TOKENIZER_DIR overrides). */
@@ -69,7 +78,8 @@ const char *cli_tokenizer_dir(void);
 enum {
     CLI_OPT_MAX_BATCHED = 1000, CLI_OPT_MAX_SEQS, CLI_OPT_KV_MEMORY, CLI_OPT_BLOCK_SIZE,
     CLI_OPT_NO_PREFIX_CACHE, CLI_OPT_THREADS, CLI_OPT_DEVICE, CLI_OPT_BATCHING, CLI_OPT_KV,
-    CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL, CLI_OPT_ENFORCE_EAGER, CLI_OPT_GPU_MEMORY
+    CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL, CLI_OPT_ENFORCE_EAGER, CLI_OPT_GPU_MEMORY,
+    CLI_OPT_DTYPE
 };
 #define CLI_ENGINE_LONG_OPTIONS                                                   \
     {"max-batched-tokens", required_argument, NULL, CLI_OPT_MAX_BATCHED},         \
@@ -79,6 +89,7 @@ enum {
     {"no-prefix-cache", no_argument, NULL, CLI_OPT_NO_PREFIX_CACHE},              \
     {"threads", required_argument, NULL, CLI_OPT_THREADS},                        \
     {"device", required_argument, NULL, CLI_OPT_DEVICE},                          \
+    {"dtype", required_argument, NULL, CLI_OPT_DTYPE},                            \
     {"batching", required_argument, NULL, CLI_OPT_BATCHING},                      \
     {"kv", required_argument, NULL, CLI_OPT_KV},                                  \
     {"attention", required_argument, NULL, CLI_OPT_ATTENTION},                    \
@@ -95,6 +106,7 @@ enum {
     "      --no-prefix-cache      do not reuse the KV blocks of shared prompt prefixes\n"           \
     "      --threads N            CPU threads (default: all cores)\n"                               \
     "      --device D             cpu, cuda, or auto: cuda when built and a GPU is present (default)\n" \
+    CLI_DTYPE_HELP                                                                               \
     "  Switches that turn an optimization off, to measure it (docs/switches.md):\n"           \
     "      --batching MODE        continuous (default), or static: a batch runs to\n"             \
     "                             completion before the next is admitted\n"                       \

@@ -27,7 +27,7 @@
 
 static const char k_usage[] =
     "usage: folo logits [-m DIR] --ids ID,ID,... --out FILE [--threads N] [--chunk N]\n"
-    "                   [--device cpu|cuda|auto]\n";
+    "                   [--device cpu|cuda|auto] [--dtype auto|float32|bfloat16]\n";
 
 static const char k_help[] =
     "Runs the token ids as one sequence and writes the logits of every position to FILE\n"
@@ -38,7 +38,8 @@ static const char k_help[] =
     "      --out FILE     where to write the logits\n"
     "      --threads N    CPU threads (default: all cores)\n"
     "      --chunk N      feed the ids N at a time over several forwards (default: all at once)\n"
-    "      --device D     cpu, cuda, or auto: cuda when built and a GPU is present (default)\n";
+    "      --device D     cpu, cuda, or auto: cuda when built and a GPU is present (default)\n"
+    CLI_DTYPE_HELP;
 
 typedef struct logits_options {
     const char *model;
@@ -47,6 +48,7 @@ typedef struct logits_options {
     int n_threads; /* 0: all cores */
     int chunk;     /* 0: all ids in one forward */
     const char *device; /* "cpu", "cuda" or "auto" (the default) */
+    folo_compute_dtype dtype;
 } logits_options;
 
 /* Parses "1,2,3" into a new array; -1 on a malformed list. */
@@ -73,7 +75,7 @@ static int parse_ids(const char *text, int32_t **ids_out, int *n_out) {
 
 /* Returns 0 to go on, -1 after printing --help (exit 0), or 2 on a usage error. */
 static int parse_args(int argc, char **argv, logits_options *o) {
-    enum { OPT_IDS = 256, OPT_OUT, OPT_THREADS, OPT_CHUNK, OPT_DEVICE, OPT_HELP };
+    enum { OPT_IDS = 256, OPT_OUT, OPT_THREADS, OPT_CHUNK, OPT_DEVICE, OPT_DTYPE, OPT_HELP };
     static const struct option longs[] = {
         {"model", required_argument, NULL, 'm'},
         {"ids", required_argument, NULL, OPT_IDS},
@@ -81,6 +83,7 @@ static int parse_args(int argc, char **argv, logits_options *o) {
         {"threads", required_argument, NULL, OPT_THREADS},
         {"chunk", required_argument, NULL, OPT_CHUNK},
         {"device", required_argument, NULL, OPT_DEVICE},
+        {"dtype", required_argument, NULL, OPT_DTYPE},
         {"help", no_argument, NULL, OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -105,6 +108,9 @@ static int parse_args(int argc, char **argv, logits_options *o) {
                                        "or auto)",
                                        optarg);
             o->device = optarg;
+            break;
+        case OPT_DTYPE:
+            if (cli_parse_dtype("logits", optarg, &o->dtype)) return 2;
             break;
         case OPT_HELP: printf("%s\n%s", k_usage, k_help); return -1;
         case '?':
@@ -152,7 +158,7 @@ static int run_logits(const logits_options *o, const folo_model *model, const in
 
     int chunk = o->chunk > 0 && o->chunk < n_ids ? o->chunk : n_ids;
     folo_backend *backend =
-        cli_backend_create(model, o->device, o->n_threads, 1, n_ids, chunk, err);
+        cli_backend_create(model, o->device, o->dtype, o->n_threads, 1, n_ids, chunk, err);
     if (!backend) return -1;
     float *logits =
         folo_alloc_large((size_t)chunk * c->vocab_size * sizeof(float)); /* [chunk, V] */

@@ -37,7 +37,8 @@
 static const char k_cmd[] = "perplexity";
 static const char k_usage[] =
     "usage: folo perplexity [-m DIR] --file F [--ctx N] [--batch N] [--chunks N]\n"
-    "                       [--kl-base DIR] [--threads N] [--device cpu|cuda|auto] [--json FILE]\n";
+    "                       [--kl-base DIR] [--threads N] [--device cpu|cuda|auto]\n"
+    "                       [--dtype auto|float32|bfloat16] [--json FILE]\n";
 static const char k_help[] =
     "Perplexity of the text in F, as llama.cpp's llama-perplexity computes it: the text\n"
     "is cut into chunks of --ctx tokens, each run from an empty cache, and the second\n"
@@ -53,6 +54,8 @@ static const char k_help[] =
     "                     KL(base || model), top-1 agreement, delta p and both perplexities\n"
     "      --threads N    CPU threads (default: all cores)\n"
     "      --device D     cpu, cuda, or auto: cuda when built and a GPU is present (default)\n"
+    "      --dtype T      the scored model's matmul inputs (the base runs with auto): with\n"
+    "                     --kl-base the same DIR, the cost of bfloat16 on the cpu\n"
     "      --json FILE    every figure, machine-readable (keys: docs/perplexity.md)\n";
 
 /* The tokens one forward aims for when --batch is not given. */
@@ -64,6 +67,7 @@ typedef struct ppl_options {
     const char *kl_base;
     const char *json_path;
     const char *device; /* "cpu", "cuda" or "auto" */
+    folo_compute_dtype dtype; /* the scored model's; the base runs with auto */
     int ctx;            /* tokens per chunk */
     int batch;          /* chunks per forward; 0: DEFAULT_BATCH_TOKENS / ctx */
     int max_chunks;     /* 0: every whole chunk of the text */
@@ -72,7 +76,16 @@ typedef struct ppl_options {
 
 /* Returns 0 to go on, -1 after printing --help, or 2 on a usage error. */
 static int parse_args(int argc, char **argv, ppl_options *o) {
-    enum { OPT_FILE = 256, OPT_CTX, OPT_BATCH, OPT_CHUNKS, OPT_KL_BASE, OPT_JSON, OPT_HELP };
+    enum {
+        OPT_FILE = 256,
+        OPT_CTX,
+        OPT_BATCH,
+        OPT_CHUNKS,
+        OPT_KL_BASE,
+        OPT_JSON,
+        OPT_DTYPE,
+        OPT_HELP
+    };
     static const struct option longs[] = {
         {"model", required_argument, NULL, 'm'},
         {"file", required_argument, NULL, OPT_FILE},
@@ -82,6 +95,7 @@ static int parse_args(int argc, char **argv, ppl_options *o) {
         {"kl-base", required_argument, NULL, OPT_KL_BASE},
         {"threads", required_argument, NULL, CLI_OPT_THREADS},
         {"device", required_argument, NULL, CLI_OPT_DEVICE},
+        {"dtype", required_argument, NULL, OPT_DTYPE},
         {"json", required_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, OPT_HELP},
         {0, 0, 0, 0},
@@ -109,6 +123,9 @@ static int parse_args(int argc, char **argv, ppl_options *o) {
             break;
         case CLI_OPT_DEVICE:
             if (cli_parse_device(k_cmd, optarg, &o->device)) return 2;
+            break;
+        case OPT_DTYPE:
+            if (cli_parse_dtype(k_cmd, optarg, &o->dtype)) return 2;
             break;
         case OPT_HELP: printf("%s\n%s", k_usage, k_help); return -1;
         case ':':
@@ -325,6 +342,8 @@ static int write_json(FILE *f, const ppl_options *o, const ppl_run *r, const chu
     json_object_set_new(root, "kl_base", r->base_dir ? json_string(r->base_dir) : json_null());
     json_object_set_new(root, "file", json_string(o->file));
     json_object_set_new(root, "device", json_string(r->device));
+    static const char *const dtypes[] = {"auto", "float32", "bfloat16"};
+    json_object_set_new(root, "dtype", json_string(dtypes[o->dtype]));
     json_object_set_new(root, "n_text_tokens", json_integer(r->n_text_tokens));
     json_object_set_new(root, "ctx", json_integer(cb->ctx));
     json_object_set_new(root, "n_chunks", json_integer(r->n_chunks));
@@ -458,8 +477,9 @@ static int run(const ppl_options *o, folo_error *err) {
     size_t V = (size_t)sides[0].model->config.vocab_size;
     size_t logit_bytes = (size_t)batch * cb.n_scored * V * sizeof(float);
     for (int i = 0; i < n_sides; i++) {
-        sides[i].backend = cli_backend_create(sides[i].model, o->device, o->n_threads, batch,
-                                              o->ctx, batch * o->ctx, err);
+        sides[i].backend =
+            cli_backend_create(sides[i].model, o->device, i == 0 ? o->dtype : FOLO_COMPUTE_AUTO,
+                               o->n_threads, batch, o->ctx, batch * o->ctx, err);
         if (!sides[i].backend) {
             folo_fail_prefix(err, "%s %s", sides[i].flag, sides[i].dir);
             goto done;

@@ -106,10 +106,11 @@ int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) {
     return 2;
 }
 
-folo_backend *cli_backend_create(const folo_model *model, const char *device, int n_threads,
-                                 int n_seqs, int seq_tokens, int max_batch_tokens,
-                                 folo_error *err) {
+folo_backend *cli_backend_create(const folo_model *model, const char *device,
+                                 folo_compute_dtype dtype, int n_threads, int n_seqs,
+                                 int seq_tokens, int max_batch_tokens, folo_error *err) {
     folo_backend_options bo = {.n_threads = n_threads,
+                               .dtype = dtype,
                                .kv_block_size = FOLO_DEFAULT_BLOCK_SIZE,
                                .max_batch_tokens = max_batch_tokens};
     bo.kv_n_blocks = n_seqs * folo_single_seq_blocks(seq_tokens, bo.kv_block_size);
@@ -151,24 +152,35 @@ char *cli_model_dir(const char *cmd, const char *flag_value) {
     return dir;
 }
 
-/* A switch's value: the index of v in names[2] (the default first). */
+/* A switch's value: the index of v in names (NULL-terminated, the default
+ * first). */
 static int parse_choice(const char *cmd, const char *flag, const char *v,
-                        const char *const names[2], int *out) {
-    for (int i = 0; i < 2; i++)
+                        const char *const *names, int *out) {
+    for (int i = 0; names[i]; i++)
         if (strcmp(v, names[i]) == 0) {
             *out = i;
             return 0;
         }
-    fprintf(stderr, "folo %s: invalid value '%s' for %s (expected %s or %s)\n", cmd, v, flag,
-            names[0], names[1]);
+    fprintf(stderr, "folo %s: invalid value '%s' for %s (expected ", cmd, v, flag);
+    for (int i = 0; names[i]; i++)
+        fprintf(stderr, "%s%s", i == 0 ? "" : names[i + 1] ? ", " : " or ", names[i]);
+    fprintf(stderr, ")\n");
     return -1;
+}
+
+int cli_parse_dtype(const char *cmd, const char *v, folo_compute_dtype *out) {
+    static const char *const names[] = {"auto", "float32", "bfloat16", NULL};
+    int choice = 0;
+    if (parse_choice(cmd, "--dtype", v, names, &choice) != 0) return -1;
+    *out = (folo_compute_dtype)choice;
+    return 0;
 }
 
 int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
                     folo_engine_options *e) {
-    static const char *const batching[2] = {"continuous", "static"};
-    static const char *const kv[2] = {"paged", "contiguous"};
-    static const char *const attention[2] = {"online", "naive"};
+    static const char *const batching[] = {"continuous", "static", NULL};
+    static const char *const kv[] = {"paged", "contiguous", NULL};
+    static const char *const attention[] = {"online", "naive", NULL};
     int choice = 0;
     const char *arg = optarg;
     int bad;
@@ -213,6 +225,9 @@ int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
     case CLI_OPT_ENFORCE_EAGER:
         e->enforce_eager = true;
         bad = 0;
+        break;
+    case CLI_OPT_DTYPE:
+        bad = cli_parse_dtype(cmd, arg, &e->dtype);
         break;
     case CLI_OPT_GPU_MEMORY:
         bad = cli_parse_double(cmd, "--gpu-memory-utilization", arg, 0.01, 1.0,

@@ -809,21 +809,24 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     folo_log(FOLO_LOG_INFO,
              "engine: KV cache %d blocks x %d tokens = %d tokens (%.1f MiB, %s backend); "
              "max_num_batched_tokens %d, max_num_seqs %d, max_model_len %d, prefix caching %s; "
-             "%s batching, %s KV, %s attention, chunked prefill %s",
+             "%s batching, %s KV, %s attention, chunked prefill %s, %s matmul inputs",
              e->n_blocks, e->block_size, folo_engine_token_capacity(e),
              (double)backend->kv_bytes / (1 << 20), backend->name, o.max_num_batched_tokens,
              o.max_num_seqs, o.max_model_len, o.disable_prefix_caching ? "off" : "on",
              o.batching == FOLO_BATCHING_STATIC ? "static" : "continuous",
              o.kv_layout == FOLO_KV_CONTIGUOUS ? "contiguous" : "paged",
              o.attention == FOLO_ATTENTION_NAIVE ? "naive" : "online",
-             o.disable_chunked_prefill ? "off" : "on");
+             o.disable_chunked_prefill ? "off" : "on",
+             strcmp(backend->name, "cuda") == 0 || o.dtype == FOLO_COMPUTE_BFLOAT16 ? "bfloat16"
+                                                                                   : "float32");
     return e;
 }
 
 /* KV bytes per token on a device: K and V of every layer, in the element
- * type its backend stores (f32 on the CPU, bf16 on CUDA). */
-static size_t kv_bytes_per_token(const folo_config *c, const char *device) {
-    size_t element = strcmp(device, "cuda") == 0 ? 2 : sizeof(float);
+ * type its backend stores (bf16 on CUDA and with dtype bfloat16, else f32). */
+static size_t kv_bytes_per_token(const folo_config *c, const char *device,
+                                 folo_compute_dtype dtype) {
+    size_t element = strcmp(device, "cuda") == 0 || dtype == FOLO_COMPUTE_BFLOAT16 ? 2 : 4;
     return (size_t)2 * c->n_layers * c->n_kv_heads * c->head_dim * element;
 }
 
@@ -838,7 +841,7 @@ static size_t default_kv_bytes(const folo_model *m, const folo_engine_options *o
     if (half < bytes) bytes = half;
     int seqs = o->max_num_seqs > 0 ? o->max_num_seqs : FOLO_DEFAULT_MAX_NUM_SEQS;
     int len = o->max_model_len > 0 ? o->max_model_len : m->config.max_position_embeddings;
-    size_t needed = (size_t)seqs * (size_t)len * kv_bytes_per_token(&m->config, device);
+    size_t needed = (size_t)seqs * (size_t)len * kv_bytes_per_token(&m->config, device, o->dtype);
     return needed < bytes ? needed : bytes;
 }
 
@@ -864,7 +867,8 @@ folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err)
     int block_size = opt->block_size > 0 ? opt->block_size : FOLO_DEFAULT_BLOCK_SIZE;
     size_t kv_bytes =
         opt->kv_memory_bytes ? opt->kv_memory_bytes : default_kv_bytes(model, opt, device);
-    size_t block_bytes = kv_bytes_per_token(&model->config, device) * (size_t)block_size;
+    size_t block_bytes =
+        kv_bytes_per_token(&model->config, device, opt->dtype) * (size_t)block_size;
     size_t n_blocks = kv_bytes / block_bytes;
     /* On the GPU, without --kv-memory, the backend sizes the pool itself
      * from the memory it finds (folo_backend_options.gpu_memory_utilization). */
@@ -888,6 +892,7 @@ folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err)
                                    .naive_attention = opt->attention == FOLO_ATTENTION_NAIVE,
                                    .naive_attention_bytes = naive_bytes,
                                    .eager = opt->enforce_eager,
+                                   .dtype = opt->dtype,
                                    .gpu_memory_utilization = plan_on_device ? util : 0,
                                    .max_seqs = opt->max_num_seqs > 0 ? opt->max_num_seqs
                                                                      : FOLO_DEFAULT_MAX_NUM_SEQS,

@@ -227,10 +227,10 @@ static void test_naive_kernel(void) {
     double worst = 0.0;
     for (int kv_head = 0; kv_head < HKV; kv_head++) {
         for (int i = 0; i < N_Q; i++)
-            folo_cpu_attention(online + i * D, q + i * D, k_cache, v_cache, table,
+            folo_cpu_attention(online + i * D, q + i * D, k_cache, v_cache, FOLO_DTYPE_F32, table,
                                positions[i] + 1, BS, HKV, kv_head, D, scale);
         folo_cpu_attention_naive(naive, D, q, D, positions, N_Q, N_CTX, scores, k_cache, v_cache,
-                                 table, BS, HKV, kv_head, D, scale);
+                                 FOLO_DTYPE_F32, table, BS, HKV, kv_head, D, scale);
         double d = max_abs_diff(naive, online, (size_t)N_Q * D);
         if (d > worst) worst = d;
     }

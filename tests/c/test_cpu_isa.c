@@ -1,12 +1,14 @@
-/* Every SIMD kernel table this CPU runs (kernels.h: avx2, avx512, amx) against
- * the portable kernels, on random data and shapes with odd sizes and tails:
- *   - matmul for every weight dtype, on token counts on both sides of the
- *     register tile, the decode path and the token blocks, only inside the
- *     rows asked for, and a token alone bit-for-bit equal to its row in any
- *     batch (batch invariance within one table);
+/* Every SIMD kernel table this CPU runs (kernels.h: avx2, avx512,
+ * avx512bf16, amx) against the portable kernels, on random data and shapes
+ * with odd sizes and tails:
+ *   - matmul for every weight dtype, and matmul_bf16 (bf16-rounded
+ *     activations) where the table has it, on token counts on both sides of
+ *     the register tile, the decode path and the token blocks, only inside
+ *     the rows asked for, and a token alone bit-for-bit equal to its row in
+ *     any batch (batch invariance within one table);
  *   - SiLU·up across the range where exp saturates;
- *   - grouped attention over shuffled block tables, each query of a group
- *     bit-for-bit equal to the query alone;
+ *   - grouped attention over shuffled block tables, with f32 and bf16
+ *     caches, each query of a group bit-for-bit equal to the query alone;
  * and the FOLO_CPU_ISA override. On a CPU without a SIMD table only the
  * override is checked. */
 #include <math.h>
@@ -21,7 +23,17 @@
 
 /* ---- matmul ------------------------------------------------------------------- */
 
-static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T, int K, int N) {
+typedef void (*matmul_fn)(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                          const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                          float *rows_f32);
+
+/* bf16x: matmul_bf16 (activations rounded to bf16) against
+ * folo_cpu_matmul_bf16, else matmul against folo_cpu_matmul. */
+static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T, int K, int N,
+                              int bf16x) {
+    matmul_fn simd = bf16x ? k->matmul_bf16 : k->matmul;
+    matmul_fn portable = bf16x ? folo_cpu_matmul_bf16 : folo_cpu_matmul;
+    const char *name = bf16x ? "matmul_bf16" : "matmul";
     float *x = malloc(sizeof(float) * T * K);        /* [T, K] */
     float *w_src = malloc(sizeof(float) * N * K);    /* [N, K] */
     float *w_stored = malloc(sizeof(float) * N * K); /* [N, K] as the kernels see it */
@@ -38,8 +50,8 @@ static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T
     /* Rows [lo, hi) only: the columns outside must stay untouched. */
     int lo = N > 2 ? 1 : 0, hi = N > 3 ? N - 1 : N;
     for (int i = 0; i < T * N; i++) y[i] = 12345.0f;
-    k->matmul(y, (size_t)N, x, T, K, w, dtype, lo, hi, rows);
-    folo_cpu_matmul(y_ref, (size_t)N, x, T, K, w, dtype, lo, hi, rows_ref);
+    simd(y, (size_t)N, x, T, K, w, dtype, lo, hi, rows);
+    portable(y_ref, (size_t)N, x, T, K, w, dtype, lo, hi, rows_ref);
 
     double worst = 0.0;
     int untouched = 1;
@@ -53,28 +65,33 @@ static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T
             /* Both sum in f32 in different orders: compare to the sum of
              * magnitudes, which bounds either one's rounding. */
             double mag = 0.0;
-            for (int kk = 0; kk < K; kk++)
-                mag += fabs((double)x[(size_t)t * K + kk] * w_stored[(size_t)n * K + kk]);
+            for (int kk = 0; kk < K; kk++) {
+                float xk = x[(size_t)t * K + kk];
+                if (bf16x) xk = folo_bf16_to_f32(folo_f32_to_bf16(xk));
+                mag += fabs((double)xk * w_stored[(size_t)n * K + kk]);
+            }
             double err = fabs((double)got - y_ref[(size_t)t * N + n]) / (mag + 1e-30);
             if (!(err <= worst)) worst = err;
         }
     }
     /* AMX multiplies each activation as two bf16 halves (kernels_amx.c),
      * exact to 2^-18 of it, on top of the f32 sums: a looser bound there. */
-    double limit = strcmp(k->name, "amx") == 0 && dtype == FOLO_DTYPE_BF16 ? 1.0 / (1 << 17) : 2e-6;
-    CHECK_MSG(worst <= limit, "%s matmul %s T=%d K=%d N=%d: relative difference %g from portable",
-              k->name, folo_dtype_name(dtype), T, K, N, worst);
-    CHECK_MSG(untouched, "%s matmul %s T=%d K=%d N=%d wrote outside its rows", k->name,
+    double limit = !bf16x && strcmp(k->name, "amx") == 0 && dtype == FOLO_DTYPE_BF16
+                       ? 1.0 / (1 << 17)
+                       : 2e-6;
+    CHECK_MSG(worst <= limit, "%s %s %s T=%d K=%d N=%d: relative difference %g from portable",
+              k->name, name, folo_dtype_name(dtype), T, K, N, worst);
+    CHECK_MSG(untouched, "%s %s %s T=%d K=%d N=%d wrote outside its rows", k->name, name,
               folo_dtype_name(dtype), T, K, N);
 
     /* A token alone gives bit-for-bit the row it got inside the batch. */
     int same = 1;
     for (int t = 0; t < T; t++) {
-        k->matmul(y_one, (size_t)N, x + (size_t)t * K, 1, K, w, dtype, lo, hi, rows);
+        simd(y_one, (size_t)N, x + (size_t)t * K, 1, K, w, dtype, lo, hi, rows);
         same &= memcmp(y_one + lo, y + (size_t)t * N + lo, sizeof(float) * (size_t)(hi - lo)) == 0;
     }
-    CHECK_MSG(same, "%s matmul %s T=%d K=%d N=%d: a token alone differs from the batch", k->name,
-              folo_dtype_name(dtype), T, K, N);
+    CHECK_MSG(same, "%s %s %s T=%d K=%d N=%d: a token alone differs from the batch", k->name,
+              name, folo_dtype_name(dtype), T, K, N);
     free(x), free(w_src), free(w_stored), free(w), free(y), free(y_ref), free(y_one), free(rows),
         free(rows_ref);
 }
@@ -98,10 +115,24 @@ static void test_matmul(const folo_cpu_kernels *k) {
     folo_dtype dtypes[] = {FOLO_DTYPE_F32, FOLO_DTYPE_BF16, FOLO_DTYPE_F16};
     for (size_t d = 0; d < 3; d++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            test_matmul_shape(k, dtypes[d], shapes[s][0], shapes[s][1], shapes[s][2]);
+            test_matmul_shape(k, dtypes[d], shapes[s][0], shapes[s][1], shapes[s][2], 0);
         for (int i = 0; i < 10; i++)
-            test_matmul_shape(k, dtypes[d], 1 + rng_int(20), 1 + rng_int(400), 1 + rng_int(40));
+            test_matmul_shape(k, dtypes[d], 1 + rng_int(20), 1 + rng_int(400), 1 + rng_int(40),
+                              0);
     }
+    /* matmul_bf16 on bf16 weights, the only ones the backend gives it
+     * (kernels_avx512bf16.c: 32-element pairs, so K around 32 and 64 too);
+     * a 512-token call spans two token blocks at K = 1024. */
+    if (!k->matmul_bf16) return;
+    static const int bf16_shapes[][3] = {{1, 31, 5}, {2, 32, 9}, {6, 33, 13}, {7, 64, 4},
+                                         {13, 95, 22}, {1, 1024, 37}, {40, 1029, 9},
+                                         {512, 1024, 6}, {97, 3072, 5}};
+    for (size_t s = 0; s < sizeof bf16_shapes / sizeof bf16_shapes[0]; s++)
+        test_matmul_shape(k, FOLO_DTYPE_BF16, bf16_shapes[s][0], bf16_shapes[s][1],
+                          bf16_shapes[s][2], 1);
+    for (int i = 0; i < 10; i++)
+        test_matmul_shape(k, FOLO_DTYPE_BF16, 1 + rng_int(20), 1 + rng_int(400), 1 + rng_int(40),
+                          1);
 }
 
 /* ---- SiLU ------------------------------------------------------------------------ */
@@ -135,9 +166,10 @@ static void test_silu(const folo_cpu_kernels *k) {
 
 /* One sequence of n_ctx positions in a pool with shuffled blocks; a group
  * of queries (heads x trailing tokens) against the portable kernel, and
- * each query against itself alone. */
+ * each query against itself alone; a bf16 cache (kv_dtype) also portable's
+ * result on it against an f32 cache of the same values, bit for bit. */
 static void test_attention_case(const folo_cpu_kernels *k, int block_size, int Hkv, int D,
-                                int n_ctx, int n_queries, float q_scale) {
+                                int n_ctx, int n_queries, float q_scale, folo_dtype kv_dtype) {
     int n_blocks = (n_ctx + block_size - 1) / block_size + 3;
     int32_t *table = malloc(sizeof(int32_t) * n_blocks); /* [n_blocks] shuffled */
     for (int i = 0; i < n_blocks; i++) table[i] = i;
@@ -151,6 +183,16 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
     float *v_cache = malloc(sizeof(float) * cache_floats); /* [n_blocks, Hkv, block_size, D] */
     fill_random(k_cache, cache_floats, 1.0f);
     fill_random(v_cache, cache_floats, 1.0f);
+    uint16_t *k_bf16 = malloc(sizeof(uint16_t) * cache_floats); /* the same, as bf16 */
+    uint16_t *v_bf16 = malloc(sizeof(uint16_t) * cache_floats);
+    for (size_t i = 0; i < cache_floats && kv_dtype == FOLO_DTYPE_BF16; i++) {
+        k_bf16[i] = folo_f32_to_bf16(k_cache[i]);
+        v_bf16[i] = folo_f32_to_bf16(v_cache[i]);
+        k_cache[i] = folo_bf16_to_f32(k_bf16[i]);
+        v_cache[i] = folo_bf16_to_f32(v_bf16[i]);
+    }
+    const void *kc = kv_dtype == FOLO_DTYPE_BF16 ? (const void *)k_bf16 : k_cache;
+    const void *vc = kv_dtype == FOLO_DTYPE_BF16 ? (const void *)v_bf16 : v_cache;
     float *q_buf = malloc(sizeof(float) * n_queries * D);     /* [n_queries, D] */
     float *out_buf = malloc(sizeof(float) * n_queries * D);   /* [n_queries, D] */
     float *ref_buf = malloc(sizeof(float) * n_queries * D);   /* [n_queries, D] */
@@ -168,42 +210,54 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
     }
     int kv_head = Hkv - 1;
     float scale = 1.0f / sqrtf((float)D);
-    k->attention_group(out, q, ctx, n_queries, k_cache, v_cache, table, block_size, Hkv, kv_head,
+    k->attention_group(out, q, ctx, n_queries, kc, vc, kv_dtype, table, block_size, Hkv, kv_head,
                        D, scale);
     double worst = 0.0;
-    int same = 1;
+    int same = 1, widened = 1;
     for (int i = 0; i < n_queries; i++) {
-        folo_cpu_attention(ref_buf + (size_t)i * D, q[i], k_cache, v_cache, table, ctx[i],
+        folo_cpu_attention(ref_buf + (size_t)i * D, q[i], kc, vc, kv_dtype, table, ctx[i],
                            block_size, Hkv, kv_head, D, scale);
+        if (kv_dtype == FOLO_DTYPE_BF16) {
+            folo_cpu_attention(alone, q[i], k_cache, v_cache, FOLO_DTYPE_F32, table, ctx[i],
+                               block_size, Hkv, kv_head, D, scale);
+            widened &= memcmp(alone, ref_buf + (size_t)i * D, sizeof(float) * D) == 0;
+        }
         for (int d = 0; d < D; d++) {
             double err = fabs((double)out[i][d] - ref_buf[(size_t)i * D + d]);
             if (!(err <= worst)) worst = err;
         }
         float *one[1] = {alone};
-        k->attention_group(one, &q[i], &ctx[i], 1, k_cache, v_cache, table, block_size, Hkv,
+        k->attention_group(one, &q[i], &ctx[i], 1, kc, vc, kv_dtype, table, block_size, Hkv,
                            kv_head, D, scale);
         same &= memcmp(alone, out[i], sizeof(float) * D) == 0;
     }
+    const char *kv = folo_dtype_name(kv_dtype);
     CHECK_MSG(worst <= 2e-6 * (1.0 + q_scale),
-              "%s attention bs=%d Hkv=%d D=%d ctx=%d queries=%d: difference %g from portable",
-              k->name, block_size, Hkv, D, n_ctx, n_queries, worst);
-    CHECK_MSG(same, "%s attention bs=%d D=%d ctx=%d queries=%d: a query alone differs", k->name,
-              block_size, D, n_ctx, n_queries);
-    free(table), free(k_cache), free(v_cache), free(q_buf), free(out_buf), free(ref_buf),
-        free(alone);
+              "%s attention %s bs=%d Hkv=%d D=%d ctx=%d queries=%d: difference %g from portable",
+              k->name, kv, block_size, Hkv, D, n_ctx, n_queries, worst);
+    CHECK_MSG(same, "%s attention %s bs=%d D=%d ctx=%d queries=%d: a query alone differs",
+              k->name, kv, block_size, D, n_ctx, n_queries);
+    CHECK_MSG(widened, "portable attention bs=%d D=%d ctx=%d: a bf16 cache differs from its "
+              "widened f32 copy", block_size, D, n_ctx);
+    free(table), free(k_cache), free(v_cache), free(k_bf16), free(v_bf16), free(q_buf),
+        free(out_buf), free(ref_buf), free(alone);
 }
 
 static void test_attention(const folo_cpu_kernels *k) {
-    test_attention_case(k, 4, 2, 20, 1, 1, 1.0f);
-    test_attention_case(k, 16, 8, 128, 300, 32, 1.0f);
-    test_attention_case(k, 5, 1, 13, 77, 7, 1.0f);
-    test_attention_case(k, 3, 2, 33, 64, 4, 1.0f);
-    test_attention_case(k, 16, 4, 64, 33, 2, 1.0f);
-    /* Large scores: the online softmax must rescale without overflow. */
-    test_attention_case(k, 7, 2, 32, 150, 9, 40.0f);
-    for (int i = 0; i < 6; i++)
-        test_attention_case(k, 1 + rng_int(16), 1 + rng_int(4), 1 + rng_int(200),
-                            1 + rng_int(200), 1 + rng_int(FOLO_CPU_ATTN_QUERIES), 1.0f);
+    folo_dtype kv_dtypes[] = {FOLO_DTYPE_F32, FOLO_DTYPE_BF16};
+    for (int d = 0; d < 2; d++) {
+        folo_dtype kv = kv_dtypes[d];
+        test_attention_case(k, 4, 2, 20, 1, 1, 1.0f, kv);
+        test_attention_case(k, 16, 8, 128, 300, 32, 1.0f, kv);
+        test_attention_case(k, 5, 1, 13, 77, 7, 1.0f, kv);
+        test_attention_case(k, 3, 2, 33, 64, 4, 1.0f, kv);
+        test_attention_case(k, 16, 4, 64, 33, 2, 1.0f, kv);
+        /* Large scores: the online softmax must rescale without overflow. */
+        test_attention_case(k, 7, 2, 32, 150, 9, 40.0f, kv);
+        for (int i = 0; i < 6; i++)
+            test_attention_case(k, 1 + rng_int(16), 1 + rng_int(4), 1 + rng_int(200),
+                                1 + rng_int(200), 1 + rng_int(FOLO_CPU_ATTN_QUERIES), 1.0f, kv);
+    }
 }
 
 /* ---- selection ----------------------------------------------------------------- */

@@ -232,7 +232,8 @@ static void test_attention_case(int block_size, int Hq, int Hkv, int D, float q_
             int kvh = head / group;
             for (int i = 0; i < n_new[s]; i++) {
                 size_t off = ((size_t)i * Hq + head) * D;
-                folo_cpu_attention(out + off, q + off, k_cache, v_cache, table, first + i + 1,
+                folo_cpu_attention(out + off, q + off, k_cache, v_cache, FOLO_DTYPE_F32, table,
+                                   first + i + 1,
                                    block_size, Hkv, kvh, D, scale);
             }
             /* The naive twin: scores for every (query, key), masked causally. */
@@ -264,8 +265,9 @@ static void test_attention_case(int block_size, int Hq, int Hkv, int D, float q_
     }
     /* f32 scores carry an error proportional to their size, and softmax
      * passes it on: the bound grows with q_scale. */
-    CHECK_MSG(worst <= 1e-6 * (1.0 + q_scale), "attention bs=%d Hq=%d Hkv=%d D=%d q_scale=%g: error %g", block_size,
-              Hq, Hkv, D, q_scale, worst);
+    CHECK_MSG(worst <= 1e-6 * (1.0 + q_scale),
+              "attention bs=%d Hq=%d Hkv=%d D=%d q_scale=%g: error %g", block_size, Hq, Hkv, D,
+              q_scale, worst);
     free(perm), free(tables), free(k_cache), free(v_cache);
 }
 

@@ -109,6 +109,7 @@ typedef struct engine_config {
     folo_attention_kind attention;
     bool no_chunked_prefill;
     size_t naive_attention_bytes;
+    folo_compute_dtype dtype;
 } engine_config;
 
 static folo_engine *make_engine(const engine_config *c) {
@@ -117,7 +118,10 @@ static folo_engine *make_engine(const engine_config *c) {
         .device = "cpu", /* its logits are bit-identical however a token is batched */
         .n_threads = 2,
         .block_size = c->block_size,
-        .kv_memory_bytes = (size_t)c->n_blocks * c->block_size * KV_BYTES_PER_TOKEN,
+        /* a bf16 cache holds a token in half the bytes */
+        .kv_memory_bytes = (size_t)c->n_blocks * c->block_size * KV_BYTES_PER_TOKEN /
+                           (c->dtype == FOLO_COMPUTE_BFLOAT16 ? 2 : 1),
+        .dtype = c->dtype,
         .max_num_batched_tokens = c->budget,
         .max_num_seqs = c->max_seqs,
         .disable_prefix_caching = c->no_prefix_cache,
@@ -254,9 +258,10 @@ static void step_and_record(folo_engine *e, req_result *res, int n_res) {
 
 /* Each request alone (n = 1), one after another, on a roomy engine with
  * the given attention. */
-static void run_alone(const req_spec *specs, req_result *ref, folo_attention_kind attention) {
+static void run_alone(const req_spec *specs, req_result *ref, folo_attention_kind attention,
+                      folo_compute_dtype dtype) {
     engine_config c = {"alone", 4096, 16, 256, 8, .no_prefix_cache = true,
-                       .attention = attention};
+                       .attention = attention, .dtype = dtype};
     folo_engine *e = make_engine(&c);
     if (!e) return;
     for (int r = 0; r < N_REQS; r++) {
@@ -344,11 +349,13 @@ static void test_batch_invariance(void) {
      * on its own (each query's row is summed in one order), so its
      * reference is its own run alone, whose greedy outputs must equal the
      * default path's. */
-    req_result ref[N_REQS], ref_naive[N_REQS];
+    req_result ref[N_REQS], ref_naive[N_REQS], ref_bf16[N_REQS];
     memset(ref, 0, sizeof ref);
     memset(ref_naive, 0, sizeof ref_naive);
-    run_alone(specs, ref, FOLO_ATTENTION_ONLINE);
-    run_alone(specs, ref_naive, FOLO_ATTENTION_NAIVE);
+    memset(ref_bf16, 0, sizeof ref_bf16);
+    run_alone(specs, ref, FOLO_ATTENTION_ONLINE, FOLO_COMPUTE_AUTO);
+    run_alone(specs, ref_naive, FOLO_ATTENTION_NAIVE, FOLO_COMPUTE_AUTO);
+    run_alone(specs, ref_bf16, FOLO_ATTENTION_ONLINE, FOLO_COMPUTE_BFLOAT16);
     for (int r = 0; r < N_REQS; r++) {
         if (specs[r].seeded_random) continue;
         int n = ref[r].n_tokens[0];
@@ -379,8 +386,19 @@ static void test_batch_invariance(void) {
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
         run_together(&configs[i], specs,
                      configs[i].attention == FOLO_ATTENTION_NAIVE ? ref_naive : ref);
+    /* --dtype bfloat16 (a bf16 KV cache; the tiny model's f32 weights keep
+     * f32 matmuls): batch-invariant against its own runs alone, through
+     * chunking, prefix hits, copy-on-write of shared blocks and preemption. */
+    static const engine_config bf16_configs[] = {
+        {"bf16, budget 7, cache", 7, 16, 256, 64, .dtype = FOLO_COMPUTE_BFLOAT16},
+        {"bf16, block 4, budget 5", 5, 4, 1024, 64, .dtype = FOLO_COMPUTE_BFLOAT16},
+        {"bf16, small pool", 64, 16, 10, 64, .dtype = FOLO_COMPUTE_BFLOAT16},
+    };
+    for (size_t i = 0; i < sizeof bf16_configs / sizeof bf16_configs[0]; i++)
+        run_together(&bf16_configs[i], specs, ref_bf16);
     results_free(ref, N_REQS);
     results_free(ref_naive, N_REQS);
+    results_free(ref_bf16, N_REQS);
 }
 
 /* Aborting a request in prefill and one in decode frees all their blocks. */
@@ -507,7 +525,7 @@ static void test_engine_thread(void) {
     make_workload(specs);
     req_result ref[N_REQS];
     memset(ref, 0, sizeof ref);
-    run_alone(specs, ref, FOLO_ATTENTION_ONLINE);
+    run_alone(specs, ref, FOLO_ATTENTION_ONLINE, FOLO_COMPUTE_AUTO);
     engine_config c = {"thread", 32, 16, 256, 64, .no_prefix_cache = false};
     folo_engine *e = make_engine(&c);
     if (!e) return;

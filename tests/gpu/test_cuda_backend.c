@@ -341,7 +341,7 @@ static void test_attention(int D, int block_size, int Hq, int Hkv, const int seq
     for (int t = 0; t < T; t++)
         for (int h = 0; h < Hq; h++)
             folo_cpu_attention(ref + ((size_t)t * Hq + h) * D,
-                               qkv + (size_t)t * row + (size_t)h * D, k_cpu, v_cpu,
+                               qkv + (size_t)t * row + (size_t)h * D, k_cpu, v_cpu, FOLO_DTYPE_F32,
                                tables + token_seq[t] * MAX_BLOCKS, positions[t] + 1, block_size,
                                Hkv, h / (Hq / Hkv), D, scale);
     int max_ctx = 0;

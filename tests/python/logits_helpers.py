@@ -58,8 +58,8 @@ def random_qwen3(config, seed, tied, embed_std, head_std):
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
-def folo_logits(model_dir, ids, chunk=None, threads=None):
-    """Logits [len(ids), V] from `folo logits`."""
+def folo_logits(model_dir, ids, chunk=None, threads=None, dtype=None, env=None):
+    """Logits [len(ids), V] from `folo logits` (env: extra environment variables)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "logits.f32"
         args = [FOLO, "logits", "-m", str(model_dir), "--ids", ",".join(map(str, ids)),
@@ -68,7 +68,10 @@ def folo_logits(model_dir, ids, chunk=None, threads=None):
             args += ["--chunk", str(chunk)]
         if threads:
             args += ["--threads", str(threads)]
-        proc = subprocess.run(args, capture_output=True, text=True)
+        if dtype:
+            args += ["--dtype", dtype]
+        proc = subprocess.run(args, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})})
         assert proc.returncode == 0, proc.stderr
         data = np.fromfile(out, dtype="<f4")
     assert data.size % len(ids) == 0
@@ -79,6 +82,29 @@ def load_oracle(model_dir, dtype):
     model = Qwen3ForCausalLM.from_pretrained(str(model_dir), dtype=dtype, attn_implementation="eager")
     model.eval()
     return model
+
+
+def bf16_oracle_logits(model_dir, ids):
+    """Logits [len(ids), V] of transformers in f32 computing what `--dtype
+    bfloat16` computes: every nn.Linear's input rounded to bf16 (weights and
+    sums untouched) and the keys and values rounded to bf16 as the cache
+    stores them (the eager attention wrapped for the call)."""
+    import transformers.models.qwen3.modeling_qwen3 as qwen3
+    model = load_oracle(model_dir, torch.float32)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_pre_hook(lambda _m, args: (args[0].bfloat16().float(),))
+    eager = qwen3.eager_attention_forward
+
+    def rounded_kv(module, query, key, value, *args, **kwargs):
+        return eager(module, query, key.bfloat16().float(), value.bfloat16().float(), *args,
+                     **kwargs)
+
+    qwen3.eager_attention_forward = rounded_kv
+    try:
+        return oracle_logits(model, ids)
+    finally:
+        qwen3.eager_attention_forward = eager
 
 
 def oracle_logits(model, ids):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from logits_helpers import (FOLO, VOCAB, compare, folo_greedy, folo_logits, load_oracle,
-                            make_model, oracle_greedy, oracle_logits, write_results)
+from logits_helpers import (FOLO, VOCAB, bf16_oracle_logits, compare, folo_greedy, folo_logits,
+                            load_oracle, make_model, oracle_greedy, oracle_logits,
+                            relative_errors, write_results)
 
 TOLERANCE = 1e-4
 PROMPT = [int(i) for i in np.random.RandomState(1).randint(0, 151643, size=40)]
@@ -62,6 +63,37 @@ def test_bf16_matches_transformers(models):
             oracle_logits(load_oracle(models["bf16"], torch.bfloat16), PROMPT), RESULTS)
 
 
+# --dtype bfloat16 rounds every matmul input, and the K and V it caches, to
+# bf16. Its oracle is transformers in f32 with the same roundings
+# (bf16_oracle_logits).
+# Until the first rounding flip (an activation a last f32 bit away from a
+# bf16 midpoint, rounded the other way) the two agree to f32 precision;
+# from there on that position's K and V differ by a bf16 step, which on the
+# tiny model moves later logits by ~1e-3, as much as the rounding itself
+# does (against the unrounded model). So: every position within
+# BF16_TOLERANCE, and the positions before the first flip within the f32
+# tolerance, where the unrounded model is nowhere near.
+BF16_TOLERANCE = 5e-3
+
+
+@pytest.mark.parametrize("isa", ["default", "portable"])
+def test_bf16_activations_match_rounded_transformers(models, isa):
+    env = {"FOLO_CPU_ISA": "portable"} if isa == "portable" else None
+    got = folo_logits(models["bf16"], PROMPT, dtype="bfloat16", env=env)
+    rounded = bf16_oracle_logits(models["bf16"], PROMPT)
+    rel, same_argmax = compare(f"tiny bf16 --dtype bfloat16 ({isa} kernels) vs transformers "
+                               "f32 with bf16 Linear inputs and KV", got, rounded, RESULTS)
+    unrounded = relative_errors(got, oracle_logits(load_oracle(models["bf16"], torch.float32),
+                                                   PROMPT))
+    print(f"  against the unrounded f32 model: max rel L2 {unrounded.max():.3e}")
+    assert rel.max() <= BF16_TOLERANCE, f"positions over tolerance: {np.nonzero(rel > BF16_TOLERANCE)[0]}"
+    assert same_argmax.all(), f"argmax differs at {np.nonzero(~same_argmax)[0]}"
+    exact = rel <= TOLERANCE / 10
+    print(f"  within {TOLERANCE / 10:g}: {exact.sum()} of {len(rel)} positions")
+    assert exact.sum() >= len(rel) // 8, f"too few positions agree exactly: {rel}"
+    assert unrounded.min() > TOLERANCE, "the activations were not rounded"
+
+
 def test_f16_matches_transformers(models):
     got = folo_logits(models["f16"], PROMPT)
     check_close("tiny f16 vs transformers f32 (f16 weights upcast)", got,
@@ -80,6 +112,14 @@ def test_chunked_equals_one_shot(models, chunk):
     diff = np.abs(chunked - one_shot).max()
     print(f"\nchunk {chunk}: max |diff| vs one-shot {diff:.3e}")
     assert diff <= 1e-6 * np.abs(one_shot).max()
+
+
+@pytest.mark.parametrize("chunk", [1, 7])
+def test_bf16_activations_chunked_equals_one_shot(models, chunk):
+    """matmul_bf16 is batch-invariant too: bit for bit, however the ids are fed."""
+    one_shot = folo_logits(models["bf16"], PROMPT, dtype="bfloat16")
+    chunked = folo_logits(models["bf16"], PROMPT, chunk=chunk, dtype="bfloat16")
+    assert np.array_equal(chunked, one_shot)
 
 
 # A random model with tied embeddings tends to repeat a token; the untied one
@@ -106,7 +146,8 @@ def test_usage_errors(tmp_path):
                  ["--ids", "1,2"],
                  ["--out", out],
                  ["--ids", "1", "--out", out, "--chunk", "0"],
-                 ["--ids", "1", "--out", out, "--threads", "-3"]):
+                 ["--ids", "1", "--out", out, "--threads", "-3"],
+                 ["--ids", "1", "--out", out, "--dtype", "fp8"]):
         proc = run_folo(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith("folo logits: "), proc.stderr
@@ -121,6 +162,8 @@ def test_runtime_errors(models, tmp_path):
          "max_position_embeddings"),
         (["-m", str(tmp_path / "missing"), "--ids", "1", "--out", out], ""),
         (["-m", str(models["f32"]), "--ids", "1", "--out", str(tmp_path / "no" / "dir.f32")], "dir.f32"),
+        (["-m", str(models["f32"]), "--ids", "1", "--out", out, "--device", "cuda", "--dtype",
+          "float32"], "dtype float32"),
     ]
     for args, needle in cases:
         proc = run_folo(*args)

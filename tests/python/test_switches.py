@@ -49,11 +49,20 @@ def test_greedy_tokens_equal_default(tmp_path, flags):
     assert token_ids(tmp_path, *flags) == token_ids(tmp_path)
 
 
+# The same under --dtype bfloat16, whose bf16 KV cache every attention path
+# reads (naive attention included).
+@pytest.mark.parametrize("flags", SWITCHES + [sum(SWITCHES, ())])
+def test_bf16_greedy_tokens_equal_bf16_default(tmp_path, flags):
+    bf16 = ("--dtype", "bfloat16")
+    assert token_ids(tmp_path, *bf16, *flags) == token_ids(tmp_path, *bf16)
+
+
 @pytest.mark.parametrize("cmd", [["generate"], ["serve"], ["bench", "latency"]])
 @pytest.mark.parametrize("flag,value,accepted", [
     ("--batching", "dynamic", "continuous or static"),
     ("--kv", "flat", "paged or contiguous"),
     ("--attention", "flash", "online or naive"),
+    ("--dtype", "fp8", "auto, float32 or bfloat16"),
 ])
 def test_bad_values_are_usage_errors(cmd, flag, value, accepted):
     proc = subprocess.run([FOLO, *cmd, flag, value], capture_output=True, text=True)

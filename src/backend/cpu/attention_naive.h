@@ -15,14 +15,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/dtype.h"
+
 /* Query head `head` (of kv head kv_head) for n_queries tokens of one
  * sequence: query i reads q + i·q_stride [D], sees positions
  * 0..positions[i] and writes out + i·out_stride [D]. scores: scratch of
  * n_queries · n_ctx floats, n_ctx > every positions[i]; k_cache and v_cache
- * are one layer's [n_blocks, n_kv_heads, block_size, D]. */
+ * are one layer's [n_blocks, n_kv_heads, block_size, D] of kv_dtype (f32 or
+ * bf16, as kernels.h). */
 void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, size_t q_stride,
                               const int32_t *positions, int n_queries, int n_ctx, float *scores,
-                              const float *k_cache, const float *v_cache,
+                              const void *k_cache, const void *v_cache, folo_dtype kv_dtype,
                               const int32_t *block_table, int block_size, int n_kv_heads,
                               int kv_head, int head_dim, float scale);
 

@@ -6,8 +6,9 @@
  * scores of the tile, then the running maximum, denominator and weighted
  * sum of values rescaled once per tile, then one axpy per key; the first
  * key of a tile carries the tile's rescaling, so out is read and written
- * once per key. Each including file gets its own static copy, inlined with
- * its operations. */
+ * once per key. A bf16 cache's rows are widened (exactly) into a row of
+ * f32 before the same operations. Each including file gets its own static
+ * copy, inlined with its operations. */
 #ifndef FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
 #define FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
 
@@ -16,35 +17,46 @@
 #include <string.h>
 
 #include "backend/cpu/kernels.h"
+#include "core/dtype.h"
 
 typedef float (*folo_attn_dot_fn)(const float *a, const float *b, int n);
 /* y[d] = y[d] · scale + a · x[d] for d < n. */
 typedef void (*folo_attn_scale_axpy_fn)(float *y, float scale, float a, const float *x, int n);
 
+/* Row `row` of a cache of kv_dtype as f32: the cache itself when it is f32,
+ * else widened into buf [head_dim]. */
+static inline const float *folo_attention_row(float *buf, const void *cache,
+                                              folo_dtype kv_dtype, size_t row, int head_dim) {
+    if (kv_dtype == FOLO_DTYPE_F32) return (const float *)cache + row * head_dim;
+    const uint16_t *src = (const uint16_t *)cache + row * head_dim;
+    for (int d = 0; d < head_dim; d++) buf[d] = folo_bf16_to_f32(src[d]);
+    return buf;
+}
+
 /* out [head_dim] = softmax(q · Kᵀ · scale) · V over positions 0..n_ctx-1
  * of kv head kv_head, K and V read through block_table in the CPU cache
  * layout of kernels.h. */
-static inline void folo_attention_online(float *out, const float *q, const float *k_cache,
-                                         const float *v_cache, const int32_t *block_table,
-                                         int n_ctx, int block_size, int n_kv_heads, int kv_head,
-                                         int head_dim, float scale, folo_attn_dot_fn dot,
-                                         folo_attn_scale_axpy_fn scale_axpy) {
+static inline void folo_attention_online(float *out, const float *q, const void *k_cache,
+                                         const void *v_cache, folo_dtype kv_dtype,
+                                         const int32_t *block_table, int n_ctx, int block_size,
+                                         int n_kv_heads, int kv_head, int head_dim, float scale,
+                                         folo_attn_dot_fn dot, folo_attn_scale_axpy_fn scale_axpy) {
     float running_max = -INFINITY;                    /* max score seen so far */
     float denom = 0.0f;                               /* Σ e^(score - running_max) so far */
     memset(out, 0, (size_t)head_dim * sizeof(float)); /* Σ e^(score - running_max) · v */
 
     for (int p0 = 0; p0 < n_ctx; p0 += FOLO_CPU_ATTN_TILE) {
         int n = n_ctx - p0 < FOLO_CPU_ATTN_TILE ? n_ctx - p0 : FOLO_CPU_ATTN_TILE;
-        float score[FOLO_CPU_ATTN_TILE];        /* [n] */
-        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n] */
+        float score[FOLO_CPU_ATTN_TILE];  /* [n] */
+        size_t rows[FOLO_CPU_ATTN_TILE];  /* [n] cache rows of the tile's positions */
+        float buf[FOLO_CPU_MAX_HEAD_DIM]; /* a bf16 row, widened */
         float tile_max = -INFINITY;
         for (int j = 0; j < n; j++) {
             int pos = p0 + j;
-            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
-                             block_size + pos % block_size;
-            size_t offset = row * head_dim;
-            score[j] = dot(q, k_cache + offset, head_dim) * scale;
-            v_row[j] = v_cache + offset;
+            rows[j] = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
+                          block_size + pos % block_size;
+            const float *k = folo_attention_row(buf, k_cache, kv_dtype, rows[j], head_dim);
+            score[j] = dot(q, k, head_dim) * scale;
             if (score[j] > tile_max) tile_max = score[j];
         }
         float new_max = tile_max > running_max ? tile_max : running_max;
@@ -53,7 +65,8 @@ static inline void folo_attention_online(float *out, const float *q, const float
         for (int j = 0; j < n; j++) {
             float p = expf(score[j] - new_max);
             denom += p;
-            scale_axpy(out, j == 0 ? rescale : 1.0f, p, v_row[j], head_dim);
+            const float *v = folo_attention_row(buf, v_cache, kv_dtype, rows[j], head_dim);
+            scale_axpy(out, j == 0 ? rescale : 1.0f, p, v, head_dim);
         }
         running_max = new_max;
     }

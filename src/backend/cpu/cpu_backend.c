@@ -93,9 +93,11 @@ typedef struct cpu_backend {
     int n_threads;
     const folo_cpu_kernels *kernels; /* matmul and attention for this CPU (kernels.h) */
     const folo_cpu_int4_kernels *int4; /* GPTQ linears, same ISA (kernels_int4.h) */
+    bool bf16_matmul;       /* bf16 weights meet bf16-rounded activations (matmul_bf16) */
     int n_slots;            /* kv_n_blocks * kv_block_size */
-    float *k_cache;         /* [L, n_blocks, Hkv, block_size, D] */
-    float *v_cache;         /* [L, n_blocks, Hkv, block_size, D] */
+    void *k_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
+    void *v_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
+    folo_dtype kv_dtype;    /* f32, or bf16 with --dtype bfloat16 (rounded as written) */
     float *norm_block;      /* backing store of the norm weights below */
     cpu_layer_norms *norms; /* [L] */
     float *final_norm;      /* [H] */
@@ -143,8 +145,12 @@ static void matmul_rows(const matmul_job *job, int i, int begin, int end, float 
     const folo_cpu_kernels *k = job->b->kernels;
     size_t ldy = (size_t)w->shape[0];
     if (!w->quant) {
-        k->matmul(job->y[i], ldy, job->x, job->n_tokens, job->K, w->data, w->dtype, begin, end,
-                  scratch);
+        if (job->b->bf16_matmul && w->dtype == FOLO_DTYPE_BF16)
+            k->matmul_bf16(job->y[i], ldy, job->x, job->n_tokens, job->K, w->data, w->dtype,
+                           begin, end, scratch);
+        else
+            k->matmul(job->y[i], ldy, job->x, job->n_tokens, job->K, w->data, w->dtype, begin,
+                      end, scratch);
         return;
     }
     /* GPTQ: decode in registers, or a panel of rows to f32 and the float
@@ -253,9 +259,19 @@ typedef struct qk_job {
     cpu_backend *b;
     const folo_batch *batch;
     const cpu_layer_norms *norms;
-    float *k_cache; /* [n_blocks, Hkv, block_size, D] this layer */
-    float *v_cache; /* [n_blocks, Hkv, block_size, D] this layer */
+    void *k_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
+    void *v_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
 } qk_job;
+
+/* dst [n] of the cache's dtype = src [n] (bf16: rounded to nearest even). */
+static void store_kv(void *dst, const float *src, int n, folo_dtype dtype) {
+    if (dtype == FOLO_DTYPE_F32) {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        return;
+    }
+    uint16_t *out = dst;
+    for (int i = 0; i < n; i++) out[i] = folo_f32_to_bf16(src[i]);
+}
 
 static void qk_worker(void *ctx, int thread, int n_threads) {
     const qk_job *job = ctx;
@@ -281,8 +297,9 @@ static void qk_worker(void *ctx, int thread, int n_threads) {
         for (int head = 0; head < Hkv; head++) {
             size_t row =
                 ((size_t)(slot / block_size) * Hkv + head) * block_size + slot % block_size;
-            memcpy(job->k_cache + row * D, k + head * D, (size_t)D * sizeof(float));
-            memcpy(job->v_cache + row * D, v + head * D, (size_t)D * sizeof(float));
+            size_t offset = row * D * folo_dtype_size(job->b->kv_dtype);
+            store_kv((char *)job->k_cache + offset, k + head * D, D, job->b->kv_dtype);
+            store_kv((char *)job->v_cache + offset, v + head * D, D, job->b->kv_dtype);
         }
     }
 }
@@ -295,8 +312,8 @@ static void qk_worker(void *ctx, int thread, int n_threads) {
 typedef struct attention_job {
     const cpu_backend *b;
     const folo_batch *batch;
-    const float *k_cache; /* [n_blocks, Hkv, block_size, D] this layer */
-    const float *v_cache; /* [n_blocks, Hkv, block_size, D] this layer */
+    const void *k_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
+    const void *v_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
 } attention_job;
 
 static void attention_worker(void *ctx, int thread, int n_threads) {
@@ -330,6 +347,7 @@ static void attention_worker(void *ctx, int thread, int n_threads) {
                     }
                 }
                 job->b->kernels->attention_group(out, q, n_ctx, n, job->k_cache, job->v_cache,
+                                                 job->b->kv_dtype,
                                                  table, job->b->base.kv_block_size, Hkv, kv_head,
                                                  D, scale);
             }
@@ -358,6 +376,7 @@ static void attention_naive_worker(void *ctx, int thread, int n_threads) {
             folo_cpu_attention_naive(b->s.att + offset, (size_t)Hq * D, b->s.q + offset,
                                      (size_t)Hq * D, batch->positions + t0, n,
                                      batch->seq_lens[seq], scores, job->k_cache, job->v_cache,
+                                     b->kv_dtype,
                                      table, b->base.kv_block_size, Hkv, head / group, D, scale);
         }
     }
@@ -432,9 +451,9 @@ static const float *attention_block(cpu_backend *b, int layer, const folo_batch 
                       .w = {&w->wq, &w->wk, &w->wv}};
     run_matmul(b, &qkv);
 
-    size_t layer_floats = (size_t)b->n_slots * Hkv * D;
-    float *k_cache = b->k_cache + (size_t)layer * layer_floats; /* [n_blocks, Hkv, bs, D] */
-    float *v_cache = b->v_cache + (size_t)layer * layer_floats; /* [n_blocks, Hkv, bs, D] */
+    size_t layer_bytes = (size_t)b->n_slots * Hkv * D * folo_dtype_size(b->kv_dtype);
+    char *k_cache = (char *)b->k_cache + (size_t)layer * layer_bytes; /* [n_blocks, Hkv, bs, D] */
+    char *v_cache = (char *)b->v_cache + (size_t)layer * layer_bytes; /* [n_blocks, Hkv, bs, D] */
     qk_job qk = {.b = b, .batch = batch, .norms = n, .k_cache = k_cache, .v_cache = v_cache};
     folo_pool_run(b->pool, qk_worker, &qk);
 
@@ -608,21 +627,19 @@ static int cpu_copy_blocks(folo_backend *base, const folo_kv_copy *copies, int n
     cpu_backend *b = (cpu_backend *)base;
     const folo_config *c = &b->model->config;
     int n_blocks = base->kv_n_blocks;
-    size_t block_floats = (size_t)base->kv_block_size * c->n_kv_heads * c->head_dim;
-    size_t layer_floats = (size_t)b->n_slots * c->n_kv_heads * c->head_dim;
+    size_t element = folo_dtype_size(b->kv_dtype);
+    size_t block_bytes = (size_t)base->kv_block_size * c->n_kv_heads * c->head_dim * element;
+    size_t layer_bytes = (size_t)b->n_slots * c->n_kv_heads * c->head_dim * element;
     for (int i = 0; i < n_copies; i++) {
         int32_t src = copies[i].src, dst = copies[i].dst;
         if (src < 0 || src >= n_blocks || dst < 0 || dst >= n_blocks)
             return folo_fail(err, "copy_blocks: pair %d (%d -> %d) outside the pool of %d blocks",
                              i, src, dst, n_blocks);
         for (int layer = 0; layer < c->n_layers; layer++) {
-            size_t base_floats = (size_t)layer * layer_floats;
-            memcpy(b->k_cache + base_floats + (size_t)dst * block_floats,
-                   b->k_cache + base_floats + (size_t)src * block_floats,
-                   block_floats * sizeof(float));
-            memcpy(b->v_cache + base_floats + (size_t)dst * block_floats,
-                   b->v_cache + base_floats + (size_t)src * block_floats,
-                   block_floats * sizeof(float));
+            char *k = (char *)b->k_cache + (size_t)layer * layer_bytes;
+            char *v = (char *)b->v_cache + (size_t)layer * layer_bytes;
+            memcpy(k + (size_t)dst * block_bytes, k + (size_t)src * block_bytes, block_bytes);
+            memcpy(v + (size_t)dst * block_bytes, v + (size_t)src * block_bytes, block_bytes);
         }
     }
     return 0;
@@ -662,7 +679,8 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
                   opt->kv_n_blocks, block_size);
         return NULL;
     }
-    if (D % 2 != 0 || c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 ||
+    if (D % 2 != 0 || D > FOLO_CPU_MAX_HEAD_DIM || c->n_kv_heads < 1 ||
+        c->n_heads % c->n_kv_heads != 0 ||
         c->n_heads / c->n_kv_heads > FOLO_CPU_ATTN_QUERIES) {
         folo_fail(err,
                   "cpu backend: unsupported head layout (head_dim %d, %d query heads, %d kv heads)",
@@ -672,9 +690,18 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
 
     const folo_cpu_kernels *kernels = folo_cpu_kernels_select(err);
     if (!kernels) return NULL;
+    bool bf16_matmul = opt->dtype == FOLO_COMPUTE_BFLOAT16;
+    if (bf16_matmul && !kernels->matmul_bf16) {
+        folo_fail(err,
+                  "cpu backend: dtype bfloat16 needs a CPU with AVX512-BF16 (the %s kernels have "
+                  "no bf16 dot product); use dtype float32",
+                  kernels->name);
+        return NULL;
+    }
     cpu_backend *b = folo_calloc(1, sizeof *b);
     b->kernels = kernels;
     b->int4 = folo_cpu_int4_kernels_for(kernels);
+    b->bf16_matmul = bf16_matmul;
     b->base.name = "cpu";
     b->naive = opt->naive_attention;
     b->naive_budget = opt->naive_attention_bytes;
@@ -688,7 +715,9 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
     b->n_threads = folo_pool_size(b->pool);
     b->n_slots = opt->kv_n_blocks * block_size;
 
-    size_t cache_bytes = (size_t)L * b->n_slots * c->n_kv_heads * D * sizeof(float);
+    b->kv_dtype = bf16_matmul ? FOLO_DTYPE_BF16 : FOLO_DTYPE_F32;
+    size_t cache_bytes =
+        (size_t)L * b->n_slots * c->n_kv_heads * D * folo_dtype_size(b->kv_dtype);
     b->k_cache = folo_alloc_large(cache_bytes);
     b->v_cache = folo_alloc_large(cache_bytes);
     if (!b->k_cache || !b->v_cache) {

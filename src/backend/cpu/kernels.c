@@ -145,7 +145,20 @@ void folo_cpu_matmul(float *y, size_t ldy, const float *x, int n_tokens, int K, 
     }
 }
 
-size_t folo_cpu_matmul_scratch_floats(int K) { return (size_t)ROWS * K; }
+/* ROWS converted weight rows, then one rounded token for the bf16 matmul. */
+size_t folo_cpu_matmul_scratch_floats(int K) { return (size_t)(ROWS + 1) * K; }
+
+void folo_cpu_matmul_bf16(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                          const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                          float *rows_f32) {
+    float *xr = rows_f32 + (size_t)ROWS * K; /* [K] one token, rounded */
+    for (int t = 0; t < n_tokens; t++) {
+        const float *xt = x + (size_t)t * K;
+        for (int k = 0; k < K; k++) xr[k] = folo_bf16_to_f32(folo_f32_to_bf16(xt[k]));
+        folo_cpu_matmul(y + (size_t)t * ldy, ldy, xr, 1, K, w, w_dtype, row_begin, row_end,
+                        rows_f32);
+    }
+}
 
 /* ---- RoPE ---------------------------------------------------------------- */
 
@@ -191,20 +204,20 @@ void folo_cpu_add(float *x, const float *y, size_t n) {
 
 /* ---- attention ----------------------------------------------------------- */
 
-void folo_cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
-                        const int32_t *block_table, int n_ctx, int block_size, int n_kv_heads,
-                        int kv_head, int head_dim, float scale) {
-    folo_attention_online(out, q, k_cache, v_cache, block_table, n_ctx, block_size, n_kv_heads,
-                          kv_head, head_dim, scale, dot_lanes, scale_axpy_lanes);
+void folo_cpu_attention(float *out, const float *q, const void *k_cache, const void *v_cache,
+                        folo_dtype kv_dtype, const int32_t *block_table, int n_ctx, int block_size,
+                        int n_kv_heads, int kv_head, int head_dim, float scale) {
+    folo_attention_online(out, q, k_cache, v_cache, kv_dtype, block_table, n_ctx, block_size,
+                          n_kv_heads, kv_head, head_dim, scale, dot_lanes, scale_axpy_lanes);
 }
 
 void folo_cpu_attention_group(float *const *out, const float *const *q, const int *n_ctx,
-                              int n_queries, const float *k_cache, const float *v_cache,
-                              const int32_t *block_table, int block_size, int n_kv_heads,
-                              int kv_head, int head_dim, float scale) {
+                              int n_queries, const void *k_cache, const void *v_cache,
+                              folo_dtype kv_dtype, const int32_t *block_table, int block_size,
+                              int n_kv_heads, int kv_head, int head_dim, float scale) {
     for (int i = 0; i < n_queries; i++)
-        folo_cpu_attention(out[i], q[i], k_cache, v_cache, block_table, n_ctx[i], block_size,
-                           n_kv_heads, kv_head, head_dim, scale);
+        folo_cpu_attention(out[i], q[i], k_cache, v_cache, kv_dtype, block_table, n_ctx[i],
+                           block_size, n_kv_heads, kv_head, head_dim, scale);
 }
 
 /* ---- dispatch ------------------------------------------------------------ */
@@ -212,13 +225,14 @@ void folo_cpu_attention_group(float *const *out, const float *const *q, const in
 static const folo_cpu_kernels k_portable = {
     .name = "portable",
     .matmul = folo_cpu_matmul,
+    .matmul_bf16 = folo_cpu_matmul_bf16,
     .matmul_scratch_floats = folo_cpu_matmul_scratch_floats,
     .silu_mul = folo_cpu_silu_mul,
     .attention_group = folo_cpu_attention_group,
 };
 
 static const char *const k_isa_names[FOLO_CPU_ISA_COUNT] = {"portable", "avx2", "avx512",
-                                                            "amx"};
+                                                            "avx512bf16", "amx"};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 /* F16C (half-precision conversions), which clang's __builtin_cpu_supports
@@ -229,16 +243,20 @@ static int cpu_has_f16c(void) {
     return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
 }
 
-/* AMX-TILE, AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22) and AVX512-BF16
- * (leaf 7 subleaf 1, EAX bit 5), and Linux's leave to use the tile data
- * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, kernels since 5.16; the
- * grant holds for every thread of the process). */
+/* AVX512-BF16: CPUID leaf 7 subleaf 1, EAX bit 5. */
+static int cpu_has_avx512bf16(void) {
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 5)) != 0;
+}
+
+/* AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24 and 22), and Linux's
+ * leave to use the tile data (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA,
+ * kernels since 5.16; the grant holds for every thread of the process). */
 static int amx_permitted(void) {
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) ||
         !(edx & (1u << 22)))
         return 0;
-    if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) || !(eax & (1u << 5))) return 0;
 #if defined(__linux__)
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
                    18 /* XFEATURE_XTILEDATA */) == 0;
@@ -265,8 +283,12 @@ const folo_cpu_kernels *folo_cpu_kernels_for(folo_cpu_isa isa) {
             cpu_has_f16c())
             return &folo_cpu_kernels_avx512;
         return NULL;
+    case FOLO_CPU_ISA_AVX512BF16:
+        if (folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512) && cpu_has_avx512bf16())
+            return &folo_cpu_kernels_avx512bf16;
+        return NULL;
     case FOLO_CPU_ISA_AMX:
-        if (folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512) && amx_permitted())
+        if (folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512BF16) && amx_permitted())
             return &folo_cpu_kernels_amx;
         return NULL;
 #endif
@@ -281,9 +303,11 @@ const folo_cpu_kernels *folo_cpu_kernels_select(folo_error *err) {
     const folo_cpu_kernels *k = NULL;
     if (forced && *forced) {
         int isa = 0;
-        while (isa < FOLO_CPU_ISA_COUNT && strcmp(forced, k_isa_names[isa]) != 0) isa++;
+        while (isa < FOLO_CPU_ISA_COUNT && strcmp(forced, k_isa_names[isa]) != 0)
+            isa++;
         if (isa == FOLO_CPU_ISA_COUNT) {
-            folo_fail(err, "FOLO_CPU_ISA=%s: expected portable, avx2, avx512 or amx", forced);
+            folo_fail(err, "FOLO_CPU_ISA=%s: expected portable, avx2, avx512, avx512bf16 or amx",
+                      forced);
             return NULL;
         }
         k = folo_cpu_kernels_for((folo_cpu_isa)isa);

@@ -20,11 +20,13 @@
  * differ), so one process uses one table throughout.
  *
  * Dispatch: folo_cpu_kernels_select() picks the widest table this CPU runs
- * (AMX with AMX-BF16 and AVX512-BF16, else AVX-512 with BW/VL, else AVX2
- * with FMA and F16C, else portable), or the one the environment variable
- * FOLO_CPU_ISA=portable|avx2|avx512|amx names. The SIMD tables live in
- * kernels_avx2.c, kernels_avx512.c and kernels_amx.c, each compiled with its
- * own instruction-set flags and reached only through this table.
+ * (AMX with AMX-BF16 and AVX512-BF16, else AVX-512 with BW/VL and
+ * AVX512-BF16, else AVX-512, else AVX2 with FMA and F16C, else portable),
+ * or the one the environment variable
+ * FOLO_CPU_ISA=portable|avx2|avx512|avx512bf16|amx names. The SIMD tables
+ * live in kernels_avx2.c, kernels_avx512.c, kernels_avx512bf16.c and
+ * kernels_amx.c, each compiled with its own instruction-set flags and
+ * reached only through this table.
  *
  * The KV cache of one layer is [n_blocks, Hkv, block_size, D] f32: position
  * p of a sequence is in block block_table[p / block_size] at offset
@@ -51,6 +53,9 @@
 #define FOLO_CPU_MATMUL_ROWS 4
 /* Keys scored together between two rescalings of the online softmax. */
 #define FOLO_CPU_ATTN_TILE 32
+/* Largest head_dim the attention kernels take (a bf16 row is widened into
+ * a buffer of this many floats); the backend refuses larger. */
+#define FOLO_CPU_MAX_HEAD_DIM 512
 
 /* out[i] = weight[i] * (x[i] / sqrt(mean(x²) + eps)) for i < n. out may be x. */
 void folo_cpu_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
@@ -64,6 +69,16 @@ void folo_cpu_matmul(float *y, size_t ldy, const float *x, int n_tokens, int K, 
                      folo_dtype w_dtype, int row_begin, int row_end, float *rows_f32);
 
 size_t folo_cpu_matmul_scratch_floats(int K);
+
+/* folo_cpu_matmul with each x[t, k] first rounded to bf16 (to nearest even):
+ * the matmul of `--dtype bfloat16`, whose SIMD twin (AVX512-BF16's
+ * `vdpbf16ps`) multiplies bf16 pairs. This portable version is the
+ * reference the tests hold the twin to; the twin sums in its own order, so
+ * the two agree to f32 rounding, not bit for bit. rows_f32: scratch of
+ * folo_cpu_matmul_scratch_floats(K) floats. */
+void folo_cpu_matmul_bf16(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                          const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                          float *rows_f32);
 
 /* inv_freq[i] = 1 / theta^(2i / D) for i < D/2, rounded as transformers
  * rounds it (f32 exponent, f32 power, f32 division). */
@@ -86,14 +101,15 @@ void folo_cpu_add(float *x, const float *y, size_t n);
 
 /* One query head of one token: out [D] = softmax(q·Kᵀ · scale) · V over the
  * n_ctx positions 0..n_ctx-1 of its sequence, kv head kv_head, read from the
- * layer's caches k_cache/v_cache [n_blocks, n_kv_heads, block_size, D] through
- * block_table (position p lives in block block_table[p / block_size] at
- * offset p % block_size). Online softmax in f32: keys are scored a tile at a
- * time and the running maximum, denominator and output are rescaled per
- * tile, so no score row longer than FOLO_CPU_ATTN_TILE exists. n_ctx >= 1. */
-void folo_cpu_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
-                        const int32_t *block_table, int n_ctx, int block_size, int n_kv_heads,
-                        int kv_head, int head_dim, float scale);
+ * layer's caches k_cache/v_cache [n_blocks, n_kv_heads, block_size, D] of
+ * kv_dtype (FOLO_DTYPE_F32, or FOLO_DTYPE_BF16 under --dtype bfloat16, whose
+ * rows are widened exactly), through block_table (position p lives in block block_table[p /
+ * block_size] at offset p % block_size). Online softmax in f32: keys are scored a tile at a time
+ * and the running maximum, denominator and output are rescaled per tile, so no score row longer
+ * than FOLO_CPU_ATTN_TILE exists. n_ctx >= 1. */
+void folo_cpu_attention(float *out, const float *q, const void *k_cache, const void *v_cache,
+                        folo_dtype kv_dtype, const int32_t *block_table, int n_ctx, int block_size,
+                        int n_kv_heads, int kv_head, int head_dim, float scale);
 
 /* Causal attention of n_queries queries that read the same kv head of one
  * sequence (the query heads of a GQA group, for a run of its tokens): query
@@ -104,9 +120,9 @@ void folo_cpu_attention(float *out, const float *q, const float *k_cache, const 
  * once for all queries. n_queries <= FOLO_CPU_ATTN_QUERIES. */
 #define FOLO_CPU_ATTN_QUERIES 32
 void folo_cpu_attention_group(float *const *out, const float *const *q, const int *n_ctx,
-                              int n_queries, const float *k_cache, const float *v_cache,
-                              const int32_t *block_table, int block_size, int n_kv_heads,
-                              int kv_head, int head_dim, float scale);
+                              int n_queries, const void *k_cache, const void *v_cache,
+                              folo_dtype kv_dtype, const int32_t *block_table, int block_size,
+                              int n_kv_heads, int kv_head, int head_dim, float scale);
 
 /* ---- dispatch ------------------------------------------------------------ */
 
@@ -114,6 +130,7 @@ typedef enum folo_cpu_isa {
     FOLO_CPU_ISA_PORTABLE = 0,
     FOLO_CPU_ISA_AVX2,
     FOLO_CPU_ISA_AVX512,
+    FOLO_CPU_ISA_AVX512BF16,
     FOLO_CPU_ISA_AMX,
     FOLO_CPU_ISA_COUNT
 } folo_cpu_isa;
@@ -122,17 +139,22 @@ typedef enum folo_cpu_isa {
  * above; the rest (norms, RoPE, residual) cost a few percent of a forward
  * and are always portable. */
 typedef struct folo_cpu_kernels {
-    const char *name; /* "portable", "avx2", "avx512", "amx" */
+    const char *name; /* "portable", "avx2", "avx512", "avx512bf16", "amx" */
     void (*matmul)(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
                    folo_dtype w_dtype, int row_begin, int row_end, float *rows_f32);
-    /* Floats of the rows_f32 scratch one matmul call needs for inner size K
-     * (each thread its own). */
+    /* folo_cpu_matmul_bf16's twin, batch-invariant as matmul is; NULL where
+     * the ISA has no bf16 dot product (the backend then refuses bfloat16). */
+    void (*matmul_bf16)(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                        const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                        float *rows_f32);
+    /* Floats of the rows_f32 scratch one matmul or matmul_bf16 call needs
+     * for inner size K (each thread its own). */
     size_t (*matmul_scratch_floats)(int K);
     void (*silu_mul)(float *gate, const float *up, size_t n);
     void (*attention_group)(float *const *out, const float *const *q, const int *n_ctx,
-                            int n_queries, const float *k_cache, const float *v_cache,
-                            const int32_t *block_table, int block_size, int n_kv_heads,
-                            int kv_head, int head_dim, float scale);
+                            int n_queries, const void *k_cache, const void *v_cache,
+                            folo_dtype kv_dtype, const int32_t *block_table, int block_size,
+                            int n_kv_heads, int kv_head, int head_dim, float scale);
 } folo_cpu_kernels;
 
 /* The table of one ISA, or NULL when this build or this CPU lacks it (for
@@ -149,6 +171,12 @@ const folo_cpu_kernels *folo_cpu_kernels_select(folo_error *err);
  * CPU first. */
 extern const folo_cpu_kernels folo_cpu_kernels_avx2;
 extern const folo_cpu_kernels folo_cpu_kernels_avx512;
+extern const folo_cpu_kernels folo_cpu_kernels_avx512bf16;
 extern const folo_cpu_kernels folo_cpu_kernels_amx;
+/* The AVX512-BF16 matmul_bf16 and its scratch, which the AMX table shares. */
+void folo_cpu_matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                                     const void *w, folo_dtype w_dtype, int row_begin,
+                                     int row_end, float *scratch);
+size_t folo_cpu_matmul_bf16_avx512bf16_scratch(int K);
 
 #endif

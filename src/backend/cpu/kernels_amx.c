@@ -247,7 +247,8 @@ static int block_tokens(int K) {
 }
 
 static size_t matmul_scratch_amx(int K) {
-    size_t avx512 = folo_cpu_kernels_avx512.matmul_scratch_floats(K);
+    /* also AVX-512's and AVX512-BF16's (matmul_bf16), which this table uses */
+    size_t avx512 = folo_cpu_kernels_avx512bf16.matmul_scratch_floats(K);
     size_t own = (size_t)(block_tokens(K) / TILE) * group_bytes(K) / sizeof(float) + TILE * TILE;
     return own > avx512 ? own : avx512;
 }
@@ -317,17 +318,18 @@ static void silu_mul_amx(float *gate, const float *up, size_t n) {
 }
 
 static void attention_group_amx(float *const *out, const float *const *q, const int *n_ctx,
-                                int n_queries, const float *k_cache, const float *v_cache,
-                                const int32_t *block_table, int block_size, int n_kv_heads,
-                                int kv_head, int head_dim, float scale) {
-    folo_cpu_kernels_avx512.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache,
-                                            block_table, block_size, n_kv_heads, kv_head,
-                                            head_dim, scale);
+                                int n_queries, const void *k_cache, const void *v_cache,
+                                folo_dtype kv_dtype, const int32_t *block_table, int block_size,
+                                int n_kv_heads, int kv_head, int head_dim, float scale) {
+    folo_cpu_kernels_avx512.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, kv_dtype,
+                                            block_table, block_size, n_kv_heads, kv_head, head_dim,
+                                            scale);
 }
 
 const folo_cpu_kernels folo_cpu_kernels_amx = {
     .name = "amx",
     .matmul = matmul_amx,
+    .matmul_bf16 = folo_cpu_matmul_bf16_avx512bf16,
     .matmul_scratch_floats = matmul_scratch_amx,
     .silu_mul = silu_mul_amx,
     .attention_group = attention_group_amx,

@@ -19,7 +19,8 @@
  * tokens on bf16 weights) skip the packing and widen the weights in
  * registers (tile_bf16), tile after tile of TILE_TOKENS tokens over the same
  * rows: the same FMAs in the same order, so the same bits, and the weight
- * stream is not slowed by panel stores.
+ * stream is not slowed by panel stores. A single token takes one row at a
+ * time (one stream of weights; its register reduced by the same tree).
  *
  * Attention is kernels.c's online softmax: a tile's scores four keys at a
  * time (independent FMA chains), then the output row updated by the whole
@@ -143,18 +144,18 @@ tile(float *y, size_t ldy, const float *xp, const float *panel, int K16, int n_r
  * where a panel would be read a few times and its stores would only slow
  * the weight stream. */
 static inline __attribute__((always_inline)) void
-tile_bf16(float *y, size_t ldy, const float *x, int K, const uint16_t *const w[TILE_ROWS],
-          int n_rows, int n_tokens) {
+tile_bf16(float *y, size_t ldy, const float *x, int K, const uint16_t *const *w, int n_rows,
+          int n_tokens, int rows) {
     __m512 acc[TILE_TOKENS][TILE_ROWS];
 #pragma GCC unroll 8
     for (int t = 0; t < n_tokens; t++)
 #pragma GCC unroll 8
-        for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_setzero_ps();
+        for (int r = 0; r < rows; r++) acc[t][r] = _mm512_setzero_ps();
     int k = 0;
     for (; k + V <= K; k += V) {
         __m512 wv[TILE_ROWS];
 #pragma GCC unroll 8
-        for (int r = 0; r < TILE_ROWS; r++) {
+        for (int r = 0; r < rows; r++) {
             _mm_prefetch((const char *)(w[r] + k) + PREFETCH_BYTES, _MM_HINT_T0);
             wv[r] = bf16x16_to_f32(_mm256_loadu_si256((const __m256i *)(w[r] + k)));
         }
@@ -162,38 +163,41 @@ tile_bf16(float *y, size_t ldy, const float *x, int K, const uint16_t *const w[T
         for (int t = 0; t < n_tokens; t++) {
             __m512 xv = _mm512_loadu_ps(x + (size_t)t * K + k);
 #pragma GCC unroll 8
-            for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+            for (int r = 0; r < rows; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
         }
     }
     if (k < K) {
         __mmask16 m = tail_mask(K - k);
         __m512 wv[TILE_ROWS];
 #pragma GCC unroll 8
-        for (int r = 0; r < TILE_ROWS; r++)
+        for (int r = 0; r < rows; r++)
             wv[r] = bf16x16_to_f32(_mm256_maskz_loadu_epi16(m, w[r] + k));
 #pragma GCC unroll 8
         for (int t = 0; t < n_tokens; t++) {
             __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)t * K + k);
 #pragma GCC unroll 8
-            for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
+            for (int r = 0; r < rows; r++) acc[t][r] = _mm512_fmadd_ps(xv, wv[r], acc[t][r]);
         }
     }
     __mmask8 row_mask = (__mmask8)((1u << n_rows) - 1u);
 #pragma GCC unroll 8
-    for (int t = 0; t < n_tokens; t++)
-        _mm_mask_storeu_ps(y + (size_t)t * ldy, row_mask,
-                           reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
+    for (int t = 0; t < n_tokens; t++) {
+        /* one row: the same tree, on copies of its register */
+        __m128 sums = rows == 1 ? reduce4(acc[t][0], acc[t][0], acc[t][0], acc[t][0])
+                                : reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);
+        _mm_mask_storeu_ps(y + (size_t)t * ldy, row_mask, sums);
+    }
 }
 
 static void tile_bf16_n(float *y, size_t ldy, const float *x, int K,
                         const uint16_t *const w[TILE_ROWS], int n_rows, int n_tokens) {
     switch (n_tokens) {
-    case 1: tile_bf16(y, ldy, x, K, w, n_rows, 1); break;
-    case 2: tile_bf16(y, ldy, x, K, w, n_rows, 2); break;
-    case 3: tile_bf16(y, ldy, x, K, w, n_rows, 3); break;
-    case 4: tile_bf16(y, ldy, x, K, w, n_rows, 4); break;
-    case 5: tile_bf16(y, ldy, x, K, w, n_rows, 5); break;
-    default: tile_bf16(y, ldy, x, K, w, n_rows, TILE_TOKENS); break;
+    case 1: tile_bf16(y, ldy, x, K, w, n_rows, 1, TILE_ROWS); break;
+    case 2: tile_bf16(y, ldy, x, K, w, n_rows, 2, TILE_ROWS); break;
+    case 3: tile_bf16(y, ldy, x, K, w, n_rows, 3, TILE_ROWS); break;
+    case 4: tile_bf16(y, ldy, x, K, w, n_rows, 4, TILE_ROWS); break;
+    case 5: tile_bf16(y, ldy, x, K, w, n_rows, 5, TILE_ROWS); break;
+    default: tile_bf16(y, ldy, x, K, w, n_rows, TILE_TOKENS, TILE_ROWS); break;
     }
 }
 
@@ -224,6 +228,15 @@ static size_t matmul_scratch_avx512(int K) {
 static void matmul_avx512(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
                           folo_dtype w_dtype, int row_begin, int row_end, float *scratch) {
     size_t row_bytes = (size_t)K * folo_dtype_size(w_dtype);
+    if (w_dtype == FOLO_DTYPE_BF16 && n_tokens == 1) {
+        /* one row at a time: one stream of weights, which the prefetchers
+         * follow better than four (Zen4: 28-30 GB/s against 22) */
+        for (int r = row_begin; r < row_end; r++) {
+            const uint16_t *row = (const uint16_t *)w + (size_t)r * K;
+            tile_bf16(y + r, ldy, x, K, &row, 1, 1, 1);
+        }
+        return;
+    }
     if (w_dtype == FOLO_DTYPE_BF16 && n_tokens <= DIRECT_MAX_TOKENS) {
         for (int r0 = row_begin; r0 < row_end; r0 += TILE_ROWS) {
             int n_rows = row_end - r0 < TILE_ROWS ? row_end - r0 : TILE_ROWS;
@@ -314,9 +327,18 @@ static void silu_mul_avx512(float *gate, const float *up, size_t n) {
 /* Output columns one pass of the value update keeps in registers. */
 #define OUT_REGS 8
 
+/* 16 elements (m of them) of a cache row from element d on, as f32: bf16
+ * (a constant once inlined) widened exactly. */
+static inline __attribute__((always_inline)) __m512 load_kv(const void *row, int d, __mmask16 m,
+                                                            int bf16) {
+    if (bf16) return bf16x16_to_f32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + d));
+    return _mm512_maskz_loadu_ps(m, (const float *)row + d);
+}
+
 /* q · k[j] for 4 keys: one 16-lane register of partial sums per key (4
  * independent FMA chains), reduced together by reduce4. */
-static inline __m128 dot4(const float *q, const float *const k[4], int n) {
+static inline __attribute__((always_inline)) __m128 dot4(const float *q, const void *const k[4],
+                                                         int n, int bf16) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                      _mm512_setzero_ps()};
     for (int d = 0; d < n; d += V) {
@@ -324,15 +346,16 @@ static inline __m128 dot4(const float *q, const float *const k[4], int n) {
         __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
-            acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k[j] + d), acc[j]);
+            acc[j] = _mm512_fmadd_ps(qv, load_kv(k[j], d, m, bf16), acc[j]);
     }
     return reduce4(acc[0], acc[1], acc[2], acc[3]);
 }
 
 /* out[d] = out[d] * rescale + Σ_j p[j] · v[j][d] for d < n, over n_keys
  * keys, with OUT_REGS registers of out held across all keys. */
-static inline void update_out(float *out, float rescale, const float *p,
-                              const float *const *v, int n_keys, int n) {
+static inline __attribute__((always_inline)) void
+update_out(float *out, float rescale, const float *p, const void *const *v, int n_keys, int n,
+           int bf16) {
     __m512 r = _mm512_set1_ps(rescale);
     for (int d0 = 0; d0 < n; d0 += OUT_REGS * V) {
         __mmask16 m[OUT_REGS];
@@ -347,8 +370,7 @@ static inline void update_out(float *out, float rescale, const float *p,
             __m512 pv = _mm512_set1_ps(p[j]);
 #pragma GCC unroll 8
             for (int i = 0; i < OUT_REGS; i++)
-                acc[i] =
-                    _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m[i], v[j] + d0 + i * V), acc[i]);
+                acc[i] = _mm512_fmadd_ps(pv, load_kv(v[j], d0 + i * V, m[i], bf16), acc[i]);
         }
 #pragma GCC unroll 8
         for (int i = 0; i < OUT_REGS; i++) _mm512_mask_storeu_ps(out + d0 + i * V, m[i], acc[i]);
@@ -357,16 +379,16 @@ static inline void update_out(float *out, float rescale, const float *p,
 
 /* One tile of n keys for one query: scores, the online-softmax rescaling of
  * its running max, denominator and output row, and the output update. */
-static inline void attend_tile(float *out, const float *q, const float *const *k_row,
-                               const float *const *v_row, int n, int head_dim, float scale,
-                               float *running_max, float *denom) {
+static inline __attribute__((always_inline)) void
+attend_tile(float *out, const float *q, const void *const *k_row, const void *const *v_row, int n,
+            int head_dim, float scale, float *running_max, float *denom, int bf16) {
     float score[FOLO_CPU_ATTN_TILE]; /* [n] scores, then e^(score - new_max) */
     for (int j0 = 0; j0 < n; j0 += 4) {
         /* A short last group repeats its last key and keeps what it needs. */
-        const float *k4[4];
+        const void *k4[4];
         for (int j = 0; j < 4; j++) k4[j] = k_row[j0 + j < n ? j0 + j : n - 1];
         __mmask8 keep = (__mmask8)(n - j0 >= 4 ? 0xf : (1u << (n - j0)) - 1u);
-        _mm_mask_storeu_ps(score + j0, keep, dot4(q, k4, head_dim));
+        _mm_mask_storeu_ps(score + j0, keep, dot4(q, k4, head_dim, bf16));
     }
     float tile_max = -INFINITY;
     for (int j = 0; j < n; j++) {
@@ -383,18 +405,20 @@ static inline void attend_tile(float *out, const float *q, const float *const *k
                               exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, score + j), max_v)));
     }
     for (int j = 0; j < n; j++) *denom += score[j];
-    update_out(out, rescale, score, v_row, n, head_dim);
+    update_out(out, rescale, score, v_row, n, head_dim, bf16);
     *running_max = new_max;
 }
 
 /* The key tile is the outer loop and the queries the inner one, so a tile's
  * keys and values come from memory once and from L1 for the other queries;
  * each query still sees exactly its own tiles in order, so its result is the
- * one it gets alone. */
-static void attention_group_avx512(float *const *out, const float *const *q, const int *n_ctx,
-                                   int n_queries, const float *k_cache, const float *v_cache,
-                                   const int32_t *block_table, int block_size, int n_kv_heads,
-                                   int kv_head, int head_dim, float scale) {
+ * one it gets alone. A bf16 cache (bf16, a constant in each of the two
+ * copies attention_group_avx512 calls) is widened as it is loaded. */
+static inline __attribute__((always_inline)) void
+attention_group(float *const *out, const float *const *q, const int *n_ctx, int n_queries,
+                const void *k_cache, const void *v_cache, const int32_t *block_table,
+                int block_size, int n_kv_heads, int kv_head, int head_dim, float scale, int bf16) {
+    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
     float running_max[FOLO_CPU_ATTN_QUERIES]; /* [n_queries] max score seen so far */
     float denom[FOLO_CPU_ATTN_QUERIES];       /* [n_queries] Σ e^(score - running_max) */
     int max_ctx = 0;
@@ -406,21 +430,21 @@ static void attention_group_avx512(float *const *out, const float *const *q, con
     }
     for (int p0 = 0; p0 < max_ctx; p0 += FOLO_CPU_ATTN_TILE) {
         int n_tile = max_ctx - p0 < FOLO_CPU_ATTN_TILE ? max_ctx - p0 : FOLO_CPU_ATTN_TILE;
-        const float *k_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
-        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
+        const void *k_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
+        const void *v_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
         for (int j = 0; j < n_tile; j++) {
             int pos = p0 + j;
             size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
                              block_size + pos % block_size;
-            size_t offset = row * head_dim;
-            k_row[j] = k_cache + offset;
-            v_row[j] = v_cache + offset;
+            size_t offset = row * head_dim * element;
+            k_row[j] = (const char *)k_cache + offset;
+            v_row[j] = (const char *)v_cache + offset;
         }
         for (int i = 0; i < n_queries; i++) {
             int n = n_ctx[i] - p0 < n_tile ? n_ctx[i] - p0 : n_tile;
             if (n > 0)
                 attend_tile(out[i], q[i], k_row, v_row, n, head_dim, scale, &running_max[i],
-                            &denom[i]);
+                            &denom[i], bf16);
         }
     }
     for (int i = 0; i < n_queries; i++) {
@@ -431,6 +455,19 @@ static void attention_group_avx512(float *const *out, const float *const *q, con
                                   _mm512_mul_ps(_mm512_maskz_loadu_ps(m, out[i] + d), inv));
         }
     }
+}
+
+static void attention_group_avx512(float *const *out, const float *const *q, const int *n_ctx,
+                                   int n_queries, const void *k_cache, const void *v_cache,
+                                   folo_dtype kv_dtype, const int32_t *block_table,
+                                   int block_size, int n_kv_heads, int kv_head, int head_dim,
+                                   float scale) {
+    if (kv_dtype == FOLO_DTYPE_BF16)
+        attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, block_table, block_size,
+                        n_kv_heads, kv_head, head_dim, scale, 1);
+    else
+        attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, block_table, block_size,
+                        n_kv_heads, kv_head, head_dim, scale, 0);
 }
 
 const folo_cpu_kernels folo_cpu_kernels_avx512 = {

@@ -23,8 +23,11 @@ static const folo_cpu_int4_kernels k_portable = {.dequant = folo_cpu_dequant_int
 
 const folo_cpu_int4_kernels *folo_cpu_int4_kernels_for(const folo_cpu_kernels *k) {
 #if defined(__x86_64__)
-    /* The AMX table's f32 matmul is AVX-512's, whose sums the GEMV keeps. */
-    if (k == folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512) || k == folo_cpu_kernels_for(FOLO_CPU_ISA_AMX))
+    /* The AVX512-BF16 and AMX tables' f32 matmul is AVX-512's, whose sums
+     * the GEMV keeps. */
+    if (k == folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512) ||
+        k == folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512BF16) ||
+        k == folo_cpu_kernels_for(FOLO_CPU_ISA_AMX))
         return &folo_cpu_int4_kernels_avx512;
 #endif
     return &k_portable;
