@@ -440,6 +440,21 @@ attention_group(float *const *out, const float *const *q, const int *n_ctx, int 
             k_row[j] = (const char *)k_cache + offset;
             v_row[j] = (const char *)v_cache + offset;
         }
+        /* The next tile's keys and values are scattered over blocks of
+         * the pool, which the hardware prefetcher does not follow: ask
+         * for them while this tile computes. */
+        int next_end = max_ctx - p0 > 2 * FOLO_CPU_ATTN_TILE ? p0 + 2 * FOLO_CPU_ATTN_TILE
+                                                             : max_ctx;
+        for (int pos = p0 + FOLO_CPU_ATTN_TILE; pos < next_end; pos++) {
+            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
+                             block_size + pos % block_size;
+            const char *k = (const char *)k_cache + row * head_dim * element;
+            const char *v = (const char *)v_cache + row * head_dim * element;
+            for (size_t b = 0; b < head_dim * element; b += 64) {
+                _mm_prefetch(k + b, _MM_HINT_T0);
+                _mm_prefetch(v + b, _MM_HINT_T0);
+            }
+        }
         for (int i = 0; i < n_queries; i++) {
             int n = n_ctx[i] - p0 < n_tile ? n_ctx[i] - p0 : n_tile;
             if (n > 0)

@@ -86,7 +86,7 @@ static void round_tokens(uint16_t *xb, const float *x, int n_tokens, int K) {
  * inlined, n_rows <= rows); xb rows of stride Kp, w: row pointers [K]. */
 static inline __attribute__((always_inline)) void
 tile(float *y, size_t ldy, const uint16_t *xb, int Kp, int K, const uint16_t *const *w,
-     int n_rows, int n_tokens, int rows) {
+     int n_rows, int n_tokens, int rows, size_t prefetch) {
     __m512 acc[TILE_TOKENS][TILE_ROWS];
 #pragma GCC unroll 8
     for (int t = 0; t < n_tokens; t++)
@@ -97,7 +97,7 @@ tile(float *y, size_t ldy, const uint16_t *xb, int Kp, int K, const uint16_t *co
         __m512bh wv[TILE_ROWS];
 #pragma GCC unroll 8
         for (int r = 0; r < rows; r++) {
-            _mm_prefetch((const char *)(w[r] + k) + PREFETCH_BYTES, _MM_HINT_T0);
+            if (prefetch) _mm_prefetch((const char *)(w[r] + k) + prefetch, _MM_HINT_T0);
             wv[r] = (__m512bh)_mm512_loadu_si512(w[r] + k);
         }
 #pragma GCC unroll 8
@@ -130,20 +130,21 @@ tile(float *y, size_t ldy, const uint16_t *xb, int Kp, int K, const uint16_t *co
 }
 
 static void tile_n(float *y, size_t ldy, const uint16_t *xb, int Kp, int K,
-                   const uint16_t *const w[TILE_ROWS], int n_rows, int n_tokens) {
+                   const uint16_t *const w[TILE_ROWS], int n_rows, int n_tokens,
+                   size_t prefetch) {
     switch (n_tokens) {
-    case 1: tile(y, ldy, xb, Kp, K, w, n_rows, 1, TILE_ROWS); break;
-    case 2: tile(y, ldy, xb, Kp, K, w, n_rows, 2, TILE_ROWS); break;
-    case 3: tile(y, ldy, xb, Kp, K, w, n_rows, 3, TILE_ROWS); break;
-    case 4: tile(y, ldy, xb, Kp, K, w, n_rows, 4, TILE_ROWS); break;
-    case 5: tile(y, ldy, xb, Kp, K, w, n_rows, 5, TILE_ROWS); break;
-    default: tile(y, ldy, xb, Kp, K, w, n_rows, TILE_TOKENS, TILE_ROWS); break;
+    case 1: tile(y, ldy, xb, Kp, K, w, n_rows, 1, TILE_ROWS, prefetch); break;
+    case 2: tile(y, ldy, xb, Kp, K, w, n_rows, 2, TILE_ROWS, prefetch); break;
+    case 3: tile(y, ldy, xb, Kp, K, w, n_rows, 3, TILE_ROWS, prefetch); break;
+    case 4: tile(y, ldy, xb, Kp, K, w, n_rows, 4, TILE_ROWS, prefetch); break;
+    case 5: tile(y, ldy, xb, Kp, K, w, n_rows, 5, TILE_ROWS, prefetch); break;
+    default: tile(y, ldy, xb, Kp, K, w, n_rows, TILE_TOKENS, TILE_ROWS, prefetch); break;
     }
 }
 
 /* A single token, one row at a time: one stream of weights. */
 static void row_1(float *y, const uint16_t *xb, int Kp, int K, const uint16_t *w) {
-    tile(y, 0, xb, Kp, K, &w, 1, 1, 1);
+    tile(y, 0, xb, Kp, K, &w, 1, 1, 1, PREFETCH_BYTES);
 }
 
 /* kernels.h's matmul_bf16 for bf16 weights; other weight types take the
@@ -174,8 +175,10 @@ void folo_cpu_matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n
                 rows[r] = (const uint16_t *)w + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * K;
             for (int t = 0; t < nt; t += TILE_TOKENS) {
                 int n = nt - t < TILE_TOKENS ? nt - t : TILE_TOKENS;
+                /* the first tile reads the rows from memory: it prefetches
+                 * the next group of rows, the same columns */
                 tile_n(y + (size_t)(t0 + t) * ldy + r0, ldy, xb + (size_t)t * Kp, Kp, K, rows,
-                       n_rows, n);
+                       n_rows, n, t == 0 ? (size_t)TILE_ROWS * K * sizeof(uint16_t) : 0);
             }
         }
     }
