@@ -173,10 +173,5 @@ extern const folo_cpu_kernels folo_cpu_kernels_avx2;
 extern const folo_cpu_kernels folo_cpu_kernels_avx512;
 extern const folo_cpu_kernels folo_cpu_kernels_avx512bf16;
 extern const folo_cpu_kernels folo_cpu_kernels_amx;
-/* The AVX512-BF16 matmul_bf16 and its scratch, which the AMX table shares. */
-void folo_cpu_matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens, int K,
-                                     const void *w, folo_dtype w_dtype, int row_begin,
-                                     int row_end, float *scratch);
-size_t folo_cpu_matmul_bf16_avx512bf16_scratch(int K);
 
 #endif

@@ -246,11 +246,16 @@ static int block_tokens(int K) {
     return n > MAX_BLOCK_TOKENS ? MAX_BLOCK_TOKENS : n;
 }
 
-static size_t matmul_scratch_amx(int K) {
-    /* also AVX-512's and AVX512-BF16's (matmul_bf16), which this table uses */
-    size_t avx512 = folo_cpu_kernels_avx512bf16.matmul_scratch_floats(K);
+/* Floats matmul_amx needs (at least AVX-512's, which it falls back to). */
+static size_t matmul_scratch_f32(int K) {
+    size_t avx512 = folo_cpu_kernels_avx512.matmul_scratch_floats(K);
     size_t own = (size_t)(block_tokens(K) / TILE) * group_bytes(K) / sizeof(float) + TILE * TILE;
     return own > avx512 ? own : avx512;
+}
+
+/* matmul_amx's, then a block of rounded tokens for matmul_bf16_amx. */
+static size_t matmul_scratch_amx(int K) {
+    return matmul_scratch_f32(K) + (size_t)block_tokens(K) * K;
 }
 
 /* One block of n_tokens (<= block_tokens(K)) tokens, packed in groups at
@@ -313,6 +318,26 @@ static void matmul_amx(float *y, size_t ldy, const float *x, int n_tokens, int K
     _tile_release();
 }
 
+/* matmul_bf16 (kernels.h): the tokens rounded to bf16 a block at a time,
+ * then matmul_amx on them. Its lo halves are then +0, so the tile products
+ * give exactly the bf16 activations' products with f32 sums: the semantics
+ * of --dtype bfloat16 at the tile unit's rate (`vdpbf16ps` is slower than
+ * the f32 FMA on the Xeons that have AMX). */
+static void matmul_bf16_amx(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                            const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                            float *scratch) {
+    int block = block_tokens(K);
+    float *xr = scratch + matmul_scratch_f32(K); /* [block, K] */
+    for (int t0 = 0; t0 < n_tokens; t0 += block) {
+        int nt = n_tokens - t0 < block ? n_tokens - t0 : block;
+        const float *xt = x + (size_t)t0 * K;
+        for (size_t i = 0; i < (size_t)nt * K; i++)
+            xr[i] = folo_bf16_to_f32(folo_f32_to_bf16(xt[i]));
+        matmul_amx(y + (size_t)t0 * ldy, ldy, xr, nt, K, w, w_dtype, row_begin, row_end,
+                   scratch);
+    }
+}
+
 static void silu_mul_amx(float *gate, const float *up, size_t n) {
     folo_cpu_kernels_avx512.silu_mul(gate, up, n);
 }
@@ -329,7 +354,7 @@ static void attention_group_amx(float *const *out, const float *const *q, const 
 const folo_cpu_kernels folo_cpu_kernels_amx = {
     .name = "amx",
     .matmul = matmul_amx,
-    .matmul_bf16 = folo_cpu_matmul_bf16_avx512bf16,
+    .matmul_bf16 = matmul_bf16_amx,
     .matmul_scratch_floats = matmul_scratch_amx,
     .silu_mul = silu_mul_amx,
     .attention_group = attention_group_amx,

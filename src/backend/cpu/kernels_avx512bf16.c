@@ -60,7 +60,7 @@ static int block_tokens(int K) {
     return block < MIN_BLOCK_TOKENS ? MIN_BLOCK_TOKENS : block;
 }
 
-size_t folo_cpu_matmul_bf16_avx512bf16_scratch(int K) {
+static size_t matmul_bf16_scratch(int K) {
     return (size_t)block_tokens(K) * padded(K) / 2; /* one block of rounded tokens */
 }
 
@@ -150,9 +150,9 @@ static void row_1(float *y, const uint16_t *xb, int Kp, int K, const uint16_t *w
 /* kernels.h's matmul_bf16 for bf16 weights; other weight types take the
  * portable reference (rounded activations, f32 sums), which no model of
  * folo's reaches on this path (the backend uses it for bf16 weights). */
-void folo_cpu_matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens, int K,
-                                     const void *w, folo_dtype w_dtype, int row_begin,
-                                     int row_end, float *scratch) {
+static void matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                                   const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                                   float *scratch) {
     if (w_dtype != FOLO_DTYPE_BF16) {
         folo_cpu_matmul_bf16(y, ldy, x, n_tokens, K, w, w_dtype, row_begin, row_end, scratch);
         return;
@@ -195,7 +195,7 @@ static void matmul_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens
 
 static size_t matmul_scratch_avx512bf16(int K) {
     size_t f32 = folo_cpu_kernels_avx512.matmul_scratch_floats(K);
-    size_t bf16 = folo_cpu_matmul_bf16_avx512bf16_scratch(K);
+    size_t bf16 = matmul_bf16_scratch(K);
     size_t portable = folo_cpu_matmul_scratch_floats(K);
     size_t most = f32 > bf16 ? f32 : bf16;
     return most > portable ? most : portable;
@@ -218,7 +218,7 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
 const folo_cpu_kernels folo_cpu_kernels_avx512bf16 = {
     .name = "avx512bf16",
     .matmul = matmul_avx512bf16,
-    .matmul_bf16 = folo_cpu_matmul_bf16_avx512bf16,
+    .matmul_bf16 = matmul_bf16_avx512bf16,
     .matmul_scratch_floats = matmul_scratch_avx512bf16,
     .silu_mul = silu_mul_avx512bf16,
     .attention_group = attention_group_avx512bf16,
