@@ -268,9 +268,10 @@ static void matmul_avx512(float *y, size_t ldy, const float *x, int n_tokens, in
                     (const char *)w + (size_t)(r0 + (r < n_rows ? r : n_rows - 1)) * row_bytes;
             pack_panel(panel, rows, w_dtype, K);
             /* The next panel's rows come from memory while this one's tiles
-             * compute, a slice per tile: the hardware prefetcher does not
-             * run that far ahead of a short read, and a burst of prefetches
-             * would stall on the fill buffers. */
+             * compute, a slice per tile, into L2: the hardware prefetcher
+             * does not run that far ahead of a short read, and a burst of
+             * prefetches into L1 would stall on its fill buffers (Zen4,
+             * 16 sequences' decode steps: 209 -> 167-177 ms with L2). */
             int n_next = row_end - r0 - TILE_ROWS;
             n_next = n_next < 0 ? 0 : n_next < TILE_ROWS ? n_next : TILE_ROWS;
             const char *next =
@@ -281,7 +282,7 @@ static void matmul_avx512(float *y, size_t ldy, const float *x, int n_tokens, in
                 int nt = t_end - t < TILE_TOKENS ? t_end - t : TILE_TOKENS;
                 for (size_t end = prefetched + slice; prefetched < end && prefetched < next_bytes;
                      prefetched += 64)
-                    _mm_prefetch(next + prefetched, _MM_HINT_T0);
+                    _mm_prefetch(next + prefetched, _MM_HINT_T1);
                 tile_n(y + (size_t)t * ldy + r0, ldy, xp + (size_t)(t - t0) * K16 * V, panel, K16,
                        n_rows, nt);
             }
@@ -442,7 +443,7 @@ attention_group(float *const *out, const float *const *q, const int *n_ctx, int 
         }
         /* The next tile's keys and values are scattered over blocks of
          * the pool, which the hardware prefetcher does not follow: ask
-         * for them while this tile computes. */
+         * for them (into L2) while this tile computes. */
         int next_end = max_ctx - p0 > 2 * FOLO_CPU_ATTN_TILE ? p0 + 2 * FOLO_CPU_ATTN_TILE
                                                              : max_ctx;
         for (int pos = p0 + FOLO_CPU_ATTN_TILE; pos < next_end; pos++) {
@@ -451,8 +452,8 @@ attention_group(float *const *out, const float *const *q, const int *n_ctx, int 
             const char *k = (const char *)k_cache + row * head_dim * element;
             const char *v = (const char *)v_cache + row * head_dim * element;
             for (size_t b = 0; b < head_dim * element; b += 64) {
-                _mm_prefetch(k + b, _MM_HINT_T0);
-                _mm_prefetch(v + b, _MM_HINT_T0);
+                _mm_prefetch(k + b, _MM_HINT_T1);
+                _mm_prefetch(v + b, _MM_HINT_T1);
             }
         }
         for (int i = 0; i < n_queries; i++) {
