@@ -58,7 +58,10 @@ folo_backend *cli_backend_create(const folo_model *model, const char *device,
                                  folo_compute_dtype dtype, int n_threads, int n_seqs,
                                  int seq_tokens, int max_batch_tokens, folo_error *err);
 
-/* --dtype's value (auto, float32, bfloat16) into *out; on a bad one prints
+/* --dtype's values, indexed by folo_compute_dtype, NULL-terminated. */
+extern const char *const cli_dtype_names[];
+
+/* --dtype's value (one of cli_dtype_names) into *out; on a bad one prints
  * the error and returns -1. */
 int cli_parse_dtype(const char *cmd, const char *v, folo_compute_dtype *out);
 #define CLI_DTYPE_HELP                                                                     \

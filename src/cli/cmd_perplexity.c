@@ -342,8 +342,7 @@ static int write_json(FILE *f, const ppl_options *o, const ppl_run *r, const chu
     json_object_set_new(root, "kl_base", r->base_dir ? json_string(r->base_dir) : json_null());
     json_object_set_new(root, "file", json_string(o->file));
     json_object_set_new(root, "device", json_string(r->device));
-    static const char *const dtypes[] = {"auto", "float32", "bfloat16"};
-    json_object_set_new(root, "dtype", json_string(dtypes[o->dtype]));
+    json_object_set_new(root, "dtype", json_string(cli_dtype_names[o->dtype]));
     json_object_set_new(root, "n_text_tokens", json_integer(r->n_text_tokens));
     json_object_set_new(root, "ctx", json_integer(cb->ctx));
     json_object_set_new(root, "n_chunks", json_integer(r->n_chunks));

@@ -168,10 +168,11 @@ static int parse_choice(const char *cmd, const char *flag, const char *v,
     return -1;
 }
 
+const char *const cli_dtype_names[] = {"auto", "float32", "bfloat16", NULL};
+
 int cli_parse_dtype(const char *cmd, const char *v, folo_compute_dtype *out) {
-    static const char *const names[] = {"auto", "float32", "bfloat16", NULL};
     int choice = 0;
-    if (parse_choice(cmd, "--dtype", v, names, &choice) != 0) return -1;
+    if (parse_choice(cmd, "--dtype", v, cli_dtype_names, &choice) != 0) return -1;
     *out = (folo_compute_dtype)choice;
     return 0;
 }

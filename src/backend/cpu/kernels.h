@@ -142,8 +142,10 @@ typedef struct folo_cpu_kernels {
     const char *name; /* "portable", "avx2", "avx512", "avx512bf16", "amx" */
     void (*matmul)(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
                    folo_dtype w_dtype, int row_begin, int row_end, float *rows_f32);
-    /* folo_cpu_matmul_bf16's twin, batch-invariant as matmul is; NULL where
-     * the ISA has no bf16 dot product (the backend then refuses bfloat16). */
+    /* folo_cpu_matmul_bf16's twin for bf16 weights (w_dtype
+     * FOLO_DTYPE_BF16, the only ones the backend gives it), batch-invariant
+     * as matmul is; NULL where the ISA has no bf16 dot product (the backend
+     * then refuses bfloat16). */
     void (*matmul_bf16)(float *y, size_t ldy, const float *x, int n_tokens, int K,
                         const void *w, folo_dtype w_dtype, int row_begin, int row_end,
                         float *rows_f32);

@@ -64,18 +64,18 @@ static size_t matmul_bf16_scratch(int K) {
     return (size_t)block_tokens(K) * padded(K) / 2; /* one block of rounded tokens */
 }
 
+/* The first n (clamped to 0..16) of 16 lanes. */
+static inline __mmask16 first_lanes(int n) {
+    return n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1u) : 0;
+}
+
 /* xb [n_tokens, padded(K)] = x [n_tokens, K] rounded to bf16, +0 beyond K. */
 static void round_tokens(uint16_t *xb, const float *x, int n_tokens, int K) {
     int Kp = padded(K);
     for (int t = 0; t < n_tokens; t++, xb += Kp, x += K) {
         for (int k = 0; k < Kp; k += PAIRS) {
-            int n = K - k;
-            __mmask16 lo = n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1u) : 0;
-            __mmask16 hi = n >= 32 ? (__mmask16)0xffff
-                           : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u)
-                                    : 0;
-            __m512 a = _mm512_maskz_loadu_ps(lo, x + k);
-            __m512 b = _mm512_maskz_loadu_ps(hi, x + k + 16);
+            __m512 a = _mm512_maskz_loadu_ps(first_lanes(K - k), x + k);
+            __m512 b = _mm512_maskz_loadu_ps(first_lanes(K - k - 16), x + k + 16);
             /* cvtne2ps: the second operand fills the low 16 elements */
             _mm512_storeu_si512(xb + k, (__m512i)_mm512_cvtne2ps_pbh(b, a));
         }
@@ -149,16 +149,11 @@ static void row_1(float *y, const uint16_t *xb, int Kp, int K, const uint16_t *w
     tile(y, 0, xb, Kp, K, &w, 1, 1, 1, PREFETCH_BYTES);
 }
 
-/* kernels.h's matmul_bf16 for bf16 weights; other weight types take the
- * portable reference (rounded activations, f32 sums), which no model of
- * folo's reaches on this path (the backend uses it for bf16 weights). */
+/* kernels.h's matmul_bf16 (bf16 weights only). */
 static void matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens, int K,
                                    const void *w, folo_dtype w_dtype, int row_begin, int row_end,
                                    float *scratch) {
-    if (w_dtype != FOLO_DTYPE_BF16) {
-        folo_cpu_matmul_bf16(y, ldy, x, n_tokens, K, w, w_dtype, row_begin, row_end, scratch);
-        return;
-    }
+    (void)w_dtype; /* FOLO_DTYPE_BF16 */
     int Kp = padded(K), block = block_tokens(K);
     uint16_t *xb = (uint16_t *)scratch; /* [block, Kp] */
     if (n_tokens == 1) {
@@ -201,20 +196,18 @@ static void matmul_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens
 static size_t matmul_scratch_avx512bf16(int K) {
     size_t f32 = folo_cpu_kernels_avx512.matmul_scratch_floats(K);
     size_t bf16 = matmul_bf16_scratch(K);
-    size_t portable = folo_cpu_matmul_scratch_floats(K);
-    size_t most = f32 > bf16 ? f32 : bf16;
-    return most > portable ? most : portable;
+    return f32 > bf16 ? f32 : bf16;
 }
 
 static void silu_mul_avx512bf16(float *gate, const float *up, size_t n) {
     folo_cpu_kernels_avx512.silu_mul(gate, up, n);
 }
 
-static void attention_group_avx512bf16(float *const *out, const float *const *q,
-                                       const int *n_ctx, int n_queries, const void *k_cache,
-                                       const void *v_cache, folo_dtype kv_dtype, const int32_t *block_table,
-                                       int block_size, int n_kv_heads, int kv_head,
-                                       int head_dim, float scale) {
+static void attention_group_avx512bf16(float *const *out, const float *const *q, const int *n_ctx,
+                                       int n_queries, const void *k_cache, const void *v_cache,
+                                       folo_dtype kv_dtype, const int32_t *block_table,
+                                       int block_size, int n_kv_heads, int kv_head, int head_dim,
+                                       float scale) {
     folo_cpu_kernels_avx512.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, kv_dtype,
                                             block_table, block_size, n_kv_heads, kv_head,
                                             head_dim, scale);
