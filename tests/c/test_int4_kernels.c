@@ -5,10 +5,12 @@
  * 64, 128, per channel) and odd ones (8, 24), contiguous and act-order
  * (permuted) g_idx, and both zero conventions:
  *   - every table's dequantization gives the reference's bits exactly
- *     ((code − zero) · scale is one f32 rounding), for any row range;
+ *     ((code − zero) · scale is one f32 rounding), for any row range, and
+ *     its bf16 dequantization those bits rounded by folo_f32_to_bf16;
  *   - every SIMD GEMV gives, for 1..6 tokens and a row range with a partial
  *     tile, the same bits as dequantization followed by its ISA's float
- *     matmul (the prefill path), which makes decode and prefill agree.
+ *     matmul (the prefill path), which makes decode and prefill agree; the
+ *     bf16 GEMV the same bits as the bf16 rows through matmul_bf16.
  * Also the checks the loader relies on: shapes that cannot be packed,
  * g_idx out of range; and that folo_gptq_pack, the writers' packing, is the
  * inverse of reading the stored words. */
@@ -48,10 +50,12 @@ static void check_pack(const stored_linear *s, int zeros_minus_one) {
     free(qzeros);
 }
 
-/* int4->gemv against the float matmul of k on the dequantized rows w [N, K],
- * rows [begin, end), bit for bit. */
+/* int4->gemv against the float matmul of k on the dequantized rows w [N, K]
+ * (bf16: int4->gemv_bf16 against k->matmul_bf16 on the rows rounded to
+ * bf16, w16), rows [begin, end), bit for bit. */
 static void check_gemv(const folo_cpu_kernels *k, const folo_cpu_int4_kernels *int4,
-                       const folo_qlinear *l, const float *w, int begin, int end) {
+                       const folo_qlinear *l, const float *w, const uint16_t *w16, int bf16,
+                       int begin, int end) {
     int N = l->n_rows, K = l->K, T = FOLO_CPU_INT4_GEMV_TOKENS;
     float *x = malloc(sizeof(float) * (size_t)T * K);     /* [T, K] */
     float *y = malloc(sizeof(float) * (size_t)T * N);     /* [T, N] gemv */
@@ -60,10 +64,17 @@ static void check_gemv(const folo_cpu_kernels *k, const folo_cpu_int4_kernels *i
     fill_random(x, (size_t)T * K, 1.0f);
     for (int n_tokens = 1; n_tokens <= T; n_tokens++) {
         for (int i = 0; i < T * N; i++) y[i] = y_ref[i] = 7.0f;
-        int4->gemv(y, (size_t)N, x, n_tokens, l, begin, end);
-        k->matmul(y_ref, (size_t)N, x, n_tokens, K, w, FOLO_DTYPE_F32, begin, end, scratch);
+        if (bf16) {
+            int4->gemv_bf16(y, (size_t)N, x, n_tokens, l, begin, end, scratch);
+            k->matmul_bf16(y_ref, (size_t)N, x, n_tokens, K, w16, FOLO_DTYPE_BF16, begin, end,
+                           scratch);
+        } else {
+            int4->gemv(y, (size_t)N, x, n_tokens, l, begin, end);
+            k->matmul(y_ref, (size_t)N, x, n_tokens, K, w, FOLO_DTYPE_F32, begin, end, scratch);
+        }
         CHECK_MSG(memcmp(y, y_ref, sizeof(float) * (size_t)T * N) == 0,
-                  "%s gemv: %d tokens, N %d K %d G %d", k->name, n_tokens, N, K, l->group_size);
+                  "%s gemv%s: %d tokens, N %d K %d G %d", k->name, bf16 ? "_bf16" : "", n_tokens,
+                  N, K, l->group_size);
     }
     free(x);
     free(y);
@@ -95,24 +106,36 @@ static void test_shape(int N, int K, int group_size, int act_order, int zeros_mi
 
     float *want = malloc(sizeof(float) * (size_t)N * K);
     float *got = malloc(sizeof(float) * (size_t)N * K);
+    uint16_t *want16 = malloc(sizeof(uint16_t) * (size_t)N * K);
+    uint16_t *got16 = malloc(sizeof(uint16_t) * (size_t)N * K);
     dequant_stored(want, &s, zeros_minus_one);
+    for (size_t i = 0; i < (size_t)N * K; i++) want16[i] = folo_f32_to_bf16(want[i]);
     for (int isa = 0; isa < FOLO_CPU_ISA_COUNT; isa++) {
         const folo_cpu_kernels *k = folo_cpu_kernels_for((folo_cpu_isa)isa);
         if (!k) continue;
         const folo_cpu_int4_kernels *int4 = folo_cpu_int4_kernels_for(k);
         /* All rows at once, then a range starting past row 0. */
         int4->dequant(got, &l, 0, N);
-        CHECK_MSG(memcmp(got, want, sizeof(float) * (size_t)N * K) == 0,
+        int4->dequant_bf16(got16, &l, 0, N);
+        CHECK_MSG(memcmp(got, want, sizeof(float) * (size_t)N * K) == 0 &&
+                      memcmp(got16, want16, sizeof(uint16_t) * (size_t)N * K) == 0,
                   "%s: N %d K %d G %d act-order %d v1 %d", k->name, N, K, group_size, act_order,
                   zeros_minus_one);
         int begin = N / 3, n_rows = N - begin - 1;
         memset(got, 0, sizeof(float) * (size_t)N * K);
+        memset(got16, 0, sizeof(uint16_t) * (size_t)N * K);
         int4->dequant(got, &l, begin, n_rows);
+        int4->dequant_bf16(got16, &l, begin, n_rows);
         CHECK(memcmp(got, want + (size_t)begin * K, sizeof(float) * (size_t)n_rows * K) == 0);
-        if (int4->gemv) check_gemv(k, int4, &l, want, begin, begin + n_rows);
+        CHECK(memcmp(got16, want16 + (size_t)begin * K, sizeof(uint16_t) * (size_t)n_rows * K) ==
+              0);
+        if (int4->gemv) check_gemv(k, int4, &l, want, want16, 0, begin, begin + n_rows);
+        if (int4->gemv_bf16) check_gemv(k, int4, &l, want, want16, 1, begin, begin + n_rows);
     }
     free(want);
     free(got);
+    free(want16);
+    free(got16);
     folo_qlinear_free(&l);
     free_linear(&s);
 }

@@ -10,7 +10,9 @@ linear dequantized in f32 as an ordinary checkpoint:
     the dequantized twin (the int4 path computes exactly the twin's f32
     weights and multiplies them in the same order);
   - the twin's logits must match transformers on the same f32 weights
-    within the tolerance of test_logits.py, argmax for argmax.
+    within the tolerance of test_logits.py, argmax for argmax;
+  - with --dtype bfloat16, folo's logits on the 4-bit checkpoint must equal
+    those on the twin with its linears rounded to bf16.
 Cases cover both formats, symmetric and asymmetric zeros, group sizes 32,
 128 and -1, act-order with a permuted g_idx, a quantized and an unquantized
 lm_head, and the configuration in config.json (transformers' spelling) or
@@ -185,6 +187,42 @@ def test_gptq_equals_twin_with_other_kernels(pairs, isa, monkeypatch):
     monkeypatch.setenv("FOLO_CPU_ISA", isa)
     gptq_dir, twin_dir = pairs["v1-asym-g32-actorder-lmhead"]
     assert np.array_equal(folo_logits(gptq_dir, PROMPT), folo_logits(twin_dir, PROMPT))
+
+
+def bf16_twin(twin_dir, out):
+    """The dequantized twin with its quantized linears (the tensors of
+    twin_dir that the 4-bit checkpoint lacks) rounded to bf16, to nearest
+    even, and stored as BF16; the rest stays f32."""
+    from safetensors.torch import save_file as save_torch
+    gptq = load_file(str(twin_dir.parent / twin_dir.name.replace("-dequant", "-gptq")
+                         / "model.safetensors"))
+    tensors = {k: torch.from_numpy(v) for k, v in load_file(str(twin_dir / "model.safetensors")).items()}
+    for key in tensors:
+        if key not in gptq:
+            tensors[key] = tensors[key].to(torch.bfloat16)
+    out.mkdir()
+    save_torch(tensors, str(out / "model.safetensors"))
+    shutil.copy(twin_dir / "config.json", out / "config.json")
+    return out
+
+
+@pytest.mark.parametrize("name", ["v1-sym-g128", "v1-asym-g32-actorder-lmhead"])
+@pytest.mark.parametrize("isa", ["default", "portable"])
+def test_gptq_bfloat16_equals_bf16_twin(pairs, name, isa, tmp_path):
+    """--dtype bfloat16 rounds each dequantized weight to bf16 and multiplies
+    it with the bf16-rounded activations: bit for bit what the twin holding
+    those bf16 weights computes, for the prompt in one forward (panels of
+    bf16 rows, matmul_bf16) and in chunks of 5 tokens (the bf16 GEMV where
+    the ISA has one), with the SIMD and the portable kernels."""
+    env = {"FOLO_CPU_ISA": "portable"} if isa == "portable" else None
+    gptq_dir, twin_dir = pairs[name]
+    twin16 = bf16_twin(twin_dir, tmp_path / "bf16-twin")
+    want = folo_logits(twin16, PROMPT, dtype="bfloat16", env=env)
+    for chunk in (None, 5):
+        got = folo_logits(gptq_dir, PROMPT, chunk=chunk, dtype="bfloat16", env=env)
+        assert np.array_equal(got, want), f"{name} chunk {chunk}: max |diff| {np.abs(got - want).max()}"
+    # the weights were rounded: the f32 twin's logits differ
+    assert not np.array_equal(want, folo_logits(twin_dir, PROMPT, dtype="bfloat16", env=env))
 
 
 def test_gptq_chunked_equals_one_shot(pairs):

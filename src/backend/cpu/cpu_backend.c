@@ -54,11 +54,12 @@
  * and 256 no better than 128. */
 #define DECODE_MAX_TOKENS 6
 #define DECODE_CHUNK_ROWS 128
-/* f32 bytes of the rows of a GPTQ linear dequantized per float matmul call
- * (kernels_int4.h; decode-sized calls take the GEMV instead). Each call
- * packs its tokens again, so a panel must be tall: at 512 tokens, panels of
- * 32 rows ran 25-30 % slower than bf16, of 2 MiB (512 rows at K = 1024,
- * 168 at K = 3072) within 10 % (docs/gptq.md). */
+/* Bytes of the rows of a GPTQ linear dequantized per matmul call (f32, or
+ * bf16 under --dtype bfloat16; kernels_int4.h; decode-sized calls take the
+ * GEMV instead where the ISA has one). Each call packs its tokens again, so
+ * a panel must be tall: at 512 tokens, f32 panels of 32 rows ran 25-30 %
+ * slower than bf16, of 2 MiB (512 rows at K = 1024, 168 at K = 3072)
+ * within 10 % (docs/gptq.md). */
 #define INT4_PANEL_BYTES (2u << 20)
 
 /* Per-layer norm weights converted to f32. */
@@ -153,21 +154,39 @@ static void matmul_rows(const matmul_job *job, int i, int begin, int end, float 
                       end, scratch);
         return;
     }
-    /* GPTQ: decode in registers, or a panel of rows to f32 and the float
-     * matmul on it (the same bits either way, kernels_int4.h). */
-    if (job->n_tokens <= FOLO_CPU_INT4_GEMV_TOKENS && job->b->int4->gemv) {
-        job->b->int4->gemv(job->y[i], ldy, job->x, job->n_tokens, w->quant, begin, end);
-        return;
+    /* GPTQ: decode in registers, or a panel of rows to f32 (bfloat16: to
+     * bf16) and the float matmul (matmul_bf16) on it; the same bits either
+     * way (kernels_int4.h), so a 4-bit model computes what its twin with f32
+     * (bf16) weights does. */
+    bool bf16 = job->b->bf16_matmul;
+    const folo_cpu_int4_kernels *int4 = job->b->int4;
+    if (job->n_tokens <= FOLO_CPU_INT4_GEMV_TOKENS) {
+        if (bf16 && int4->gemv_bf16) {
+            int4->gemv_bf16(job->y[i], ldy, job->x, job->n_tokens, w->quant, begin, end, scratch);
+            return;
+        }
+        if (!bf16 && int4->gemv) {
+            int4->gemv(job->y[i], ldy, job->x, job->n_tokens, w->quant, begin, end);
+            return;
+        }
     }
-    int panel_rows = (int)(INT4_PANEL_BYTES / sizeof(float) / (size_t)job->K);
+    size_t weight_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
+    int panel_rows = (int)(INT4_PANEL_BYTES / weight_bytes / (size_t)job->K);
     panel_rows = panel_rows / FOLO_CPU_MATMUL_ROWS * FOLO_CPU_MATMUL_ROWS;
     if (panel_rows < FOLO_CPU_MATMUL_ROWS) panel_rows = FOLO_CPU_MATMUL_ROWS;
     float *rows = scratch + k->matmul_scratch_floats(job->K); /* [panel_rows, K] */
     for (int r0 = begin; r0 < end; r0 += panel_rows) {
         int n_rows = end - r0 < panel_rows ? end - r0 : panel_rows;
-        job->b->int4->dequant(rows, w->quant, r0, n_rows);
-        k->matmul(job->y[i] + r0, ldy, job->x, job->n_tokens, job->K, rows, FOLO_DTYPE_F32, 0,
-                  n_rows, scratch);
+        float *y = job->y[i] + r0;
+        if (bf16) {
+            int4->dequant_bf16((uint16_t *)rows, w->quant, r0, n_rows);
+            k->matmul_bf16(y, ldy, job->x, job->n_tokens, job->K, rows, FOLO_DTYPE_BF16, 0,
+                           n_rows, scratch);
+        } else {
+            int4->dequant(rows, w->quant, r0, n_rows);
+            k->matmul(y, ldy, job->x, job->n_tokens, job->K, rows, FOLO_DTYPE_F32, 0, n_rows,
+                      scratch);
+        }
     }
 }
 

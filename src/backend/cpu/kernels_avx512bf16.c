@@ -35,9 +35,9 @@
 
 #include <immintrin.h>
 
+#include "backend/cpu/bf16_avx512.h"
 #include "backend/cpu/reduce_avx512.h"
 
-#define PAIRS 32 /* bf16 elements of a register */
 #define TILE_ROWS FOLO_CPU_MATMUL_ROWS
 #define TILE_TOKENS 6
 /* Rounded activations of a token block: within a 1 MiB L2 beside the
@@ -53,33 +53,13 @@
 
 _Static_assert(TILE_ROWS == 4, "a tile reduces its rows with reduce4");
 
-static int padded(int K) { return (K + PAIRS - 1) / PAIRS * PAIRS; }
-
 static int block_tokens(int K) {
-    int block = TOKEN_BLOCK_BYTES / (padded(K) * 2) / TILE_TOKENS * TILE_TOKENS;
+    int block = TOKEN_BLOCK_BYTES / (bf16_padded(K) * 2) / TILE_TOKENS * TILE_TOKENS;
     return block < MIN_BLOCK_TOKENS ? MIN_BLOCK_TOKENS : block;
 }
 
 static size_t matmul_bf16_scratch(int K) {
-    return (size_t)block_tokens(K) * padded(K) / 2; /* one block of rounded tokens */
-}
-
-/* The first n (clamped to 0..16) of 16 lanes. */
-static inline __mmask16 first_lanes(int n) {
-    return n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1u) : 0;
-}
-
-/* xb [n_tokens, padded(K)] = x [n_tokens, K] rounded to bf16, +0 beyond K. */
-static void round_tokens(uint16_t *xb, const float *x, int n_tokens, int K) {
-    int Kp = padded(K);
-    for (int t = 0; t < n_tokens; t++, xb += Kp, x += K) {
-        for (int k = 0; k < Kp; k += PAIRS) {
-            __m512 a = _mm512_maskz_loadu_ps(first_lanes(K - k), x + k);
-            __m512 b = _mm512_maskz_loadu_ps(first_lanes(K - k - 16), x + k + 16);
-            /* cvtne2ps: the second operand fills the low 16 elements */
-            _mm512_storeu_si512(xb + k, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-        }
-    }
+    return (size_t)block_tokens(K) * bf16_padded(K) / 2; /* one block of rounded tokens */
 }
 
 /* y[t, r] = xb_t · w_r for t < n_tokens, r < n_rows (both constants once
@@ -154,17 +134,17 @@ static void matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_t
                                    const void *w, folo_dtype w_dtype, int row_begin, int row_end,
                                    float *scratch) {
     (void)w_dtype; /* FOLO_DTYPE_BF16 */
-    int Kp = padded(K), block = block_tokens(K);
+    int Kp = bf16_padded(K), block = block_tokens(K);
     uint16_t *xb = (uint16_t *)scratch; /* [block, Kp] */
     if (n_tokens == 1) {
-        round_tokens(xb, x, 1, K);
+        bf16_round_tokens(xb, x, 1, K);
         for (int r = row_begin; r < row_end; r++)
             row_1(y + r, xb, Kp, K, (const uint16_t *)w + (size_t)r * K);
         return;
     }
     for (int t0 = 0; t0 < n_tokens; t0 += block) {
         int nt = n_tokens - t0 < block ? n_tokens - t0 : block;
-        round_tokens(xb, x + (size_t)t0 * K, nt, K);
+        bf16_round_tokens(xb, x + (size_t)t0 * K, nt, K);
         for (int r0 = row_begin; r0 < row_end; r0 += TILE_ROWS) {
             int n_rows = row_end - r0 < TILE_ROWS ? row_end - r0 : TILE_ROWS;
             const uint16_t *rows[TILE_ROWS];

@@ -5,7 +5,13 @@
  *     that stays in L2, so the weight stream from memory is the 4-bit codes;
  *   - gemv (SIMD tables only): decode, at most FOLO_CPU_INT4_GEMV_TOKENS
  *     tokens, the weights dequantized in registers and fed straight to the
- *     FMAs, giving the same bits as dequant followed by the float matmul.
+ *     FMAs, giving the same bits as dequant followed by the float matmul;
+ *   - dequant_bf16: rows to bf16, the f32 value rounded to nearest even,
+ *     which `--dtype bfloat16` multiplies with its matmul_bf16 (`vdpbf16ps`,
+ *     or AMX tiles): a 4-bit model then computes exactly what its twin with
+ *     bf16 weights does;
+ *   - gemv_bf16 (the AVX512-BF16 table only): decode under bfloat16, the
+ *     same bits as dequant_bf16 followed by matmul_bf16.
  *
  * Why widen to f32 rather than multiply in int8 (VNNI, activations
  * quantized per group): a row becomes exactly the f32 weight a dequantized
@@ -36,15 +42,27 @@ typedef struct folo_cpu_int4_kernels {
      * same bits as dequant + this ISA's float matmul. NULL: use those. */
     void (*gemv)(float *y, size_t ldy, const float *x, int n_tokens, const folo_qlinear *l,
                  int row_begin, int row_end);
+    /* rows [n_rows, K] of bf16 = dequant's values rounded to nearest even
+     * (folo_f32_to_bf16). */
+    void (*dequant_bf16)(uint16_t *rows, const folo_qlinear *l, int row_begin, int n_rows);
+    /* gemv's twin for bfloat16: the same bits as dequant_bf16 + this ISA's
+     * matmul_bf16. scratch: the float table's matmul scratch for K
+     * (matmul_scratch_floats floats). NULL: use those two. */
+    void (*gemv_bf16)(float *y, size_t ldy, const float *x, int n_tokens, const folo_qlinear *l,
+                      int row_begin, int row_end, float *scratch);
 } folo_cpu_int4_kernels;
 
-/* The plain C dequantization. */
+/* The plain C dequantizations. */
 void folo_cpu_dequant_int4(float *rows, const folo_qlinear *l, int row_begin, int n_rows);
+void folo_cpu_dequant_int4_bf16(uint16_t *rows, const folo_qlinear *l, int row_begin,
+                                int n_rows);
 
 /* The table of the ISA of float table k. */
 const folo_cpu_int4_kernels *folo_cpu_int4_kernels_for(const folo_cpu_kernels *k);
 
-/* x86-64 only (kernels_int4_avx512.c); reach it through the function above. */
+/* x86-64 only (kernels_int4_avx512.c, kernels_int4_avx512bf16.c); reach
+ * them through the function above. */
 extern const folo_cpu_int4_kernels folo_cpu_int4_kernels_avx512;
+extern const folo_cpu_int4_kernels folo_cpu_int4_kernels_avx512bf16;
 
 #endif

@@ -13,6 +13,11 @@
  * multiply. Otherwise (act-order, odd group sizes) each lane gathers its
  * group's scale and zero through g_idx.
  *
+ * bf16 rows (`--dtype bfloat16`) round each such f32 value as
+ * folo_f32_to_bf16 does, in integer lanes; a group's table is rounded once
+ * and looked up 32 columns at a time (vpermw), the nibbles spread to words
+ * by one shift per half.
+ *
  * Decode GEMV. For at most FOLO_CPU_INT4_GEMV_TOKENS tokens the dequantized
  * weights stay in registers and feed the FMAs directly: per (token, row)
  * one 16-lane register of partial sums, lane l taking the columns
@@ -30,65 +35,13 @@
 #error "kernels_int4_avx512.c needs -mavx512f -mavx512bw -mavx512vl -mfma"
 #endif
 
-#include <immintrin.h>
-
+#include "backend/cpu/kernels_int4_avx512.h"
 #include "backend/cpu/reduce_avx512.h"
 
 #define TILE_ROWS 4
 /* How far ahead a GEMV tile prefetches: the same columns of the next
  * tile's rows, which follow this tile's in memory. */
 #define PREFETCH_TILES 1
-
-static inline __mmask16 lanes_below(int n) {
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
-}
-
-/* One row's view for dequantizing 16-column halves of 32-column blocks. */
-typedef struct {
-    const uint8_t *codes;  /* [K32 / 2] */
-    const float *scales;   /* [n_groups] */
-    const float *zeros;    /* [n_groups] */
-} row_view;
-
-static inline row_view row_at(const folo_qlinear *l, size_t n) {
-    row_view v = {l->codes + n * l->row_bytes, l->scales + n * (size_t)l->n_groups,
-                  l->zeros + n * (size_t)l->n_groups};
-    return v;
-}
-
-/* Columns k .. k + 31 of a row as two vectors of 16, each lane's scale and
- * zero gathered through g_idx, the lanes outside m0 and m1 (past K) +0. */
-static inline void dequant32(__m512 w[2], const row_view *v, const folo_qlinear *l, int k,
-                             __mmask16 m0, __mmask16 m1) {
-    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(v->codes + k / 2)));
-    __m512 code[2] = {_mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15))),
-                      _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4))};
-    __mmask16 m[2] = {m0, m1};
-    for (int half = 0; half < 2; half++) {
-        __m512i g = _mm512_maskz_loadu_epi32(m[half], l->g_idx + k + 16 * half);
-        __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->scales, 4);
-        __m512 zero = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->zeros, 4);
-        w[half] = _mm512_maskz_mul_ps(m[half], _mm512_sub_ps(code[half], zero), scale);
-    }
-}
-
-static int table_groups(const folo_qlinear *l) {
-    return l->contiguous_groups && l->group_size % 32 == 0;
-}
-
-/* The 16 values (c − zero) · scale, c = 0..15, of group g of a row. */
-static inline __m512 group_table(const row_view *v, int g) {
-    const __m512 codes = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    return _mm512_mul_ps(_mm512_sub_ps(codes, _mm512_set1_ps(v->zeros[g])),
-                         _mm512_set1_ps(v->scales[g]));
-}
-
-/* Columns k .. k + 31 of a row through its group's table (table_groups). */
-static inline void lookup32(__m512 w[2], const uint8_t *codes, int k, __m512 table) {
-    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + k / 2)));
-    w[0] = _mm512_permutexvar_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), table);
-    w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
-}
 
 static void dequant_int4_avx512(float *rows, const folo_qlinear *l, int row_begin, int n_rows) {
     int K = l->K, G = l->group_size;
@@ -117,6 +70,27 @@ static void dequant_int4_avx512(float *rows, const folo_qlinear *l, int row_begi
     }
 }
 
+static void dequant_bf16_int4_avx512(uint16_t *rows, const folo_qlinear *l, int row_begin,
+                                     int n_rows) {
+    int K = l->K, G = l->group_size;
+    for (int r = 0; r < n_rows; r++) {
+        row_view v = row_at(l, (size_t)(row_begin + r));
+        uint16_t *out = rows + (size_t)r * K;
+        if (table_groups(l)) {
+            for (int g = 0; g < l->n_groups; g++) {
+                __m512i table = group_table_bf16(&v, g);
+                for (int k = g * G; k < (g + 1) * G; k += 32)
+                    _mm512_storeu_si512(out + k, lookup32_bf16(v.codes, k, table));
+            }
+            continue;
+        }
+        for (int k = 0; k < K; k += 32) {
+            __mmask16 m0 = lanes_below(K - k), m1 = lanes_below(K - k - 16);
+            _mm512_mask_storeu_epi16(out + k, (__mmask32)m0 | (__mmask32)m1 << 16,
+                                     dequant32_bf16(&v, l, k, m0, m1));
+        }
+    }
+}
 
 /* acc[t][r] += x_t[k .. k + 31] · w (two vectors, the second left out
  * when m1 is 0) for t < n_tokens: one row's weights used while in
@@ -212,5 +186,7 @@ static void gemv_int4_avx512(float *y, size_t ldy, const float *x, int n_tokens,
 const folo_cpu_int4_kernels folo_cpu_int4_kernels_avx512 = {
     .dequant = dequant_int4_avx512,
     .gemv = gemv_int4_avx512,
+    .dequant_bf16 = dequant_bf16_int4_avx512,
+    .gemv_bf16 = NULL,
 };
 #endif

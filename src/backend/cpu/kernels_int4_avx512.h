@@ -1,0 +1,104 @@
+/* Inline helpers of the AVX-512 GPTQ kernels (kernels_int4_avx512.c,
+ * kernels_int4_avx512bf16.c): reading a repacked row (model/gptq.h) 32
+ * columns at a time, as f32 or as bf16. Include only from files compiled
+ * with AVX-512 flags. */
+#ifndef FOLO_BACKEND_CPU_KERNELS_INT4_AVX512_H
+#define FOLO_BACKEND_CPU_KERNELS_INT4_AVX512_H
+
+#include <immintrin.h>
+
+#include "model/gptq.h"
+
+static inline __mmask16 lanes_below(int n) {
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* One row's view for dequantizing 16-column halves of 32-column blocks. */
+typedef struct {
+    const uint8_t *codes;  /* [K32 / 2] */
+    const float *scales;   /* [n_groups] */
+    const float *zeros;    /* [n_groups] */
+} row_view;
+
+static inline row_view row_at(const folo_qlinear *l, size_t n) {
+    row_view v = {l->codes + n * l->row_bytes, l->scales + n * (size_t)l->n_groups,
+                  l->zeros + n * (size_t)l->n_groups};
+    return v;
+}
+
+/* Columns k .. k + 31 of a row as two vectors of 16, each lane's scale and
+ * zero gathered through g_idx, the lanes outside m0 and m1 (past K) +0. */
+static inline void dequant32(__m512 w[2], const row_view *v, const folo_qlinear *l, int k,
+                             __mmask16 m0, __mmask16 m1) {
+    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(v->codes + k / 2)));
+    __m512 code[2] = {_mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15))),
+                      _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4))};
+    __mmask16 m[2] = {m0, m1};
+    for (int half = 0; half < 2; half++) {
+        __m512i g = _mm512_maskz_loadu_epi32(m[half], l->g_idx + k + 16 * half);
+        __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->scales, 4);
+        __m512 zero = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->zeros, 4);
+        w[half] = _mm512_maskz_mul_ps(m[half], _mm512_sub_ps(code[half], zero), scale);
+    }
+}
+
+static int table_groups(const folo_qlinear *l) {
+    return l->contiguous_groups && l->group_size % 32 == 0;
+}
+
+/* The 16 values (c − zero) · scale, c = 0..15, of group g of a row. */
+static inline __m512 group_table(const row_view *v, int g) {
+    const __m512 codes = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_mul_ps(_mm512_sub_ps(codes, _mm512_set1_ps(v->zeros[g])),
+                         _mm512_set1_ps(v->scales[g]));
+}
+
+/* Columns k .. k + 31 of a row through its group's table (table_groups). */
+static inline void lookup32(__m512 w[2], const uint8_t *codes, int k, __m512 table) {
+    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + k / 2)));
+    w[0] = _mm512_permutexvar_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), table);
+    w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+}
+
+/* 16 f32 lanes rounded to bf16 as folo_f32_to_bf16 rounds them (to
+ * nearest even; a NaN stays a quiet NaN). */
+static inline __m256i round_bf16(__m512 f) {
+    __m512i u = _mm512_castps_si512(f), high = _mm512_srli_epi32(u, 16);
+    __m512i bias = _mm512_add_epi32(_mm512_and_si512(high, _mm512_set1_epi32(1)),
+                                    _mm512_set1_epi32(0x7fff));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_or_epi32(r, nan, high, _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+/* Group g's 16 values (group_table) rounded to bf16, twice: in words 0-15
+ * and 16-31, so that vpermw, which reads the low 5 bits of an index, finds
+ * a code's value whatever bit 4 of the index holds. */
+static inline __m512i group_table_bf16(const row_view *v, int g) {
+    __m256i once = round_bf16(group_table(v, g));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(once), once, 1);
+}
+
+/* Columns k .. k + 31 of a row as 32 bf16 through its group's
+ * group_table_bf16: the 16 bytes twice as words, the second copy shifted
+ * down to its high nibbles (columns 16-31); the first keeps its high
+ * nibble in bits 4-7, where the duplicated table makes it harmless. */
+static inline __m512i lookup32_bf16(const uint8_t *codes, int k, __m512i table) {
+    __m256i twice =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(codes + k / 2)));
+    __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    return _mm512_permutexvar_epi16(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(twice), shift), table);
+}
+
+/* Columns k .. k + 31 of a row as 32 bf16, each through its own group
+ * (dequant32), the lanes outside m0 and m1 +0. */
+static inline __m512i dequant32_bf16(const row_view *v, const folo_qlinear *l, int k,
+                                     __mmask16 m0, __mmask16 m1) {
+    __m512 w[2];
+    dequant32(w, v, l, k, m0, m1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(round_bf16(w[0])), round_bf16(w[1]), 1);
+}
+
+#endif
