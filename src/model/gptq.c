@@ -75,7 +75,8 @@ int folo_gptq_repack(folo_qlinear *out, const folo_tensor parts[FOLO_GPTQ_PARTS]
             uint8_t *row = out->codes + (size_t)n * out->row_bytes;
             for (int i = 0; i < 8; i++) {
                 int64_t k = k8 * 8 + i, j = k % 32;
-                row[(k / 32) * 16 + j % 16] |= (uint8_t)(code_at(word, i) << (j < 16 ? 0 : 4));
+                row[(k / 32) * 16 + 2 * (j % 8) + j / 16] |=
+                    (uint8_t)(code_at(word, i) << (j / 8 % 2 * 4));
             }
         }
     }

@@ -19,10 +19,15 @@
  *
  * Repacked layout (folo_qlinear), one row per output, so a kernel reads
  * W's rows as it reads a float matrix: each row is K32 / 2 bytes
- * (K32 = K rounded up to 32), 16 bytes per 32 columns, byte j of a block
- * holding column j in its low nibble and column j + 16 in its high one, so
- * one 16-byte load widens to two vectors of 16 consecutive columns; the
- * scales and true zero points (f32) are per row, per group. Built by
+ * (K32 = K rounded up to 32), 16 bytes per 32 columns. A block is eight
+ * little-endian 16-bit words; word i holds columns i, i + 8, i + 16 and
+ * i + 24 of the block in its nibbles 0 to 3 (column j: byte
+ * 2·(j % 8) + j / 16, the high nibble when j / 8 is odd). So a 16-byte
+ * load repeated in each 128-bit lane of a vector and shifted by 4·lane
+ * puts consecutive columns in consecutive words (the bf16 kernels), or
+ * widened to 32-bit lanes and shifted by 4·(lane / 8) the 16 columns of a
+ * half block (the f32 ones), with no shuffle between lanes. The scales
+ * and true zero points (f32) are per row, per group. Built by
  * folo_gptq_repack from the mapped tensors; the model owns the copy. */
 #ifndef FOLO_MODEL_GPTQ_H
 #define FOLO_MODEL_GPTQ_H

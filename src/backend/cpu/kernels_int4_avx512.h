@@ -26,19 +26,32 @@ static inline row_view row_at(const folo_qlinear *l, size_t n) {
     return v;
 }
 
+/* The codes of columns k .. k + 31 of a row in two vectors of 16 32-bit
+ * lanes, lane c of half h holding column 16h + c in its low 4 bits (above
+ * them, other columns' bits): the block's eight words in each half of
+ * both vectors, shifted by 4 · (column / 8) (gptq.h). */
+static inline void nibbles32(__m512i idx[2], const uint8_t *codes, int k) {
+    __m512i words = _mm512_cvtepu16_epi32(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(codes + k / 2))));
+    idx[0] = _mm512_srlv_epi32(words, _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4,
+                                                        4, 4));
+    idx[1] = _mm512_srlv_epi32(words, _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12,
+                                                        12, 12, 12, 12));
+}
+
 /* Columns k .. k + 31 of a row as two vectors of 16, each lane's scale and
  * zero gathered through g_idx, the lanes outside m0 and m1 (past K) +0. */
 static inline void dequant32(__m512 w[2], const row_view *v, const folo_qlinear *l, int k,
                              __mmask16 m0, __mmask16 m1) {
-    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(v->codes + k / 2)));
-    __m512 code[2] = {_mm512_cvtepi32_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15))),
-                      _mm512_cvtepi32_ps(_mm512_srli_epi32(bytes, 4))};
+    __m512i idx[2];
+    nibbles32(idx, v->codes, k);
     __mmask16 m[2] = {m0, m1};
     for (int half = 0; half < 2; half++) {
+        __m512 code = _mm512_cvtepi32_ps(_mm512_and_si512(idx[half], _mm512_set1_epi32(15)));
         __m512i g = _mm512_maskz_loadu_epi32(m[half], l->g_idx + k + 16 * half);
         __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->scales, 4);
         __m512 zero = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->zeros, 4);
-        w[half] = _mm512_maskz_mul_ps(m[half], _mm512_sub_ps(code[half], zero), scale);
+        w[half] = _mm512_maskz_mul_ps(m[half], _mm512_sub_ps(code, zero), scale);
     }
 }
 
@@ -53,11 +66,13 @@ static inline __m512 group_table(const row_view *v, int g) {
                          _mm512_set1_ps(v->scales[g]));
 }
 
-/* Columns k .. k + 31 of a row through its group's table (table_groups). */
+/* Columns k .. k + 31 of a row through its group's table (table_groups;
+ * vpermps reads the low 4 bits of an index). */
 static inline void lookup32(__m512 w[2], const uint8_t *codes, int k, __m512 table) {
-    __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + k / 2)));
-    w[0] = _mm512_permutexvar_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(15)), table);
-    w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table);
+    __m512i idx[2];
+    nibbles32(idx, codes, k);
+    w[0] = _mm512_permutexvar_ps(idx[0], table);
+    w[1] = _mm512_permutexvar_ps(idx[1], table);
 }
 
 /* 16 f32 lanes rounded to bf16 as folo_f32_to_bf16 rounds them (to
@@ -82,14 +97,15 @@ static inline __m512i group_table_bf16(const row_view *v, int g) {
 }
 
 /* Columns k .. k + 31 of a row as 32 bf16 through its group's
- * group_table_bf16: the 16 bytes twice as words, the second copy shifted
- * down to its high nibbles (columns 16-31); the first keeps its high
- * nibble in bits 4-7, where the duplicated table makes it harmless. */
+ * group_table_bf16: the block's 16 bytes in each 128-bit lane, lane L's
+ * words shifted by 4L, so that word j holds column j's code in its low 4
+ * bits (gptq.h); bit 4, another column's, picks the table's copy. */
 static inline __m512i lookup32_bf16(const uint8_t *codes, int k, __m512i table) {
-    __m256i twice =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(codes + k / 2)));
-    __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-    return _mm512_permutexvar_epi16(_mm512_srlv_epi16(_mm512_cvtepu8_epi16(twice), shift), table);
+    __m512i block = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(codes + k / 2)));
+    __m512i by_lane = _mm512_setr_epi64(0, 0, 0x0004000400040004, 0x0004000400040004,
+                                        0x0008000800080008, 0x0008000800080008,
+                                        0x000c000c000c000c, 0x000c000c000c000c);
+    return _mm512_permutexvar_epi16(_mm512_srlv_epi16(block, by_lane), table);
 }
 
 /* Columns k .. k + 31 of a row as 32 bf16, each through its own group

@@ -29,7 +29,7 @@
  * PREFETCH_TILES tiles on, which follow in memory. Zen4, one thread, a
  * [3072 x 1024] linear from memory: 1 tile 18.7 G weights/s, 4 tiles 21.7
  * (what it computes with the codes in cache), 8 or 16 tiles 18.5. */
-#define PREFETCH_TILES 4
+#define PREFETCH_TILES 8
 
 /* y[t, r0 + r] for t < n_tokens (a constant once inlined), r < n_rows; xb:
  * the tokens rounded, rows of Kp. */
@@ -61,7 +61,7 @@ gemv_tile(float *y, size_t ldy, const uint16_t *xb, int Kp, const folo_qlinear *
             for (int k = g * G; k < (g + 1) * G; k += PAIRS) {
 #pragma GCC unroll 8
                 for (int r = 0; r < TILE_ROWS; r++) {
-                    _mm_prefetch((const char *)v[r].codes + k / 2 + ahead, _MM_HINT_T0);
+                    _mm_prefetch((const char *)v[r].codes + k / 2 + ahead, _MM_HINT_T1);
                     __m512bh w = (__m512bh)lookup32_bf16(v[r].codes, k, table[r]);
 #pragma GCC unroll 8
                     for (int t = 0; t < n_tokens; t++)

@@ -80,10 +80,11 @@ extern "C" int folo_cuda_qlinear_upload(folo_cuda_qlinear *dst, void *device, co
 }
 
 /* The 4-bit code of column j (0..31) of a 32-column block held in words
- * w[0..3] (16 bytes): byte j % 16, low nibble for j < 16, high otherwise. */
+ * w[0..3] (16 bytes, gptq.h): byte 2·(j % 8) + j / 16, the high nibble
+ * when j / 8 is odd. */
 __device__ __forceinline__ unsigned block_code(const uint32_t w[4], int j) {
-    int byte = j & 15;
-    return (w[byte >> 2] >> (8 * (byte & 3) + (j >= 16 ? 4 : 0))) & 15u;
+    int byte = 2 * (j & 7) + (j >> 4);
+    return (w[byte >> 2] >> (8 * (byte & 3) + 4 * ((j >> 3) & 1))) & 15u;
 }
 
 /* W[n, k] as gptq.h defines it: the subtraction exact, one f32 rounding. */
