@@ -15,7 +15,7 @@ static const char k_usage[] =
     "usage: folo quantize [-m DIR] --out DIR [--method gptq|rtn] [--calib FILE]\n"
     "                     [--bits 4] [--group-size N] [--sym|--asym] [--desc-act] [--damp X]\n"
     "                     [--format gptq|gptq_v2] [--n-samples N] [--seq-len N] [--seed N]\n"
-    "                     [--lm-head] [--threads N]\n";
+    "                     [--lm-head [int4|int8]] [--threads N]\n";
 
 static const char k_help[] =
     "Quantizes every decoder linear of a float Qwen3 checkpoint to 4 bits and writes the\n"
@@ -44,8 +44,11 @@ static const char k_help[] =
     "                       it, in (0, 1) (default 0.01)\n"
     "      --format F       gptq (default, stores zero - 1, the most widely loadable) or\n"
     "                       gptq_v2 (stores the zero; what GPTQModel 7 needs with --asym)\n"
-    "      --lm-head        quantize lm_head too, the same way, on the final norm's output\n"
-    "                       (the embedding stays float; a tied head becomes untied)\n"
+    "      --lm-head [int4|int8]\n"
+    "                       quantize lm_head too, on the final norm's output, to 4 bits like\n"
+    "                       the linears (int4, the default) or to 8 (int8: a fifth of\n"
+    "                       4-bit's error for twice its bytes); the embedding stays float and\n"
+    "                       a tied head becomes untied\n"
     "      --threads N      CPU threads of the forward passes (default: all cores; BLAS\n"
     "                       runs its own, e.g. OPENBLAS_NUM_THREADS)\n"
     "  -h, --help           show this help\n";
@@ -75,7 +78,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         {"desc-act", no_argument, NULL, OPT_DESC_ACT},
         {"damp", required_argument, NULL, OPT_DAMP},
         {"format", required_argument, NULL, OPT_FORMAT},
-        {"lm-head", no_argument, NULL, OPT_LM_HEAD},
+        {"lm-head", optional_argument, NULL, OPT_LM_HEAD},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"dump-inputs", required_argument, NULL, OPT_DUMP},
         {"help", no_argument, NULL, 'h'},
@@ -134,7 +137,19 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
                 return cli_usage_error(cmd, k_usage, "invalid value '%s' for --format (expected "
                                        "gptq or gptq_v2)", optarg);
             break;
-        case OPT_LM_HEAD: q->lm_head = true; break;
+        case OPT_LM_HEAD: {
+            /* "--lm-head int8" as well as "--lm-head=int8" */
+            const char *kind = optarg;
+            if (!kind && optind < argc &&
+                (strcmp(argv[optind], "int4") == 0 || strcmp(argv[optind], "int8") == 0))
+                kind = argv[optind++];
+            if (!kind || strcmp(kind, "int4") == 0) q->lm_head_bits = 4;
+            else if (strcmp(kind, "int8") == 0) q->lm_head_bits = 8;
+            else
+                return cli_usage_error(cmd, k_usage, "invalid value '%s' for --lm-head (expected "
+                                       "int4 or int8)", kind);
+            break;
+        }
         case OPT_THREADS:
             bad = cli_parse_int(cmd, "--threads", optarg, 1, 1024, &q->n_threads);
             break;
@@ -161,7 +176,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
 }
 
 int folo_cmd_quantize(int argc, char **argv) {
-    quantize_args a = {.q = {.params = {.method = FOLO_QUANT_GPTQ, .group_size = 128,
+    quantize_args a = {.q = {.params = {.method = FOLO_QUANT_GPTQ, .bits = 4, .group_size = 128,
                                         .sym = true, .damp = 0.01},
                              .n_samples = 128, .seq_len = 512}};
     int rc = parse_args(argc, argv, &a);

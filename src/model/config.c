@@ -9,6 +9,8 @@
 
 #include <jansson.h>
 #include <limits.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,6 +228,126 @@ static const char *read_string(const json_fields *f, const char *key, const char
     return json_string_value(v);
 }
 
+/* pattern compiled to match at the start of a subject (Python's re.match,
+ * which vLLM and GPTQModel use), or NULL with *message set. */
+static pcre2_code *compile_rule(const char *pattern, char *message, size_t size) {
+    int code;
+    PCRE2_SIZE offset;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED,
+                                   &code, &offset, NULL);
+    if (!re) pcre2_get_error_message(code, (PCRE2_UCHAR *)message, size);
+    return re;
+}
+
+int folo_quant_for(const folo_quant_config *q, const char *name, folo_quant_config *out) {
+    *out = *q;
+    out->n_rules = 0;
+    for (int i = 0; i < q->n_rules; i++) {
+        const folo_quant_rule *r = &q->rules[i];
+        char message[128];
+        pcre2_code *re = compile_rule(r->pattern, message, sizeof message);
+        pcre2_match_data *md = re ? pcre2_match_data_create_from_pattern(re, NULL) : NULL;
+        int matched = md && pcre2_match(re, (PCRE2_SPTR)name, PCRE2_ZERO_TERMINATED, 0, 0, md,
+                                        NULL) >= 0;
+        pcre2_match_data_free(md);
+        pcre2_code_free(re);
+        if (!matched) continue;
+        if (r->skip) return 0;
+        if (r->bits) out->bits = r->bits;
+        if (r->group_size) out->group_size = r->group_size;
+        if (r->desc_act >= 0) out->desc_act = r->desc_act;
+        if (r->sym >= 0) out->sym = r->sym;
+        return 1;
+    }
+    return 1;
+}
+
+/* "bits" (required, or 0 when absent) and "group_size" (0 when absent). */
+static int read_bits(const json_fields *f, int required, int *bits) {
+    *bits = 0;
+    if (!required && !field(f, "bits")) return 0;
+    if (read_int(f, "bits", 1, 0, INT_MIN, INT_MAX, bits) != 0) return -1;
+    if (*bits != 4 && *bits != 8)
+        return folo_fail(f->err, "%s: \"bits\" is %d; only 4- and 8-bit GPTQ are supported",
+                         f->path, *bits);
+    return 0;
+}
+
+static int read_group_size(const json_fields *f, int *group_size) {
+    *group_size = 0;
+    if (!field(f, "group_size")) return 0;
+    if (read_int(f, "group_size", 1, 0, -1, MAX_DIM, group_size) != 0) return -1;
+    if (*group_size == 0)
+        return folo_fail(f->err, "%s: \"group_size\" is 0; expected -1 or a positive size",
+                         f->path);
+    return 0;
+}
+
+/* A boolean override: -1 when absent. */
+static int read_override(const json_fields *f, const char *key, int *out) {
+    bool value;
+    *out = -1;
+    if (!field(f, key)) return 0;
+    if (read_bool(f, key, false, &value) != 0) return -1;
+    *out = value;
+    return 0;
+}
+
+/* GPTQModel's "dynamic": {"+:regex": {overrides}, "-:regex": {}, ...}. */
+static int parse_rules(folo_quant_config *q, const json_fields *f) {
+    const json_t *dynamic = field(f, "dynamic");
+    if (!dynamic) return 0;
+    if (!json_is_object(dynamic))
+        return folo_fail(f->err, "%s: \"dynamic\" must be an object, got %s", f->path,
+                         json_kind(dynamic));
+    const char *key;
+    const json_t *value;
+    json_object_foreach((json_t *)dynamic, key, value) {
+        if (q->n_rules == FOLO_QUANT_MAX_RULES)
+            return folo_fail(f->err, "%s: \"dynamic\" has more than %d rules", f->path,
+                             FOLO_QUANT_MAX_RULES);
+        folo_quant_rule *r = &q->rules[q->n_rules++];
+        r->skip = strncmp(key, "-:", 2) == 0;
+        const char *pattern = strncmp(key, "-:", 2) == 0 || strncmp(key, "+:", 2) == 0 ? key + 2
+                                                                                     : key;
+        if (strlen(pattern) >= sizeof r->pattern)
+            return folo_fail(f->err, "%s: \"dynamic\" rule \"%.40s...\" is longer than %zu bytes",
+                             f->path, key, sizeof r->pattern - 1);
+        strcpy(r->pattern, pattern);
+        char message[128];
+        pcre2_code *re = compile_rule(pattern, message, sizeof message);
+        if (!re)
+            return folo_fail(f->err, "%s: \"dynamic\" rule \"%s\" is not a valid regular "
+                             "expression: %s", f->path, key, message);
+        pcre2_code_free(re);
+        if (!json_is_object(value))
+            return folo_fail(f->err, "%s: \"dynamic\" rule \"%s\" must map to an object, got %s",
+                             f->path, key, json_kind(value));
+        /* the fields a loaded linear depends on; those that only steered
+         * the quantizer are allowed and ignored */
+        static const char *const quantizer_only[] = {"damp_percent", "damp_auto_increment",
+                                                     "static_groups", "true_sequential", "mse"};
+        const char *name;
+        const json_t *v;
+        json_object_foreach((json_t *)value, name, v) {
+            bool known = !strcmp(name, "bits") || !strcmp(name, "group_size") ||
+                         !strcmp(name, "desc_act") || !strcmp(name, "sym");
+            for (size_t i = 0; i < sizeof quantizer_only / sizeof *quantizer_only; i++)
+                known = known || !strcmp(name, quantizer_only[i]);
+            if (!known)
+                return folo_fail(f->err, "%s: \"dynamic\" rule \"%s\" overrides \"%s\", which "
+                                 "is not supported (bits, group_size, desc_act, sym are)", f->path,
+                                 key, name);
+        }
+        json_fields rule = {value, f->path, f->err};
+        if (read_bits(&rule, 0, &r->bits) != 0 || read_group_size(&rule, &r->group_size) != 0 ||
+            read_override(&rule, "desc_act", &r->desc_act) != 0 ||
+            read_override(&rule, "sym", &r->sym) != 0)
+            return folo_fail_prefix(f->err, "\"dynamic\" rule \"%s\"", key);
+    }
+    return 0;
+}
+
 /* The GPTQ fields of a quantization_config object or quantize_config.json
  * (f names the object). Both spellings GPTQModel has written are read:
  * `quant_method` and `checkpoint_format` (transformers, GPTQModel before
@@ -252,22 +374,15 @@ static int parse_quant(folo_quant_config *q, const json_fields *f) {
     if (read_bool(f, "is_marlin_format", false, &marlin) != 0) return -1;
     if (marlin)
         return folo_fail(f->err, "%s: \"is_marlin_format\" true is not supported", f->path);
-    /* Per-module overrides would give linears different layouts. */
-    const char *const overrides[] = {"dynamic", "modules_in_block_to_quantize"};
-    for (int i = 0; i < 2; i++) {
-        const json_t *v = field(f, overrides[i]);
-        if (v && !((json_is_object(v) && json_object_size(v) == 0) ||
-                   (json_is_array(v) && json_array_size(v) == 0)))
-            return folo_fail(f->err, "%s: \"%s\" (per-module quantization) is not supported",
-                             f->path, overrides[i]);
-    }
-    if (read_int(f, "bits", 1, 0, INT_MIN, INT_MAX, &q->bits) != 0) return -1;
-    if (q->bits != 4)
-        return folo_fail(f->err, "%s: \"bits\" is %d; only 4-bit GPTQ is supported", f->path,
-                         q->bits);
-    if (read_int(f, "group_size", 0, -1, -1, MAX_DIM, &q->group_size) != 0) return -1;
-    if (q->group_size == 0)
-        return folo_fail(f->err, "%s: \"group_size\" is 0; expected -1 or a positive size", f->path);
+    /* A list of which linears each block quantizes: a layout folo does not
+     * read. */
+    const json_t *modules = field(f, "modules_in_block_to_quantize");
+    if (modules && !(json_is_array(modules) && json_array_size(modules) == 0))
+        return folo_fail(f->err, "%s: \"modules_in_block_to_quantize\" (per-module "
+                         "quantization) is not supported; \"dynamic\" is", f->path);
+    if (read_bits(f, 1, &q->bits) != 0 || parse_rules(q, f) != 0) return -1;
+    if (read_group_size(f, &q->group_size) != 0) return -1;
+    if (!field(f, "group_size")) q->group_size = -1;
     q->zeros_minus_one = strcmp(format, "gptq") == 0;
     q->gptq = true;
     return read_bool(f, "desc_act", false, &q->desc_act) != 0 ||

@@ -25,17 +25,42 @@
 
 #define FOLO_MAX_EOS 8
 
+/* One rule of GPTQModel's "dynamic" field: per-module overrides of the
+ * quantization, as GPTQModel writes them and vLLM reads them. The key is a
+ * regular expression matched at the start of a module's name
+ * ("model.layers.3.mlp.up_proj", "lm_head"); "-:" before it excludes the
+ * modules it matches (stored unquantized), "+:" or nothing overrides the
+ * fields its object names. */
+#define FOLO_QUANT_MAX_RULES 16
+#define FOLO_QUANT_PATTERN_MAX 256
+typedef struct folo_quant_rule {
+    bool skip;                           /* "-:" */
+    char pattern[FOLO_QUANT_PATTERN_MAX]; /* without its "+:" or "-:" */
+    int bits;                            /* 0: not overridden */
+    int group_size;                      /* 0: not overridden */
+    int desc_act, sym;                   /* -1: not overridden */
+} folo_quant_rule;
+
 /* The quantization of every decoder linear (q, k, v, o, gate, up, down
- * projections), and of lm_head when `lm_head` is set. */
+ * projections), and of lm_head when `lm_head` is set, unless a rule of
+ * `rules` says otherwise for a module (folo_quant_for). */
 typedef struct folo_quant_config {
     bool gptq;                   /* false: the checkpoint is unquantized */
-    int bits;                    /* 4 */
+    int bits;                    /* 4 or 8 */
     int group_size;              /* G input columns per scale, or -1: one group per row */
     bool desc_act;               /* act-order: groups follow g_idx, not column order */
     bool sym;                    /* informative: asym checkpoints carry their zeros too */
     bool zeros_minus_one;        /* checkpoint_format "gptq": qzeros store zero - 1 */
     bool lm_head;                /* lm_head is quantized too */
+    int n_rules;                 /* "dynamic", in the file's order */
+    folo_quant_rule rules[FOLO_QUANT_MAX_RULES];
 } folo_quant_config;
+
+/* How the module `name` of a GPTQ checkpoint is stored: the first rule of
+ * q whose pattern matches the start of name decides, as in vLLM; without
+ * one, q itself. Returns 1 with *out (rules dropped) when the module is
+ * quantized, 0 when a "-:" rule leaves it a float weight. */
+int folo_quant_for(const folo_quant_config *q, const char *name, folo_quant_config *out);
 
 typedef struct folo_config {
     int hidden_size;             /* H */

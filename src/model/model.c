@@ -177,10 +177,18 @@ static int bind(loader *ld, folo_tensor *out, const char *name, int64_t d0, int6
 }
 
 /* Binds the GPTQ linear `prefix` (prefix.qweight, .qzeros, .scales, .g_idx)
- * of shape [N, K], repacked into the model's next qlinear. */
+ * of shape [N, K], repacked into the model's next qlinear, at the bits and
+ * groups the checkpoint's rules give it (folo_quant_for); a module a "-:"
+ * rule excludes is the float prefix.weight. */
 static int bind_gptq(loader *ld, folo_model *m, folo_tensor *out, const char *prefix, int64_t N,
                      int64_t K) {
-    const folo_quant_config *q = &m->config.quant;
+    folo_quant_config module;
+    const folo_quant_config *q = &module;
+    if (!folo_quant_for(&m->config.quant, prefix, &module)) {
+        char name[160];
+        snprintf(name, sizeof name, "%s.weight", prefix);
+        return bind(ld, out, name, N, K);
+    }
     folo_tensor parts[FOLO_GPTQ_PARTS];
     char name[160];
     size_t stored_bytes = ld->weight_bytes;
@@ -271,10 +279,15 @@ static int load_weights(folo_model *m, loader *ld) {
     m->layers = folo_calloc((size_t)c->n_layers, sizeof *m->layers);
     for (int l = 0; rc == 0 && l < c->n_layers; l++) rc = bind_layer(ld, m, l, &m->layers[l]);
     m->weight_bytes = ld->weight_bytes;
-    if (rc == 0 && c->quant.gptq)
-        folo_log(FOLO_LOG_INFO, "gptq: repacked %d 4-bit linears (group size %d%s) in %.2f s",
-                 m->n_qlinears, c->quant.group_size, c->quant.desc_act ? ", act-order" : "",
-                 folo_now_s() - repack_start);
+    if (rc == 0 && c->quant.gptq) {
+        int eight = 0;
+        for (int i = 0; i < m->n_qlinears; i++) eight += m->qlinears[i].bits == 8;
+        char mix[48] = "";
+        if (eight) snprintf(mix, sizeof mix, ", %d of them 8-bit", eight);
+        folo_log(FOLO_LOG_INFO, "gptq: repacked %d linears (%d-bit, group size %d%s%s) in %.2f s",
+                 m->n_qlinears, c->quant.bits, c->quant.group_size,
+                 c->quant.desc_act ? ", act-order" : "", mix, folo_now_s() - repack_start);
+    }
     free(index_path);
     free(single_path);
     return rc;

@@ -56,9 +56,9 @@ static void plan_float(plan *p, const char *name, const folo_tensor *t) {
 }
 
 /* Adds the four parts of linear `prefix` [N, K]; returns the first index. */
-static int plan_linear(plan *p, const char *prefix, int64_t N, int64_t K, int group_size,
-                       folo_error *err) {
-    folo_quant_config q = {.gptq = true, .bits = 4, .group_size = group_size};
+static int plan_linear(plan *p, const char *prefix, int64_t N, int64_t K, int bits,
+                       int group_size, folo_error *err) {
+    folo_quant_config q = {.gptq = true, .bits = bits, .group_size = group_size};
     int first = p->n;
     for (int part = 0; part < FOLO_GPTQ_PARTS; part++) {
         int64_t d0, d1;
@@ -73,7 +73,7 @@ static int plan_linear(plan *p, const char *prefix, int64_t N, int64_t K, int gr
 
 /* first_part [L, FOLO_N_LINEARS] and, with lm_head, *head_part: where
  * each quantized linear's parts start. */
-static int plan_model(plan *p, const folo_model *m, int group_size, bool lm_head,
+static int plan_model(plan *p, const folo_model *m, int group_size, int head_bits,
                       int *first_part, int *head_part, folo_error *err) {
     const folo_config *c = &m->config;
     plan_float(p, "model.embed_tokens.weight", &m->embed);
@@ -99,14 +99,15 @@ static int plan_model(plan *p, const folo_model *m, int group_size, bool lm_head
             }
             const folo_tensor *t = folo_layer_linear(w, (folo_linear_id)id);
             snprintf(name, sizeof name, "model.layers.%d.%s", l, folo_linear_names[id]);
-            int first = plan_linear(p, name, t->shape[0], t->shape[1], group_size, err);
+            int first = plan_linear(p, name, t->shape[0], t->shape[1], 4, group_size, err);
             if (first < 0) return -1;
             first_part[l * FOLO_N_LINEARS + id++] = first;
         }
     }
     plan_float(p, "model.norm.weight", &m->final_norm);
-    if (lm_head) {
-        *head_part = plan_linear(p, "lm_head", c->vocab_size, c->hidden_size, group_size, err);
+    if (head_bits) {
+        *head_part =
+            plan_linear(p, "lm_head", c->vocab_size, c->hidden_size, head_bits, group_size, err);
         if (*head_part < 0) return -1;
     } else if (!c->tie_word_embeddings) {
         plan_float(p, "lm_head.weight", &m->lm_head);
@@ -117,15 +118,16 @@ static int plan_model(plan *p, const folo_model *m, int group_size, bool lm_head
 /* ---- writing ------------------------------------------------------------------ */
 
 int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_model *m,
-                          int group_size, bool lm_head, folo_error *err) {
+                          int group_size, int head_bits, folo_error *err) {
     memset(c, 0, sizeof *c);
     c->writer.fd = -1;
     c->out_dir = folo_strdup(out_dir);
     c->model = m;
     c->first_part = folo_calloc((size_t)m->config.n_layers * FOLO_N_LINEARS, sizeof(int));
     c->head_part = -1;
+    c->head_bits = head_bits;
     plan p = {0};
-    int rc = plan_model(&p, m, group_size, lm_head, c->first_part, &c->head_part, err);
+    int rc = plan_model(&p, m, group_size, head_bits, c->first_part, &c->head_part, err);
     c->tensors = p.tensors;
     c->n_tensors = p.n;
     if (rc == 0) rc = folo_mkdir_p(out_dir, err);
@@ -144,15 +146,16 @@ int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_m
 /* Packs r and writes it into the four tensors from writer index `first`. */
 static int put_parts(folo_qcheckpoint *c, int first, const folo_quant_result *r,
                      bool zeros_minus_one, folo_error *err) {
-    int64_t N = r->N, K = r->K, n_groups = r->n_groups;
-    uint32_t *qweight = folo_alloc_large((size_t)(K / 8 * N) * sizeof(uint32_t));
-    uint32_t *qzeros = folo_alloc_large((size_t)(n_groups * N / 8) * sizeof(uint32_t));
+    int64_t N = r->N, K = r->K, n_groups = r->n_groups, per = 32 / r->bits;
+    uint32_t *qweight = folo_alloc_large((size_t)(K / per * N) * sizeof(uint32_t));
+    uint32_t *qzeros = folo_alloc_large((size_t)(n_groups * N / per) * sizeof(uint32_t));
     int rc = 0;
     if (!qweight || !qzeros)
         rc = folo_fail(err, "cannot allocate the packed tensors of a [%lld, %lld] linear",
                        (long long)N, (long long)K);
     if (rc == 0) {
-        folo_gptq_pack(r->codes, r->zeros, N, K, n_groups, zeros_minus_one, qweight, qzeros);
+        folo_gptq_pack(r->bits, r->codes, r->zeros, N, K, n_groups, zeros_minus_one, qweight,
+                       qzeros);
         const void *parts[FOLO_GPTQ_PARTS] = {qweight, qzeros, r->scales, r->g_idx};
         for (int part = 0; rc == 0 && part < FOLO_GPTQ_PARTS; part++)
             rc = folo_st_writer_put(&c->writer, first + part, 0, parts[part],
@@ -175,7 +178,8 @@ int folo_qcheckpoint_put_head(folo_qcheckpoint *c, const folo_quant_result *r,
 }
 
 /* config.json's quantization_config (and quantize_config.json). */
-static json_t *quantization_config(const folo_qcheckpoint_info *info, bool lm_head) {
+static json_t *quantization_config(const folo_qcheckpoint_info *info, int head_bits) {
+    bool lm_head = head_bits != 0;
     const folo_quant_params *q = &info->params;
     bool gptq = q->method == FOLO_QUANT_GPTQ;
     json_t *meta = json_pack("{s:[s], s:s}", "quantizer", "folo:" FOLO_VERSION, "method",
@@ -186,12 +190,15 @@ static json_t *quantization_config(const folo_qcheckpoint_info *info, bool lm_he
                                       "n_samples", info->n_samples, "seq_len", info->seq_len,
                                       "seed", (json_int_t)info->seed));
     json_t *qc = json_pack("{s:s, s:i, s:i, s:b, s:b, s:b, s:s, s:s, s:b, s:b, s:o}",
-                           "quant_method", "gptq", "bits", 4, "group_size", q->group_size,
+                           "quant_method", "gptq", "bits", q->bits, "group_size", q->group_size,
                            "desc_act", q->desc_act, "sym", q->sym, "lm_head", lm_head,
                            "checkpoint_format", info->format_v2 ? "gptq_v2" : "gptq",
                            "pack_dtype", "int32", "static_groups", 0, "true_sequential", 1,
                            "meta", meta);
     if (gptq) json_object_set_new(qc, "damp_percent", json_real(q->damp));
+    /* GPTQModel's per-module override, which vLLM reads too */
+    if (head_bits && head_bits != q->bits)
+        json_object_set_new(qc, "dynamic", json_pack("{s:{s:i}}", "+:lm_head", "bits", head_bits));
     return qc;
 }
 
@@ -203,8 +210,8 @@ int folo_qcheckpoint_finish(folo_qcheckpoint *c, const folo_qcheckpoint_info *in
     if (rc == 0) rc = folo_hf_copy_file(src, dst, "generation_config.json", false, err);
     bool lm_head = c->head_part >= 0;
     if (rc == 0)
-        rc = folo_hf_write_json(dst, "quantize_config.json", quantization_config(info, lm_head),
-                                err);
+        rc = folo_hf_write_json(dst, "quantize_config.json",
+                                quantization_config(info, c->head_bits), err);
     if (rc == 0) {
         char *path = folo_path_join(src, "config.json");
         json_error_t jerr;
@@ -212,7 +219,8 @@ int folo_qcheckpoint_finish(folo_qcheckpoint *c, const folo_qcheckpoint_info *in
         if (!json_is_object(config))
             rc = folo_fail(err, "%s: cannot read it back: %s", path, jerr.text);
         else
-            json_object_set_new(config, "quantization_config", quantization_config(info, lm_head));
+            json_object_set_new(config, "quantization_config",
+                                quantization_config(info, c->head_bits));
         /* A quantized head is its own tensor: transformers would tie it back
          * to the float embedding. */
         if (rc == 0 && lm_head && c->model->config.tie_word_embeddings)

@@ -60,13 +60,15 @@ typedef struct folo_qcheckpoint {
     folo_st_writer writer;   /* borrows the names */
     int *first_part;         /* [L, FOLO_N_LINEARS] writer index of each linear's qweight */
     int head_part;           /* writer index of lm_head.qweight, or -1: the head stays float */
+    int head_bits;           /* the quantized head's bits (4 or 8), or 0 */
 } folo_qcheckpoint;
 
 /* Creates out_dir, removes a stale config.json and index, opens
  * model.safetensors with every tensor's place and copies the float ones;
- * lm_head: the head is one of the quantized linears. */
+ * head_bits (4 or 8; 0: the head stays float): the head is one of the
+ * quantized linears, at those bits. */
 int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_model *m,
-                          int group_size, bool lm_head, folo_error *err);
+                          int group_size, int head_bits, folo_error *err);
 /* Writes the four tensors of a layer's linear. */
 int folo_qcheckpoint_put(folo_qcheckpoint *c, int layer, folo_linear_id id,
                          const folo_quant_result *r, bool zeros_minus_one, folo_error *err);

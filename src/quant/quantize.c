@@ -80,7 +80,7 @@ static int check(const quant_run *r, folo_error *err) {
             return folo_fail(err, "--seq-len %d exceeds the model's max_position_embeddings (%d)",
                              o->seq_len, c->max_position_embeddings);
     }
-    folo_quant_config q = {.gptq = true, .bits = 4, .group_size = r->params.group_size};
+    folo_quant_config q = {.gptq = true, .bits = r->params.bits, .group_size = r->params.group_size};
     for (int id = 0; id < FOLO_N_LINEARS; id++) {
         const folo_tensor *t = folo_layer_linear(&r->src->layers[0], (folo_linear_id)id);
         char name[64];
@@ -91,8 +91,9 @@ static int check(const quant_run *r, folo_error *err) {
             return folo_fail_prefix(err, "--group-size %d", r->params.group_size);
     }
     int64_t d0, d1;
-    if (o->lm_head && folo_gptq_shape(FOLO_GPTQ_QWEIGHT, c->vocab_size, c->hidden_size, &q, &d0,
-                                      &d1, "lm_head", err) != 0)
+    q.bits = o->lm_head_bits;
+    if (o->lm_head_bits && folo_gptq_shape(FOLO_GPTQ_QWEIGHT, c->vocab_size, c->hidden_size, &q,
+                                           &d0, &d1, "lm_head", err) != 0)
         return folo_fail_prefix(err, "--lm-head");
     return 0;
 }
@@ -272,9 +273,11 @@ static int quantize_head(quant_run *r, double *error, folo_error *err) {
     const folo_config *c = &r->src->config;
     folo_hessian h = {0};
     folo_quant_result res = {0};
+    folo_quant_params params = r->params;
+    params.bits = r->o->lm_head_bits;
     int rc = r->backend ? collect(r, c->n_layers, FOLO_CPU_TAP_QKV, c->hidden_size, &h, err) : 0;
     if (rc == 0)
-        rc = folo_quant_solve(&res, &r->params, &r->src->lm_head, r->backend ? h.h : NULL, r->la,
+        rc = folo_quant_solve(&res, &params, &r->src->lm_head, r->backend ? h.h : NULL, r->la,
                               false, "lm_head", err);
     folo_hessian_free(&h);
     if (rc == 0) rc = folo_qcheckpoint_put_head(&r->out, &res, !r->o->format_v2, err);
@@ -334,8 +337,8 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
                  "--format gptq_v2");
     if (rc == 0 && o->calib_path) rc = start_calibration(&r, err);
     if (rc == 0) {
-        rc = folo_qcheckpoint_open(&r.out, o->out_dir, src, r.params.group_size, o->lm_head,
-                                   err);
+        rc = folo_qcheckpoint_open(&r.out, o->out_dir, src, r.params.group_size,
+                                   o->lm_head_bits, err);
         r.out_open = true;
     }
     for (int l = 0; rc == 0 && l < c->n_layers; l++) {
@@ -348,15 +351,16 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
         folo_log(FOLO_LOG_INFO, "quantize: layer %d/%d in %.1f s (%.1f s in all)%s", l + 1,
                  c->n_layers, now_s - layer_start_s, now_s - start_s, text);
     }
-    if (rc == 0 && o->lm_head) {
+    if (rc == 0 && o->lm_head_bits) {
         double head_start_s = folo_now_s(), error;
         rc = quantize_head(&r, &error, err);
         char text[96] = "";
         if (r.backend) snprintf(text, sizeof text, "; ‖WX−ŴX‖²/‖WX‖²: lm_head %.3e", error);
         double now_s = folo_now_s();
         if (rc == 0)
-            folo_log(FOLO_LOG_INFO, "quantize: lm_head [%d, %d] in %.1f s (%.1f s in all)%s",
-                     c->vocab_size, c->hidden_size, now_s - head_start_s, now_s - start_s, text);
+            folo_log(FOLO_LOG_INFO, "quantize: lm_head [%d, %d] (%d-bit) in %.1f s (%.1f s in "
+                     "all)%s", c->vocab_size, c->hidden_size, o->lm_head_bits,
+                     now_s - head_start_s, now_s - start_s, text);
     }
     folo_qcheckpoint_info info = {.params = r.params, .format_v2 = o->format_v2,
                                   .calib_path = o->calib_path, .n_samples = o->n_samples,
@@ -365,7 +369,7 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
     if (rc == 0)
         folo_log(FOLO_LOG_INFO, "quantize: wrote %s: %d linears%s, %s, group size %d, %s%s, "
                  "format %s, in %.1f s", o->out_dir, c->n_layers * FOLO_N_LINEARS,
-                 o->lm_head ? " and lm_head" : "",
+                 !o->lm_head_bits ? "" : o->lm_head_bits == 8 ? " and lm_head (8-bit)" : " and lm_head",
                  r.params.method == FOLO_QUANT_GPTQ ? "GPTQ" : "round-to-nearest",
                  r.params.group_size, r.params.sym ? "symmetric" : "asymmetric",
                  r.params.desc_act ? ", act-order" : "", o->format_v2 ? "gptq_v2" : "gptq",

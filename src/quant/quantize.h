@@ -30,11 +30,13 @@
  * computes from the written checkpoint (docs/gptq.md), so the inputs of a
  * later step are those the 4-bit model will produce.
  *
- * With lm_head set, the head [V, H] is quantized last, the same way: its
- * inputs are the final norm's output of the hidden states through every
- * quantized layer. It is written as lm_head.qweight etc., the embedding
- * stays float, and a tied checkpoint becomes untied (GPTQModel's layout
- * for a quantized head).
+ * With lm_head_bits set, the head [V, H] is quantized last, the same way
+ * (at 4 bits, or 8): its inputs are the final norm's output of the hidden
+ * states through every quantized layer. It is written as lm_head.qweight
+ * etc., the embedding stays float, and a tied checkpoint becomes untied
+ * (GPTQModel's layout for a quantized head); an 8-bit head is declared by a
+ * "dynamic" rule ("+:lm_head": {"bits": 8}), GPTQModel's per-module
+ * override, which vLLM reads too.
  *
  * RTN needs no calibration; given calibration text it runs the same steps
  * to measure its errors. Each layer's progress line gives, per linear,
@@ -62,7 +64,8 @@ typedef struct folo_quantize_opts {
     const char *model_dir;    /* a float Qwen3 checkpoint */
     const char *out_dir;      /* created; its model files are replaced */
     folo_quant_params params; /* method, group size, sym, act-order, damp */
-    bool lm_head;             /* quantize lm_head too (untying a tied one) */
+    int lm_head_bits;         /* 0: lm_head stays float; 4, or 8 (an int8 head): quantize it
+                                 too (untying a tied one) */
     bool format_v2;           /* checkpoint_format "gptq_v2" rather than "gptq" */
     const char *calib_path;   /* calib.h; required by GPTQ, optional for RTN */
     int n_samples;            /* calibration windows */

@@ -20,7 +20,6 @@
 #include "core/dtype.h"
 #include "core/log.h"
 
-#define MAXQ 15          /* 2^bits - 1 */
 #define BLOCK 128        /* columns of a lazy-batch block (the reference's blocksize) */
 #define DAMP_STEP 0.0015 /* GPTQModel's damp_auto_increment */
 #define CHUNK_BYTES (32u << 20) /* of a chunk's [R, K] doubles */
@@ -43,15 +42,16 @@ static void find_grid(const double *x, int n, const folo_quant_params *p, double
         lo = -1.0;
         hi = 1.0;
     }
-    *scale = (hi - lo) / MAXQ;
-    *zero = p->sym ? (MAXQ + 1) / 2 : rint(-lo / *scale);
+    double maxq = (double)((1 << p->bits) - 1);
+    *scale = (hi - lo) / maxq;
+    *zero = p->sym ? (maxq + 1) / 2 : rint(-lo / *scale);
     if (p->min_zero_one && *zero < 1.0) *zero = 1.0;
 }
 
 /* The code of w on a grid, and the value it stands for. */
-static double quantize(double w, double scale, double zero, uint8_t *code) {
-    double c = rint(w / scale) + zero;
-    c = c < 0.0 ? 0.0 : c > MAXQ ? MAXQ : c;
+static double quantize(double w, double scale, double zero, int bits, uint8_t *code) {
+    double c = rint(w / scale) + zero, maxq = (double)((1 << bits) - 1);
+    c = c < 0.0 ? 0.0 : c > maxq ? maxq : c;
     *code = (uint8_t)c;
     return scale * (c - zero);
 }
@@ -224,7 +224,7 @@ static void gptq_columns(solve_state *s, const folo_quant_params *p, const folo_
             double d = u[i];
             for (size_t r = 0; r < n; r++) {
                 double *w = s->block + r * BLOCK;
-                double q = quantize(w[i], s->scale[g * n + r], s->zero[g * n + r],
+                double q = quantize(w[i], s->scale[g * n + r], s->zero[g * n + r], p->bits,
                                     &s->codes_p[r * K + col]);
                 double e = (w[i] - q) / d;
                 s->err[r * BLOCK + i] = e;
@@ -260,7 +260,7 @@ static void quantize_chunk(solve_state *s, const folo_quant_params *p, const dou
     for (size_t r = 0; r < n; r++)
         for (size_t k = 0; k < K; k++) {
             size_t gi = k / G * n + r;
-            quantize(s->W0[r * K + k], s->scale[gi], s->zero[gi], &s->codes_p[r * K + k]);
+            quantize(s->W0[r * K + k], s->scale[gi], s->zero[gi], p->bits, &s->codes_p[r * K + k]);
         }
 }
 
@@ -333,6 +333,7 @@ int folo_quant_solve(folo_quant_result *r, const folo_quant_params *p, const fol
         ok = ok && s.Y;
     }
     r->N = s.N;
+    r->bits = p->bits;
     r->K = s.K;
     r->n_groups = s.n_groups;
     r->rel_error = NAN;

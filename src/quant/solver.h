@@ -1,13 +1,15 @@
-/* Quantizing one linear to 4 bits: GPTQ, or round-to-nearest (RTN) on the
- * same groups, the baseline GPTQ is measured against.
+/* Quantizing one linear to 4 bits (8 for an int8 lm_head): GPTQ, or
+ * round-to-nearest (RTN) on the same groups, the baseline GPTQ is measured
+ * against. Below, maxq = 2^bits − 1: 15 at 4 bits, 255 at 8.
  *
  * The grid (the reference's Quantizer.find_params, min/max, no MSE search):
  * per output row and group of G input columns, lo = min(0, min w) and
  * hi = max(0, max w); symmetric: hi = max(-lo, hi) and, when lo < 0,
- * lo = -hi; lo = hi = 0 becomes [-1, 1]; scale = (hi - lo) / 15; zero = 8
- * (symmetric) or round(-lo / scale) (asymmetric), raised to 1 when the
- * checkpoint format is "gptq", which stores zero - 1 in four bits. A weight
- * w becomes code = clamp(round(w / scale) + zero, 0, 15) (round half to
+ * lo = -hi; lo = hi = 0 becomes [-1, 1]; scale = (hi - lo) / maxq;
+ * zero = (maxq + 1) / 2 (symmetric) or round(-lo / scale) (asymmetric),
+ * raised to 1 when the checkpoint format is "gptq", which stores zero - 1
+ * in `bits` bits. A weight w becomes code = clamp(round(w / scale) + zero,
+ * 0, maxq) (round half to
  * even, as torch.round), worth scale · (code - zero). The scale is stored
  * as f16 (rounded to f32 first, the reference's precision), and the
  * dequantized weight, the one folo and transformers compute from the
@@ -55,6 +57,7 @@ typedef enum folo_quant_method { FOLO_QUANT_GPTQ, FOLO_QUANT_RTN } folo_quant_me
 
 typedef struct folo_quant_params {
     folo_quant_method method;
+    int bits;              /* 4, or 8 (an int8 lm_head) */
     int group_size;        /* G input columns per group, or -1: one group per row */
     bool sym;
     bool desc_act;         /* act-order (GPTQ only) */
@@ -66,8 +69,9 @@ typedef struct folo_quant_params {
  * (model/gptq.h packs it). */
 typedef struct folo_quant_result {
     int N, K, n_groups;
-    uint8_t *codes;        /* [N, K] 0..15 */
-    uint8_t *zeros;        /* [n_groups, N] true zero points, 0..15 */
+    int bits;              /* the params' */
+    uint8_t *codes;        /* [N, K] 0..maxq */
+    uint8_t *zeros;        /* [n_groups, N] true zero points, 0..maxq */
     uint16_t *scales;      /* [n_groups, N] f16 */
     int32_t *g_idx;        /* [K] group of each input column */
     float *dequant;        /* [N, K] (code - zero) · scale, f32; NULL unless kept */

@@ -17,8 +17,9 @@
 /* The stored tensors of one random [N, K] linear. */
 typedef struct {
     int N, K, G, n_groups;
-    uint32_t *qweight; /* [K/8, N] */
-    uint32_t *qzeros;  /* [n_groups, N/8] */
+    int bits;          /* 4 or 8 */
+    uint32_t *qweight; /* [K / per, N], per = 32 / bits codes a word */
+    uint32_t *qzeros;  /* [n_groups, N / per] */
     uint16_t *scales;  /* [n_groups, N] f16 */
     int32_t *g_idx;    /* [K] */
     folo_tensor parts[FOLO_GPTQ_PARTS];
@@ -29,14 +30,17 @@ static inline folo_tensor part(const void *data, folo_dtype dtype, int64_t d0, i
     return t;
 }
 
-static inline void make_linear(stored_linear *s, int N, int K, int group_size, int act_order) {
+static inline void make_linear_bits(stored_linear *s, int N, int K, int group_size,
+                                    int act_order, int bits) {
+    int per = 32 / bits;
     s->N = N, s->K = K, s->G = group_size < 0 ? K : group_size, s->n_groups = K / s->G;
-    s->qweight = calloc((size_t)K / 8 * N, sizeof *s->qweight);
-    s->qzeros = calloc((size_t)s->n_groups * N / 8, sizeof *s->qzeros);
+    s->bits = bits;
+    s->qweight = calloc((size_t)K / per * N, sizeof *s->qweight);
+    s->qzeros = calloc((size_t)s->n_groups * N / per, sizeof *s->qzeros);
     s->scales = malloc(sizeof *s->scales * (size_t)s->n_groups * N);
     s->g_idx = malloc(sizeof *s->g_idx * (size_t)K);
-    for (int i = 0; i < K / 8 * N; i++) s->qweight[i] = (uint32_t)rng_next();
-    for (int i = 0; i < s->n_groups * N / 8; i++) s->qzeros[i] = (uint32_t)rng_next();
+    for (int i = 0; i < K / per * N; i++) s->qweight[i] = (uint32_t)rng_next();
+    for (int i = 0; i < s->n_groups * N / per; i++) s->qzeros[i] = (uint32_t)rng_next();
     for (int i = 0; i < s->n_groups * N; i++)
         s->scales[i] = folo_f32_to_f16(0.001f + 0.05f * (rng_float() + 1.0f));
     for (int k = 0; k < K; k++) s->g_idx[k] = k / s->G;
@@ -46,10 +50,14 @@ static inline void make_linear(stored_linear *s, int N, int K, int group_size, i
         int32_t t = s->g_idx[k];
         s->g_idx[k] = s->g_idx[j], s->g_idx[j] = t;
     }
-    s->parts[FOLO_GPTQ_QWEIGHT] = part(s->qweight, FOLO_DTYPE_I32, K / 8, N);
-    s->parts[FOLO_GPTQ_QZEROS] = part(s->qzeros, FOLO_DTYPE_I32, s->n_groups, N / 8);
+    s->parts[FOLO_GPTQ_QWEIGHT] = part(s->qweight, FOLO_DTYPE_I32, K / per, N);
+    s->parts[FOLO_GPTQ_QZEROS] = part(s->qzeros, FOLO_DTYPE_I32, s->n_groups, N / per);
     s->parts[FOLO_GPTQ_SCALES] = part(s->scales, FOLO_DTYPE_F16, s->n_groups, N);
     s->parts[FOLO_GPTQ_G_IDX] = part(s->g_idx, FOLO_DTYPE_I32, K, 0);
+}
+
+static inline void make_linear(stored_linear *s, int N, int K, int group_size, int act_order) {
+    make_linear_bits(s, N, K, group_size, act_order, 4);
 }
 
 static inline void free_linear(stored_linear *s) {
@@ -64,8 +72,10 @@ static inline void dequant_stored(float *w, const stored_linear *s, int zeros_mi
     for (int n = 0; n < s->N; n++) {
         for (int k = 0; k < s->K; k++) {
             int g = s->g_idx[k];
-            unsigned code = (s->qweight[(k / 8) * s->N + n] >> (4 * (k % 8))) & 15u;
-            unsigned zero = (s->qzeros[g * (s->N / 8) + n / 8] >> (4 * (n % 8))) & 15u;
+            int b = s->bits, per = 32 / b;
+            unsigned mask = (1u << b) - 1u;
+            unsigned code = (s->qweight[(k / per) * s->N + n] >> (b * (k % per))) & mask;
+            unsigned zero = (s->qzeros[g * (s->N / per) + n / per] >> (b * (n % per))) & mask;
             zero += zeros_minus_one ? 1u : 0u;
             float scale = folo_f16_to_f32(s->scales[g * s->N + n]);
             w[(size_t)n * s->K + k] = ((float)code - (float)zero) * scale;

@@ -1,4 +1,4 @@
-/* GPTQ 4-bit linears: the repack of model/gptq.c and the kernels of
+/* GPTQ 4- and 8-bit linears: the repack of model/gptq.c and the kernels of
  * kernels_int4*.c against a dequantization written straight from the
  * stored layout (gptq.h), on random codes, zeros and scales for shapes with
  * column tails past the last full 32, every group size the formats use (32,
@@ -28,22 +28,26 @@
 /* The codes and true zeros read from the stored words pack back into the
  * same words. */
 static void check_pack(const stored_linear *s, int zeros_minus_one) {
-    int N = s->N, K = s->K;
+    int N = s->N, K = s->K, b = s->bits, per = 32 / b;
+    unsigned mask = (1u << b) - 1u;
     uint8_t *codes = malloc((size_t)N * K);           /* [N, K] */
     uint8_t *zeros = malloc((size_t)s->n_groups * N); /* [n_groups, N] */
-    uint32_t *qweight = malloc(sizeof *qweight * (size_t)K / 8 * N);
-    uint32_t *qzeros = malloc(sizeof *qzeros * (size_t)s->n_groups * N / 8);
+    uint32_t *qweight = malloc(sizeof *qweight * (size_t)K / per * N);
+    uint32_t *qzeros = malloc(sizeof *qzeros * (size_t)s->n_groups * N / per);
     for (int n = 0; n < N; n++)
         for (int k = 0; k < K; k++)
-            codes[(size_t)n * K + k] = (s->qweight[(k / 8) * N + n] >> (4 * (k % 8))) & 15u;
+            codes[(size_t)n * K + k] = (s->qweight[(k / per) * N + n] >> (b * (k % per))) & mask;
+    /* (8-bit format "gptq": a stored 255 is a true zero of 256, which wraps
+     * to 0 in a byte and back to 255 when packed) */
     for (int g = 0; g < s->n_groups; g++)
         for (int n = 0; n < N; n++)
-            zeros[g * N + n] = (uint8_t)(((s->qzeros[g * (N / 8) + n / 8] >> (4 * (n % 8))) & 15u) +
-                                         (zeros_minus_one ? 1u : 0u));
-    folo_gptq_pack(codes, zeros, N, K, s->n_groups, zeros_minus_one != 0, qweight, qzeros);
-    CHECK_MSG(memcmp(qweight, s->qweight, sizeof *qweight * (size_t)K / 8 * N) == 0 &&
-                  memcmp(qzeros, s->qzeros, sizeof *qzeros * (size_t)s->n_groups * N / 8) == 0,
-              "pack: N %d K %d G %d v1 %d", N, K, s->G, zeros_minus_one);
+            zeros[g * N + n] =
+                (uint8_t)(((s->qzeros[g * (N / per) + n / per] >> (b * (n % per))) & mask) +
+                          (zeros_minus_one ? 1u : 0u));
+    folo_gptq_pack(b, codes, zeros, N, K, s->n_groups, zeros_minus_one != 0, qweight, qzeros);
+    CHECK_MSG(memcmp(qweight, s->qweight, sizeof *qweight * (size_t)K / per * N) == 0 &&
+                  memcmp(qzeros, s->qzeros, sizeof *qzeros * (size_t)s->n_groups * N / per) == 0,
+              "pack: N %d K %d G %d v1 %d bits %d", N, K, s->G, zeros_minus_one, b);
     free(codes);
     free(zeros);
     free(qweight);
@@ -82,10 +86,11 @@ static void check_gemv(const folo_cpu_kernels *k, const folo_cpu_int4_kernels *i
     free(scratch);
 }
 
-static void test_shape(int N, int K, int group_size, int act_order, int zeros_minus_one) {
+static void test_shape(int N, int K, int group_size, int act_order, int zeros_minus_one,
+                       int bits) {
     stored_linear s;
-    make_linear(&s, N, K, group_size, act_order);
-    folo_quant_config q = {.gptq = true, .bits = 4, .group_size = group_size,
+    make_linear_bits(&s, N, K, group_size, act_order, bits);
+    folo_quant_config q = {.gptq = true, .bits = bits, .group_size = group_size,
                            .desc_act = act_order != 0, .zeros_minus_one = zeros_minus_one != 0};
     for (int p = 0; p < FOLO_GPTQ_PARTS; p++) {
         int64_t d0, d1;
@@ -119,8 +124,8 @@ static void test_shape(int N, int K, int group_size, int act_order, int zeros_mi
         int4->dequant_bf16(got16, &l, 0, N);
         CHECK_MSG(memcmp(got, want, sizeof(float) * (size_t)N * K) == 0 &&
                       memcmp(got16, want16, sizeof(uint16_t) * (size_t)N * K) == 0,
-                  "%s: N %d K %d G %d act-order %d v1 %d", k->name, N, K, group_size, act_order,
-                  zeros_minus_one);
+                  "%s: N %d K %d G %d act-order %d v1 %d bits %d", k->name, N, K, group_size,
+                  act_order, zeros_minus_one, bits);
         int begin = N / 3, n_rows = N - begin - 1;
         memset(got, 0, sizeof(float) * (size_t)N * K);
         memset(got16, 0, sizeof(uint16_t) * (size_t)N * K);
@@ -146,6 +151,14 @@ static void test_errors(void) {
     folo_error err = {0};
     CHECK(folo_gptq_shape(FOLO_GPTQ_QWEIGHT, 64, 100, &q, &d0, &d1, "model.x", &err) != 0);
     CHECK(strstr(err.message, "model.x") && strstr(err.message, "multiples of 8"));
+    folo_quant_config q8 = {.gptq = true, .bits = 8, .group_size = -1};
+    CHECK(folo_gptq_shape(FOLO_GPTQ_QWEIGHT, 64, 100, &q8, &d0, &d1, "model.x", &err) == 0 &&
+          d0 == 25 && d1 == 64);
+    q8.group_size = 32;
+    CHECK(folo_gptq_shape(FOLO_GPTQ_QZEROS, 64, 96, &q8, &d0, &d1, "model.x", &err) == 0 &&
+          d0 == 3 && d1 == 16);
+    CHECK(folo_gptq_shape(FOLO_GPTQ_QWEIGHT, 64, 98, &q8, &d0, &d1, "model.z", &err) != 0);
+    CHECK(strstr(err.message, "model.z") && strstr(err.message, "multiples of 4"));
     CHECK(folo_gptq_shape(FOLO_GPTQ_SCALES, 64, 192, &q, &d0, &d1, "model.y", &err) != 0);
     CHECK(strstr(err.message, "group_size 128"));
 
@@ -169,7 +182,10 @@ int main(void) {
                 int G = groups[g];
                 /* K: whole 32-column blocks, and a tail of 8 or 16 past them. */
                 int Ks[3] = {G > 0 ? 4 * G : 256, G > 0 ? 3 * G : 200, G > 0 ? 5 * G : 40};
-                for (int i = 0; i < 3; i++) test_shape(24, Ks[i], G, act_order, v1);
+                for (int i = 0; i < 3; i++) {
+                    test_shape(24, Ks[i], G, act_order, v1, 4);
+                    test_shape(24, Ks[i], G, act_order, v1, 8);
+                }
             }
         }
     }

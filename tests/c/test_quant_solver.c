@@ -50,7 +50,7 @@ static void test_diagonal_hessian_is_rtn(const folo_linalg *la) {
     for (int i = 0; i < K; i++) H[i * K + i] = 0.5 + (rng_float() + 1.0);
     folo_tensor t = f32_tensor(w, N, K);
     for (int sym = 0; sym < 2; sym++) {
-        folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .group_size = 32, .sym = sym,
+        folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .bits = 4, .group_size = 32, .sym = sym,
                                .damp = 0.01};
         folo_quant_result gptq, rtn;
         folo_error err = {{0}};
@@ -77,7 +77,7 @@ static void test_dead_column(const folo_linalg *la) {
     for (int i = 0; i < K; i++) H[dead * K + i] = H[i * K + dead] = 0.0;
     folo_tensor t = f32_tensor(w, N, K);
     for (int sym = 0; sym < 2; sym++) {
-        folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .group_size = -1, .sym = sym,
+        folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .bits = 4, .group_size = -1, .sym = sym,
                                .desc_act = true, .damp = 0.01};
         folo_quant_result r;
         folo_error err = {{0}};
@@ -101,7 +101,7 @@ static void test_damping(const folo_linalg *la) {
     /* eigenvalues 1 ± 1.02: positive definite once damp exceeds 0.02 */
     H[0 * K + 1] = H[1 * K + 0] = 1.02;
     folo_tensor t = f32_tensor(w, N, K);
-    folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .group_size = 8, .sym = true,
+    folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .bits = 4, .group_size = 8, .sym = true,
                            .damp = 0.01};
     folo_quant_result r;
     folo_error err = {{0}};
@@ -124,7 +124,7 @@ static void test_grid_corners(void) {
         for (int k = 0; k < K; k++) w[n * K + k] = 0.05f * (float)(k - 3 * (n % 3));
     /* row 1 stays all zero */
     folo_tensor t = f32_tensor(w, N, K);
-    folo_quant_params p = {.method = FOLO_QUANT_RTN, .group_size = 8, .sym = false};
+    folo_quant_params p = {.method = FOLO_QUANT_RTN, .bits = 4, .group_size = 8, .sym = false};
     folo_quant_result r;
     folo_error err = {{0}};
     CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, true, "corners", &err) == 0);
@@ -140,6 +140,16 @@ static void test_grid_corners(void) {
     CHECK(r.zeros[0] == 8 && r.codes[0 * K + 7] == 15 && r.codes[0 * K + 0] == 10);
     CHECK(r.scales[0] == folo_f32_to_f16(0.8f / 15.0f));
     folo_quant_result_free(&r);
+    p.bits = 8; /* an int8 head's grid: maxq 255, symmetric zero 128 */
+    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, true, "corners", &err) == 0);
+    CHECK(r.bits == 8 && r.zeros[0] == 128 && r.codes[0 * K + 7] == 255);
+    CHECK(r.codes[0 * K + 0] == 160); /* round(0.1 / (0.8 / 255)) + 128 */
+    CHECK(r.scales[0] == folo_f32_to_f16(0.8f / 255.0f));
+    folo_quant_result_free(&r);
+    p.sym = false;
+    CHECK(folo_quant_solve(&r, &p, &t, NULL, NULL, true, "corners", &err) == 0);
+    CHECK(r.zeros[0] == 1 && r.codes[0 * K + 7] == 255 && r.zeros[1] == 128);
+    folo_quant_result_free(&r);
 }
 
 static void test_relative_error(const folo_linalg *la) {
@@ -149,7 +159,7 @@ static void test_relative_error(const folo_linalg *la) {
     double *H = calloc((size_t)K * K, sizeof *H);
     for (int i = 0; i < K; i++) H[i * K + i] = 1.0;
     folo_tensor t = f32_tensor(w, N, K);
-    folo_quant_params p = {.method = FOLO_QUANT_RTN, .group_size = -1, .sym = false};
+    folo_quant_params p = {.method = FOLO_QUANT_RTN, .bits = 4, .group_size = -1, .sym = false};
     folo_quant_result r;
     folo_error err = {{0}};
     CHECK(folo_quant_solve(&r, &p, &t, H, la, true, "error", &err) == 0);
@@ -174,7 +184,7 @@ static void test_chunks_are_rows_alone(const folo_linalg *la) {
     float *w = malloc(sizeof *w * (size_t)N * K);
     fill_random(w, (size_t)N * K, 0.1f);
     double *H = random_hessian(K, 64); /* singular: the damping makes it definite */
-    folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .group_size = 128, .sym = false,
+    folo_quant_params p = {.method = FOLO_QUANT_GPTQ, .bits = 4, .group_size = 128, .sym = false,
                            .desc_act = true, .damp = 0.01};
     folo_tensor all = f32_tensor(w, N, K), tail = f32_tensor(w + (size_t)first * K, N - first, K);
     folo_quant_result r, alone;

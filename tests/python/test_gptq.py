@@ -24,6 +24,7 @@ tensor.
 Run by ctest (FOLO_BIN set); `pytest -s` prints the measured errors."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,9 +71,10 @@ def float_model(seed, tied):
     return random_qwen3(CONFIG, seed, tied, embed_std=1.0, head_std=0.06)
 
 
-def quantize(W, group_size, sym, act_order, v1, rng):
-    """Round-to-nearest 4-bit GPTQ of W [N, K]: codes [N, K], true zeros and
-    f16 scales [n_groups, N], g_idx [K]."""
+def quantize(W, group_size, sym, act_order, v1, rng, bits=4):
+    """Round-to-nearest GPTQ of W [N, K] at `bits` (4 or 8): codes [N, K],
+    true zeros and f16 scales [n_groups, N], g_idx [K]."""
+    maxq = (1 << bits) - 1
     N, K = W.shape
     G = K if group_size == -1 else group_size
     n_groups = K // G
@@ -87,18 +89,18 @@ def quantize(W, group_size, sym, act_order, v1, rng):
         cols = np.nonzero(g_idx == g)[0]
         Wg = W[:, cols]
         if sym:
-            scale = 2 * np.abs(Wg).max(axis=1) / 15
-            zero = np.full(N, 8.0)
+            scale = 2 * np.abs(Wg).max(axis=1) / maxq
+            zero = np.full(N, (maxq + 1) / 2)
         else:
             lo, hi = np.minimum(Wg.min(axis=1), 0), np.maximum(Wg.max(axis=1), 0)
-            scale = (hi - lo) / 15
+            scale = (hi - lo) / maxq
             zero = np.round(-lo / scale)
-        # Format "gptq" cannot store a zero of 0 (it keeps zero - 1 in 4 bits).
-        zero = np.clip(zero, 1 if v1 else 0, 15)
+        # Format "gptq" cannot store a zero of 0 (it keeps zero - 1 in `bits` bits).
+        zero = np.clip(zero, 1 if v1 else 0, maxq)
         scales[g] = scale.astype(np.float16)
         s32 = scales[g].astype(np.float32)
         zeros[g] = zero.astype(np.uint32)
-        codes[:, cols] = np.clip(np.round(Wg / s32[:, None]) + zero[:, None], 0, 15)
+        codes[:, cols] = np.clip(np.round(Wg / s32[:, None]) + zero[:, None], 0, maxq)
     return codes, zeros, scales, g_idx
 
 
@@ -112,27 +114,43 @@ def write(out, tensors, config, quantize_config=None):
     return out
 
 
-def make_pair(root, name, fmt, sym, group_size, act_order, lm_head, in_config_json, seed):
+def module_config(dynamic, prefix, base):
+    """The quantization of module prefix under GPTQModel's "dynamic" rules as
+    vLLM applies them (the first rule whose regex matches the start of the
+    name decides; "-:" leaves the module float): a dict, or None."""
+    for key, overrides in dynamic.items():
+        if re.match(key[2:] if key[:2] in ("+:", "-:") else key, prefix):
+            return None if key.startswith("-:") else dict(base, **overrides)
+    return base
+
+
+def make_pair(root, name, fmt, sym, group_size, act_order, lm_head, in_config_json, seed,
+              dynamic=None):
     """Writes root/name-gptq and root/name-dequant; returns both paths."""
     v1 = fmt == "gptq"
     tied = not lm_head
     weights = float_model(seed, tied)
     rng = np.random.default_rng(seed + 1)
+    base = {"bits": 4, "group_size": group_size, "desc_act": act_order}
     quant, twin = {}, {}
     for key, value in weights.items():
         prefix = key[:-len(".weight")]
         is_linear = any(prefix.endswith(l) for l in LINEARS) or (lm_head and key == "lm_head.weight")
-        if not is_linear:
+        module = module_config(dynamic or {}, prefix, base) if is_linear else None
+        if module is None:
             quant[key] = twin[key] = value
             continue
-        parts = quantize(value, group_size, sym, act_order, v1, rng)
-        for suffix, tensor in pack(*parts, v1).items():
+        parts = quantize(value, module["group_size"], sym, module["desc_act"], v1, rng,
+                         module["bits"])
+        for suffix, tensor in pack(*parts, v1, module["bits"]).items():
             quant[f"{prefix}.{suffix}"] = tensor
         twin[key] = dequantize(*parts)
     qc = {"quant_method": "gptq", "bits": 4, "group_size": group_size, "desc_act": act_order,
           "sym": sym, "checkpoint_format": fmt, "lm_head": lm_head, "true_sequential": True,
           "damp_percent": 0.01, "static_groups": False, "pack_dtype": "int32",
           "meta": {"quantizer": ["test_gptq.py"]}}
+    if dynamic:
+        qc["dynamic"] = dynamic
     config = dict(CONFIG, tie_word_embeddings=tied)
     # GPTQModel 7's quantize_config.json spells the method and format so.
     qc_file = {{"quant_method": "method", "checkpoint_format": "format"}.get(k, k): v
@@ -150,13 +168,26 @@ CASES = {
     "v1-asym-per-channel": ("gptq", False, -1, False, False, True),
     "v2-sym-g128-actorder": ("gptq_v2", True, 128, True, False, True),
     "v1-asym-g32-actorder-lmhead": ("gptq", False, 32, True, True, False),
+    # GPTQModel's per-module rules, in the file's order: an 8-bit head (what
+    # `folo quantize --lm-head int8` writes), one float linear, and layer 1's
+    # MLP at 8 bits in groups of 64 but its down_proj, which the earlier
+    # rule keeps 4-bit (the first match decides)
+    "v1-sym-g32-dynamic": ("gptq", True, 32, False, True, True),
+}
+DYNAMIC = {
+    "v1-sym-g32-dynamic": {
+        "+:lm_head": {"bits": 8},
+        "-:model\\.layers\\.0\\.self_attn\\.o_proj": {},
+        "+:model\\.layers\\.1\\.mlp\\.down_proj": {"bits": 4},
+        "+:model\\.layers\\.1\\.mlp\\.": {"bits": 8, "group_size": 64, "damp_percent": 0.02},
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     root = tmp_path_factory.mktemp("gptq")
-    return {name: make_pair(root, name, *case, seed=20 + i)
+    return {name: make_pair(root, name, *case, seed=20 + i, dynamic=DYNAMIC.get(name))
             for i, (name, case) in enumerate(CASES.items())}
 
 
@@ -181,11 +212,13 @@ def test_dequantized_twin_matches_transformers(pairs, name):
 
 
 @pytest.mark.parametrize("isa", ["portable", "avx2"])
-def test_gptq_equals_twin_with_other_kernels(pairs, isa, monkeypatch):
+@pytest.mark.parametrize("name", ["v1-asym-g32-actorder-lmhead", "v1-sym-g32-dynamic"])
+def test_gptq_equals_twin_with_other_kernels(pairs, isa, name, monkeypatch):
     """The plain C dequantization with the portable and AVX2 float matmuls
-    (FOLO_CPU_ISA): the same equality, on act-order and a quantized head."""
+    (FOLO_CPU_ISA): the same equality, on act-order and a quantized head,
+    and on 8-bit linears."""
     monkeypatch.setenv("FOLO_CPU_ISA", isa)
-    gptq_dir, twin_dir = pairs["v1-asym-g32-actorder-lmhead"]
+    gptq_dir, twin_dir = pairs[name]
     assert np.array_equal(folo_logits(gptq_dir, PROMPT), folo_logits(twin_dir, PROMPT))
 
 
@@ -206,7 +239,8 @@ def bf16_twin(twin_dir, out):
     return out
 
 
-@pytest.mark.parametrize("name", ["v1-sym-g128", "v1-asym-g32-actorder-lmhead"])
+@pytest.mark.parametrize("name", ["v1-sym-g128", "v1-asym-g32-actorder-lmhead",
+                                  "v1-sym-g32-dynamic"])
 @pytest.mark.parametrize("isa", ["default", "portable"])
 def test_gptq_bfloat16_equals_bf16_twin(pairs, name, isa, tmp_path):
     """--dtype bfloat16 rounds each dequantized weight to bf16 and multiplies
@@ -281,8 +315,22 @@ MALFORMED = {
                       ["group_size 48"]),
     "group size 0": (lambda d: edit_config(d, lambda q: q.update(group_size=0)),
                      ['"group_size" is 0']),
-    "dynamic": (lambda d: edit_config(d, lambda q: q.update(dynamic={"-:.*down": {}})),
-                ['"dynamic"']),
+    "dynamic bad regex": (lambda d: edit_config(d, lambda q: q.update(dynamic={"+:(": {}})),
+                          ['"dynamic" rule "+:("', "not a valid regular expression"]),
+    "dynamic unknown field": (lambda d: edit_config(
+        d, lambda q: q.update(dynamic={"+:lm_head": {"damp_percent": 0.1, "v2": True}})),
+        ['"dynamic" rule "+:lm_head"', '"v2"', "not supported"]),
+    "dynamic bits 3": (lambda d: edit_config(d, lambda q: q.update(dynamic={".*q_proj": {"bits": 3}})),
+                       ['"dynamic" rule ".*q_proj"', '"bits" is 3']),
+    "dynamic not an object": (lambda d: edit_config(d, lambda q: q.update(dynamic=["-:.*"])),
+                              ['"dynamic" must be an object']),
+    # a "-:" rule makes the linear float: its float weight must be there
+    "dynamic excludes a stored linear": (
+        lambda d: edit_config(d, lambda q: q.update(dynamic={"-:.*\\.0\\.mlp\\.down": {}})),
+        ["missing tensor 'model.layers.0.mlp.down_proj.weight'"]),
+    "8-bit rule on 4-bit tensors": (
+        lambda d: edit_config(d, lambda q: q.update(dynamic={"+:.*\\.1\\.self_attn\\.q": {"bits": 8}})),
+        ["'model.layers.1.self_attn.q_proj.qweight'", "expected [64, 256]"]),
     "missing g_idx": (lambda d: edit_tensors(d, lambda t: t.pop(Q + ".g_idx")),
                       [f"'{Q}.g_idx'", "missing"]),
     "transposed qweight": (lambda d: edit_tensors(

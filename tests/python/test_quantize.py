@@ -21,7 +21,8 @@ tokenizes as it would for Qwen3-0.6B) is quantized by folo, and:
     sym/asym, act-order on/off, group sizes 32/128/-1, formats gptq and
     gptq_v2, tied and untied heads; the float tensors are copied byte for
     byte and the configuration is GPTQModel's;
-  - --lm-head: the head [V, H] is quantized like the other linears (codes
+  - --lm-head [int8]: the head [V, H] is quantized like the other linears,
+    at 4 bits or 8 (codes
     against the numpy GPTQ on its inputs, the final norm's output, which
     are transformers' through the quantized layers; its error below
     RTN's), written untied with the embedding unchanged, and runs as
@@ -163,15 +164,15 @@ def printed_errors(stderr):
             pairs = m.group(2).split()
             for name, value in zip(pairs[::2], pairs[1::2]):
                 errors[(int(m.group(1)) - 1, name)] = float(value)
-        m = re.search(r"lm_head \[\d+, \d+\] in .*‖WX−ŴX‖²/‖WX‖²: lm_head (\S+)", line)
+        m = re.search(r"lm_head \[\d+, \d+\] \(\d-bit\) in .*‖WX−ŴX‖²/‖WX‖²: lm_head (\S+)", line)
         if m:
             errors[HEAD] = float(m.group(1))
     return errors
 
 
-def read_quantized(tensors, prefix, v1):
+def read_quantized(tensors, prefix, v1, bits=4):
     """(codes, zeros, scales f16, g_idx, dequantized W) of linear `prefix`."""
-    codes, zeros = unpack(tensors[prefix + ".qweight"], tensors[prefix + ".qzeros"], v1)
+    codes, zeros = unpack(tensors[prefix + ".qweight"], tensors[prefix + ".qzeros"], v1, bits)
     scales, g_idx = tensors[prefix + ".scales"], tensors[prefix + ".g_idx"]
     return codes, zeros, scales, g_idx, dequantize(codes, zeros, scales, g_idx)
 
@@ -185,8 +186,14 @@ def read_linears(qdir, head=False):
     out = {(layer, short): read_quantized(tensors, f"model.layers.{layer}.{name}", v1)
            for layer in range(CONFIG["num_hidden_layers"]) for name, short in zip(LINEARS, SHORT)}
     if head:
-        out[HEAD] = read_quantized(tensors, "lm_head", v1)
+        out[HEAD] = read_quantized(tensors, "lm_head", v1, head_bits(config))
     return out
+
+
+def head_bits(quantization_config):
+    """The head's bits: 8 when --lm-head int8 wrote its "dynamic" rule."""
+    return quantization_config.get("dynamic", {}).get("+:lm_head", {}).get(
+        "bits", quantization_config["bits"])
 
 
 def dequantized_twin(qdir, out):
@@ -207,8 +214,9 @@ def dequantized_twin(qdir, out):
 
 # ---- an independent GPTQ ----------------------------------------------------------
 
-def grid(x, sym, min_one):
-    """Per-row scale and zero of x [N, n] (the reference's min/max quantizer)."""
+def grid(x, sym, min_one, maxq):
+    """Per-row scale and zero of x [N, n] (the reference's min/max quantizer,
+    codes 0..maxq)."""
     lo = np.minimum(x.min(axis=1), 0.0)
     hi = np.maximum(x.max(axis=1), 0.0)
     if sym:
@@ -216,33 +224,34 @@ def grid(x, sym, min_one):
         lo = np.where(lo < 0, -hi, lo)
     both_zero = (lo == 0) & (hi == 0)
     lo, hi = np.where(both_zero, -1.0, lo), np.where(both_zero, 1.0, hi)
-    scale = (hi - lo) / 15
-    zero = np.full_like(scale, 8.0) if sym else np.rint(-lo / scale)
+    scale = (hi - lo) / maxq
+    zero = np.full_like(scale, (maxq + 1) / 2) if sym else np.rint(-lo / scale)
     if min_one:
         zero = np.maximum(zero, 1.0)
     return scale, zero
 
 
-def round_codes(w, scale, zero):
-    return np.clip(np.rint(w / scale) + zero, 0, 15)
+def round_codes(w, scale, zero, maxq):
+    return np.clip(np.rint(w / scale) + zero, 0, maxq)
 
 
-def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method):
+def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method, bits=4):
     """codes [N, K], zeros, scales (f16) [n_groups, N], g_idx [K]."""
+    maxq = (1 << bits) - 1
     W = W.astype(np.float64)
     N, K = W.shape
     G = K if group_size == -1 else group_size
     if method == "rtn":
         scales, zeros, codes = [], [], np.zeros((N, K))
         for g in range(K // G):
-            s, z = grid(W[:, g * G:(g + 1) * G], sym, min_one)
+            s, z = grid(W[:, g * G:(g + 1) * G], sym, min_one, maxq)
             codes[:, g * G:(g + 1) * G] = round_codes(W[:, g * G:(g + 1) * G], s[:, None],
-                                                      z[:, None])
+                                                      z[:, None], maxq)
             scales.append(s)
             zeros.append(z)
         return codes, np.array(zeros), np.array(scales), np.arange(K) // G
     if group_size == -1:
-        s, z = grid(W, sym, min_one)
+        s, z = grid(W, sym, min_one, maxq)
     H = H.copy()
     dead = np.diag(H) == 0
     H[dead, dead] = 1
@@ -260,11 +269,11 @@ def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method):
         for i in range(i2 - i1):
             col = i1 + i
             if group_size != -1 and col % G == 0:
-                s, z = grid(W[:, col:col + G], sym, min_one)
+                s, z = grid(W[:, col:col + G], sym, min_one, maxq)
                 scales.append(s)
                 zeros.append(z)
             w = W1[:, i]
-            c = round_codes(w, s, z)
+            c = round_codes(w, s, z, maxq)
             err = (w - s * (c - z)) / U[col, col]
             W1[:, i:] -= np.outer(err, U[col, i1 + i:i2])
             codes[:, col], Err1[:, i] = c, err
@@ -294,6 +303,7 @@ CASES = {
     "gptq-asym-g32-actorder-v2": (["--group-size", 32, "--asym", "--desc-act", "--format",
                                    "gptq_v2", "--damp", 0.05], "gptq"),
     "rtn-sym-g32": (["--group-size", 32, "--method", "rtn", "--lm-head"], "rtn"),
+    "gptq-asym-g64-head8": (["--group-size", 64, "--asym", "--lm-head", "int8"], "gptq"),
 }
 
 
@@ -346,11 +356,12 @@ def test_codes_match_independent_gptq(quantized, source, name):
     for key, (codes, zeros, scales, g_idx, _) in written.items():
         X = load_file(str(dump_file(dump, key)))["x"].astype(np.float64)
         H = 2.0 / len(X) * (X.T @ X)
+        bits = 8 if key == HEAD and "int8" in map(str, flags) else 4
         want_codes, want_zeros, want_scales, want_g_idx = oracle_gptq(
-            source_weight(weights, key), H, method=method, **opts)
+            source_weight(weights, key), H, method=method, bits=bits, **opts)
         label = f"{name} {key}"
         assert np.array_equal(g_idx, want_g_idx), label
-        assert np.array_equal(zeros, want_zeros.astype(np.uint8)), label
+        assert np.array_equal(zeros, want_zeros), label
         assert np.array_equal(scales.view(np.uint16), to_f16(want_scales).view(np.uint16)), label
         bad = int((codes != want_codes).sum())
         assert bad <= MAX_CODE_MISMATCH * codes.size, f"{label}: {bad} of {codes.size} codes differ"
@@ -568,6 +579,24 @@ def test_lm_head_checkpoint_files(quantized, source):
     assert not np.array_equal(read_linears(qdir, head=True)[HEAD][4], src[embed])
 
 
+def test_int8_head_checkpoint_files(quantized):
+    """--lm-head int8: the head's words hold 4 codes each, and both config
+    files say so with GPTQModel's per-module rule, the 4-bit base kept."""
+    qdir = quantized["gptq-asym-g64-head8"][0]
+    qc = json.loads((qdir / "config.json").read_text())["quantization_config"]
+    assert qc["bits"] == 4 and qc["lm_head"] is True and qc["group_size"] == 64
+    assert qc["dynamic"] == {"+:lm_head": {"bits": 8}}
+    assert json.loads((qdir / "quantize_config.json").read_text()) == qc
+    H = CONFIG["hidden_size"]
+    with open(qdir / "model.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    assert {k: (v["dtype"], v["shape"]) for k, v in header.items() if k.startswith("lm_head")} == {
+        "lm_head.qweight": ("I32", [H // 4, VOCAB]), "lm_head.qzeros": ("I32", [H // 64, VOCAB // 4]),
+        "lm_head.scales": ("F16", [H // 64, VOCAB]), "lm_head.g_idx": ("I32", [H])}
+    codes = read_linears(qdir, head=True)[HEAD][0]
+    assert codes.max() > 15 and codes.max() <= 255
+
+
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_lm_head_rtn_without_calibration(root, tied):
     """RTN quantizes the head without calibration text, tied or untied
@@ -645,6 +674,8 @@ USAGE_ERRORS = {
     "gptq without calib": ([], "OUT", "--method gptq needs calibration text: --calib FILE"),
     "desc-act rtn": (["--method", "rtn", "--desc-act"], "OUT", "--desc-act"),
     "unknown flag": (["--static-groups"], "OUT", "unknown option '--static-groups'"),
+    "lm-head int16": (["--lm-head=int16"], "OUT", "'int16' for --lm-head"),
+    "lm-head int3": (["--lm-head", "int3"], "OUT", "unexpected argument 'int3'"),
 }
 
 

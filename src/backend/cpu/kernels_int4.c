@@ -1,4 +1,4 @@
-/* Plain C dequantization of GPTQ 4-bit rows and the int4 table dispatch;
+/* Plain C dequantization of GPTQ 4- and 8-bit rows and the int4 table dispatch;
  * see kernels_int4.h. */
 #include "backend/cpu/kernels_int4.h"
 
@@ -8,8 +8,8 @@
 static inline float weight(const folo_qlinear *l, size_t n, int k) {
     const uint8_t *codes = l->codes + n * l->row_bytes;
     int j = k % 32, g = l->g_idx[k];
-    uint8_t byte = codes[k / 32 * 16 + 2 * (j % 8) + j / 16];
-    float code = (float)(byte >> (j / 8 % 2 * 4) & 15);
+    float code = l->bits == 8 ? (float)codes[k]
+                              : (float)(codes[k / 32 * 16 + 2 * (j % 8) + j / 16] >> (j / 8 % 2 * 4) & 15);
     size_t at = n * (size_t)l->n_groups + (size_t)g;
     return (code - l->zeros[at]) * l->scales[at];
 }

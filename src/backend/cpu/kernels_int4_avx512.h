@@ -39,24 +39,43 @@ static inline void nibbles32(__m512i idx[2], const uint8_t *codes, int k) {
                                                         12, 12, 12, 12));
 }
 
-/* Columns k .. k + 31 of a row as two vectors of 16, each lane's scale and
- * zero gathered through g_idx, the lanes outside m0 and m1 (past K) +0. */
+/* Columns k .. k + 31 of a row as two vectors of 16 (any bits, any
+ * groups): each lane's scale and zero gathered through g_idx, or
+ * broadcast when the block lies in one group (contiguous groups of a
+ * multiple of 32 columns); the lanes outside m0 and m1 (past K) +0. */
 static inline void dequant32(__m512 w[2], const row_view *v, const folo_qlinear *l, int k,
                              __mmask16 m0, __mmask16 m1) {
-    __m512i idx[2];
-    nibbles32(idx, v->codes, k);
+    __m512i code[2];
+    if (l->bits == 8) {
+        code[0] = _mm512_maskz_cvtepu8_epi32(m0, _mm_maskz_loadu_epi8(m0, v->codes + k));
+        code[1] = _mm512_maskz_cvtepu8_epi32(m1, _mm_maskz_loadu_epi8(m1, v->codes + k + 16));
+    } else {
+        nibbles32(code, v->codes, k);
+        code[0] = _mm512_and_si512(code[0], _mm512_set1_epi32(15));
+        code[1] = _mm512_and_si512(code[1], _mm512_set1_epi32(15));
+    }
+    bool one_group = l->contiguous_groups && l->group_size % 32 == 0;
     __mmask16 m[2] = {m0, m1};
     for (int half = 0; half < 2; half++) {
-        __m512 code = _mm512_cvtepi32_ps(_mm512_and_si512(idx[half], _mm512_set1_epi32(15)));
-        __m512i g = _mm512_maskz_loadu_epi32(m[half], l->g_idx + k + 16 * half);
-        __m512 scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->scales, 4);
-        __m512 zero = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->zeros, 4);
-        w[half] = _mm512_maskz_mul_ps(m[half], _mm512_sub_ps(code, zero), scale);
+        __m512 scale, zero;
+        if (one_group) {
+            int g = k / l->group_size;
+            scale = _mm512_set1_ps(v->scales[g]);
+            zero = _mm512_set1_ps(v->zeros[g]);
+        } else {
+            __m512i g = _mm512_maskz_loadu_epi32(m[half], l->g_idx + k + 16 * half);
+            scale = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->scales, 4);
+            zero = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m[half], g, v->zeros, 4);
+        }
+        w[half] = _mm512_maskz_mul_ps(m[half], _mm512_sub_ps(_mm512_cvtepi32_ps(code[half]), zero),
+                                      scale);
     }
 }
 
+/* 4-bit codes in contiguous groups of whole 32-column blocks: a group's 16
+ * values fit one register, which the codes index. */
 static int table_groups(const folo_qlinear *l) {
-    return l->contiguous_groups && l->group_size % 32 == 0;
+    return l->bits == 4 && l->contiguous_groups && l->group_size % 32 == 0;
 }
 
 /* The 16 values (c − zero) · scale, c = 0..15, of group g of a row. */
