@@ -45,15 +45,18 @@
 
 static void dequant_int4_avx512(float *rows, const folo_qlinear *l, int row_begin, int n_rows) {
     int K = l->K, G = l->group_size;
+    int mode = read_mode(l);
     for (int r = 0; r < n_rows; r++) {
         row_view v = row_at(l, (size_t)(row_begin + r));
         float *out = rows + (size_t)r * K;
-        if (table_groups(l)) {
+        if (mode != READ_ANY) {
             for (int g = 0; g < l->n_groups; g++) {
-                __m512 table = group_table(&v, g);
+                __m512 table = mode == READ_TABLE ? group_table(&v, g) : _mm512_setzero_ps();
+                __m512 zero = _mm512_set1_ps(v.zeros[g]), scale = _mm512_set1_ps(v.scales[g]);
                 for (int k = g * G; k < (g + 1) * G; k += 32) {
                     __m512 w[2];
-                    lookup32(w, v.codes, k, table);
+                    if (mode == READ_TABLE) lookup32(w, v.codes, k, table);
+                    else bytes32(w, v.codes, k, zero, scale);
                     _mm512_storeu_ps(out + k, w[0]);
                     _mm512_storeu_ps(out + k + 16, w[1]);
                 }
@@ -72,15 +75,28 @@ static void dequant_int4_avx512(float *rows, const folo_qlinear *l, int row_begi
 
 static void dequant_bf16_int4_avx512(uint16_t *rows, const folo_qlinear *l, int row_begin,
                                      int n_rows) {
-    int K = l->K, G = l->group_size;
+    int K = l->K, G = l->group_size, mode = read_mode(l);
     for (int r = 0; r < n_rows; r++) {
         row_view v = row_at(l, (size_t)(row_begin + r));
         uint16_t *out = rows + (size_t)r * K;
-        if (table_groups(l)) {
+        if (mode == READ_TABLE) {
             for (int g = 0; g < l->n_groups; g++) {
                 __m512i table = group_table_bf16(&v, g);
                 for (int k = g * G; k < (g + 1) * G; k += 32)
                     _mm512_storeu_si512(out + k, lookup32_bf16(v.codes, k, table));
+            }
+            continue;
+        }
+        if (mode == READ_BYTES) {
+            for (int g = 0; g < l->n_groups; g++) {
+                __m512 zero = _mm512_set1_ps(v.zeros[g]), scale = _mm512_set1_ps(v.scales[g]);
+                for (int k = g * G; k < (g + 1) * G; k += 32) {
+                    __m512 w[2];
+                    bytes32(w, v.codes, k, zero, scale);
+                    _mm512_storeu_si512(out + k, _mm512_inserti64x4(_mm512_castsi256_si512(
+                                                                        round_bf16(w[0])),
+                                                                    round_bf16(w[1]), 1));
+                }
             }
             continue;
         }
@@ -109,7 +125,7 @@ fma_block(__m512 acc[][TILE_ROWS], int r, const __m512 w[2], const float *x, int
 /* y[t, r0 + r] for t < n_tokens (a constant once inlined), r < n_rows. */
 static inline __attribute__((always_inline)) void
 gemv_tile(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0, int n_rows,
-          int n_tokens, int tables) {
+          int n_tokens, int mode) {
     int K = l->K, G = l->group_size;
     row_view v[TILE_ROWS];
     for (int r = 0; r < TILE_ROWS; r++)
@@ -120,7 +136,7 @@ gemv_tile(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0, i
     for (int t = 0; t < n_tokens; t++)
 #pragma GCC unroll 8
         for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_setzero_ps();
-    if (tables) {
+    if (mode == READ_TABLE) {
         /* K is whole groups of whole 32-column blocks: no tails. */
         for (int g = 0; g < l->n_groups; g++) {
             __m512 table[TILE_ROWS];
@@ -132,6 +148,19 @@ gemv_tile(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0, i
                     _mm_prefetch((const char *)v[r].codes + k / 2 + ahead, _MM_HINT_T0);
                     __m512 w[2];
                     lookup32(w, v[r].codes, k, table[r]);
+                    fma_block(acc, r, w, x, K, k, (__mmask16)0xffff, (__mmask16)0xffff, n_tokens);
+                }
+            }
+        }
+    } else if (mode == READ_BYTES) {
+        for (int g = 0; g < l->n_groups; g++) {
+            for (int k = g * G; k < (g + 1) * G; k += 32) {
+#pragma GCC unroll 8
+                for (int r = 0; r < TILE_ROWS; r++) {
+                    _mm_prefetch((const char *)v[r].codes + k + ahead, _MM_HINT_T0);
+                    __m512 w[2];
+                    bytes32(w, v[r].codes, k, _mm512_set1_ps(v[r].zeros[g]),
+                            _mm512_set1_ps(v[r].scales[g]));
                     fma_block(acc, r, w, x, K, k, (__mmask16)0xffff, (__mmask16)0xffff, n_tokens);
                 }
             }
@@ -154,14 +183,15 @@ gemv_tile(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0, i
                            reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
 }
 
-/* gemv_tile with each token count its own unrolled copy and the group
- * lookup chosen once. */
+/* gemv_tile with each token count its own unrolled copy and the read mode
+ * chosen once. */
 static void gemv_tile_n(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0,
-                        int n_rows, int n_tokens, int tables) {
+                        int n_rows, int n_tokens, int mode) {
 #define GEMV_CASE(T)                                                              \
     case T:                                                                       \
-        if (tables) gemv_tile(y, ldy, x, l, r0, n_rows, T, 1);                    \
-        else gemv_tile(y, ldy, x, l, r0, n_rows, T, 0);                           \
+        if (mode == READ_TABLE) gemv_tile(y, ldy, x, l, r0, n_rows, T, READ_TABLE); \
+        else if (mode == READ_BYTES) gemv_tile(y, ldy, x, l, r0, n_rows, T, READ_BYTES); \
+        else gemv_tile(y, ldy, x, l, r0, n_rows, T, READ_ANY);                    \
         break;
     switch (n_tokens) {
         GEMV_CASE(1)
@@ -176,10 +206,10 @@ static void gemv_tile_n(float *y, size_t ldy, const float *x, const folo_qlinear
 
 static void gemv_int4_avx512(float *y, size_t ldy, const float *x, int n_tokens,
                              const folo_qlinear *l, int row_begin, int row_end) {
-    int tables = table_groups(l);
+    int mode = read_mode(l);
     for (int r0 = row_begin; r0 < row_end; r0 += TILE_ROWS) {
         int n_rows = row_end - r0 < TILE_ROWS ? row_end - r0 : TILE_ROWS;
-        gemv_tile_n(y, ldy, x, l, r0, n_rows, n_tokens, tables);
+        gemv_tile_n(y, ldy, x, l, r0, n_rows, n_tokens, mode);
     }
 }
 

@@ -72,10 +72,26 @@ static inline void dequant32(__m512 w[2], const row_view *v, const folo_qlinear 
     }
 }
 
-/* 4-bit codes in contiguous groups of whole 32-column blocks: a group's 16
- * values fit one register, which the codes index. */
-static int table_groups(const folo_qlinear *l) {
-    return l->bits == 4 && l->contiguous_groups && l->group_size % 32 == 0;
+/* How a kernel reads a row, 32 columns at a time: in contiguous groups of
+ * whole 32-column blocks, a block lies in one group, whose 16 values (4
+ * bits) fit a register that the codes index (READ_TABLE), or whose scale
+ * and zero serve the block's 32 bytes (READ_BYTES, 8 bits); otherwise each
+ * column finds its group through g_idx (READ_ANY, dequant32). */
+enum { READ_ANY, READ_TABLE, READ_BYTES };
+
+static int read_mode(const folo_qlinear *l) {
+    if (!l->contiguous_groups || l->group_size % 32 != 0) return READ_ANY;
+    return l->bits == 4 ? READ_TABLE : READ_BYTES;
+}
+
+/* Columns k .. k + 31 of an 8-bit row whose block lies in one group of the
+ * given zero and scale (READ_BYTES): (code − zero) · scale, as dequant32. */
+static inline void bytes32(__m512 w[2], const uint8_t *codes, int k, __m512 zero, __m512 scale) {
+    for (int half = 0; half < 2; half++) {
+        __m512i code =
+            _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + k + 16 * half)));
+        w[half] = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(code), zero), scale);
+    }
 }
 
 /* The 16 values (c − zero) · scale, c = 0..15, of group g of a row. */

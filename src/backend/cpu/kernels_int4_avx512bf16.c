@@ -26,28 +26,28 @@
 
 #define TILE_ROWS 4
 /* How far ahead a GEMV tile prefetches: the same columns of the rows
- * PREFETCH_TILES tiles on, which follow in memory. Zen4, one thread, a
- * [3072 x 1024] linear from memory: 1 tile 18.7 G weights/s, 4 tiles 21.7
- * (what it computes with the codes in cache), 8 or 16 tiles 18.5. */
+ * PREFETCH_TILES tiles on, which follow in memory, into L2, whose queue
+ * keeps more misses in flight than L1's. Zen4, one thread, a [3072 x 1024]
+ * linear from memory: 17.7 G weights/s prefetching into L1 at any
+ * distance, 21-25 into L2 at 4-32 tiles, 32 with the codes in cache. */
 #define PREFETCH_TILES 8
 
 /* y[t, r0 + r] for t < n_tokens (a constant once inlined), r < n_rows; xb:
  * the tokens rounded, rows of Kp. */
 static inline __attribute__((always_inline)) void
 gemv_tile(float *y, size_t ldy, const uint16_t *xb, int Kp, const folo_qlinear *l, int r0,
-          int n_rows, int n_tokens, int tables) {
+          int n_rows, int n_tokens, int mode) {
     int K = l->K, G = l->group_size;
     row_view v[TILE_ROWS];
     for (int r = 0; r < TILE_ROWS; r++)
         v[r] = row_at(l, (size_t)(r0 + (r < n_rows ? r : n_rows - 1)));
-    /* the same columns of the next tile's rows, which follow in memory */
-    size_t ahead = (size_t)16 * TILE_ROWS * l->row_bytes;
+    size_t ahead = (size_t)PREFETCH_TILES * TILE_ROWS * l->row_bytes;
     __m512 acc[FOLO_CPU_INT4_GEMV_TOKENS][TILE_ROWS];
 #pragma GCC unroll 8
     for (int t = 0; t < n_tokens; t++)
 #pragma GCC unroll 8
         for (int r = 0; r < TILE_ROWS; r++) acc[t][r] = _mm512_setzero_ps();
-    if (tables) {
+    if (mode == READ_TABLE) {
         /* K is whole groups of whole 32-column blocks: no tails. */
         for (int g = 0; g < l->n_groups; g++) {
             __m512i table[TILE_ROWS];
@@ -63,6 +63,25 @@ gemv_tile(float *y, size_t ldy, const uint16_t *xb, int Kp, const folo_qlinear *
                 for (int r = 0; r < TILE_ROWS; r++) {
                     _mm_prefetch((const char *)v[r].codes + k / 2 + ahead, _MM_HINT_T1);
                     __m512bh w = (__m512bh)lookup32_bf16(v[r].codes, k, table[r]);
+#pragma GCC unroll 8
+                    for (int t = 0; t < n_tokens; t++)
+                        acc[t][r] = _mm512_dpbf16_ps(
+                            acc[t][r], (__m512bh)_mm512_loadu_si512(xb + (size_t)t * Kp + k), w);
+                }
+            }
+        }
+    } else if (mode == READ_BYTES) {
+        for (int g = 0; g < l->n_groups; g++) {
+            for (int k = g * G; k < (g + 1) * G; k += PAIRS) {
+#pragma GCC unroll 8
+                for (int r = 0; r < TILE_ROWS; r++) {
+                    _mm_prefetch((const char *)v[r].codes + k + ahead, _MM_HINT_T1);
+                    __m512 f[2];
+                    bytes32(f, v[r].codes, k, _mm512_set1_ps(v[r].zeros[g]),
+                            _mm512_set1_ps(v[r].scales[g]));
+                    /* the second operand fills the low 16 (as the table's
+                     * rounding, exact to round_bf16 on these weights) */
+                    __m512bh w = _mm512_cvtne2ps_pbh(f[1], f[0]);
 #pragma GCC unroll 8
                     for (int t = 0; t < n_tokens; t++)
                         acc[t][r] = _mm512_dpbf16_ps(
@@ -90,14 +109,16 @@ gemv_tile(float *y, size_t ldy, const uint16_t *xb, int Kp, const folo_qlinear *
                            reduce4(acc[t][0], acc[t][1], acc[t][2], acc[t][3]));
 }
 
-/* gemv_tile with each token count its own unrolled copy and the group
- * lookup chosen once. */
+/* gemv_tile with each token count its own unrolled copy and the read mode
+ * chosen once. */
 static void gemv_tile_n(float *y, size_t ldy, const uint16_t *xb, int Kp, const folo_qlinear *l,
-                        int r0, int n_rows, int n_tokens, int tables) {
-#define GEMV_CASE(T)                                                    \
-    case T:                                                             \
-        if (tables) gemv_tile(y, ldy, xb, Kp, l, r0, n_rows, T, 1);     \
-        else gemv_tile(y, ldy, xb, Kp, l, r0, n_rows, T, 0);            \
+                        int r0, int n_rows, int n_tokens, int mode) {
+#define GEMV_CASE(T)                                                                  \
+    case T:                                                                           \
+        if (mode == READ_TABLE) gemv_tile(y, ldy, xb, Kp, l, r0, n_rows, T, READ_TABLE); \
+        else if (mode == READ_BYTES)                                                  \
+            gemv_tile(y, ldy, xb, Kp, l, r0, n_rows, T, READ_BYTES);                  \
+        else gemv_tile(y, ldy, xb, Kp, l, r0, n_rows, T, READ_ANY);                   \
         break;
     switch (n_tokens) {
         GEMV_CASE(1)
@@ -113,12 +134,12 @@ static void gemv_tile_n(float *y, size_t ldy, const uint16_t *xb, int Kp, const 
 static void gemv_bf16_int4_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens,
                                       const folo_qlinear *l, int row_begin, int row_end,
                                       float *scratch) {
-    int Kp = bf16_padded(l->K), tables = table_groups(l);
+    int Kp = bf16_padded(l->K), mode = read_mode(l);
     uint16_t *xb = (uint16_t *)scratch; /* [n_tokens, Kp] */
     bf16_round_tokens(xb, x, n_tokens, l->K);
     for (int r0 = row_begin; r0 < row_end; r0 += TILE_ROWS) {
         int n_rows = row_end - r0 < TILE_ROWS ? row_end - r0 : TILE_ROWS;
-        gemv_tile_n(y, ldy, xb, Kp, l, r0, n_rows, n_tokens, tables);
+        gemv_tile_n(y, ldy, xb, Kp, l, r0, n_rows, n_tokens, mode);
     }
 }
 
