@@ -128,8 +128,7 @@ gemv_tile(float *y, size_t ldy, const float *x, const folo_qlinear *l, int r0, i
           int n_tokens, int mode) {
     int K = l->K, G = l->group_size;
     row_view v[TILE_ROWS];
-    for (int r = 0; r < TILE_ROWS; r++)
-        v[r] = row_at(l, (size_t)(r0 + (r < n_rows ? r : n_rows - 1)));
+    tile_rows(v, TILE_ROWS, l, r0, n_rows);
     size_t ahead = (size_t)PREFETCH_TILES * TILE_ROWS * l->row_bytes;
     __m512 acc[FOLO_CPU_INT4_GEMV_TOKENS][TILE_ROWS];
 #pragma GCC unroll 8

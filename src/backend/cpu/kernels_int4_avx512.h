@@ -26,6 +26,12 @@ static inline row_view row_at(const folo_qlinear *l, size_t n) {
     return v;
 }
 
+/* The views of a GEMV tile's `tile` rows from r0, n_rows of them real (the
+ * rest repeat the last, their results masked off). */
+static inline void tile_rows(row_view *v, int tile, const folo_qlinear *l, int r0, int n_rows) {
+    for (int r = 0; r < tile; r++) v[r] = row_at(l, (size_t)(r0 + (r < n_rows ? r : n_rows - 1)));
+}
+
 /* The codes of columns k .. k + 31 of a row in two vectors of 16 32-bit
  * lanes, lane c of half h holding column 16h + c in its low 4 bits (above
  * them, other columns' bits): the block's eight words in each half of
