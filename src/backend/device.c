@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "model/gptq.h"
+
 #ifdef FOLO_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -16,6 +18,29 @@ const char *folo_device_resolve_auto(void) {
     if (folo_cuda_device_count() > 0) return "cuda";
 #endif
     return "cpu";
+}
+
+/* A GPTQ checkpoint as the CUDA kernels (cuda/gptq.cu) run it: every
+ * decoder linear 4-bit, the head float or 4-bit. "dynamic" rules can leave
+ * linears float or make them 8-bit (model/config.h); those run on the CPU. */
+static int cuda_runs_gptq_layout(const folo_model *m, folo_error *err) {
+    static const char *const names[] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                        "gate_proj", "up_proj", "down_proj"};
+    for (int layer = 0; layer < m->config.n_layers; layer++) {
+        const folo_layer_weights *w = &m->layers[layer];
+        const folo_tensor *linears[] = {&w->wq, &w->wk, &w->wv, &w->wo,
+                                        &w->w_gate, &w->w_up, &w->w_down};
+        for (int i = 0; i < 7; i++)
+            if (!linears[i]->quant || linears[i]->quant->bits != 4)
+                return folo_fail(err, "device cuda: layer %d's %s is %s; the CUDA GPTQ kernels "
+                                 "run checkpoints whose every decoder linear is 4-bit (use "
+                                 "--device cpu)", layer, names[i],
+                                 linears[i]->quant ? "8-bit" : "not quantized");
+    }
+    if (m->lm_head.quant && m->lm_head.quant->bits != 4)
+        return folo_fail(err, "device cuda: lm_head is %d-bit; the CUDA GPTQ kernels read 4-bit "
+                         "linears (use --device cpu)", m->lm_head.quant->bits);
+    return 0;
 }
 
 folo_backend *folo_backend_create(const char *device, const folo_model *model,
@@ -35,6 +60,7 @@ folo_backend *folo_backend_create(const char *device, const folo_model *model,
                        "bfloat16, or --device cpu)");
         return NULL;
     }
+    if (model->config.quant.gptq && cuda_runs_gptq_layout(model, err) != 0) return NULL;
 #ifdef FOLO_HAVE_CUDA
     if (folo_cuda_device_count() < 1) {
         folo_fail(err, "device cuda: no CUDA GPU is available on this machine (use --device cpu "

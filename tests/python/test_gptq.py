@@ -280,14 +280,23 @@ def test_quantized_model_stays_near_float(pairs, tmp_path):
 
 # ---- malformed checkpoints ---------------------------------------------------
 
-def folo_error(model_dir):
+def folo_error(model_dir, device="cpu"):
     out = model_dir / "logits.f32"
     proc = subprocess.run([FOLO, "logits", "-m", str(model_dir), "--ids", "1,2,3", "--out",
-                           str(out), "--device", "cpu"], capture_output=True, text=True)
+                           str(out), "--device", device], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = [l for l in proc.stderr.strip().splitlines() if not l.startswith("folo info:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def test_cuda_refuses_mixed_layouts_by_name(pairs):
+    """The CUDA GPTQ kernels read 4-bit linears only: a checkpoint whose
+    rules make some 8-bit or float is refused before any GPU is looked for
+    (so here too), naming the linear."""
+    gptq_dir, _ = pairs["v1-sym-g32-dynamic"]
+    line = folo_error(gptq_dir, device="cuda")
+    assert "layer 0's o_proj is not quantized" in line and "--device cpu" in line, line
 
 
 def edit_config(model_dir, change):

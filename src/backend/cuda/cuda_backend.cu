@@ -47,7 +47,6 @@ extern "C" {
 #include "core/dtype.h"
 #include "core/log.h"
 #include "core/timer.h"
-#include "model/gptq.h"
 }
 
 /* Batch size the scratch is first sized for when the pool holds more slots. */
@@ -226,27 +225,6 @@ static void carve_weights(cuda_backend *b, carver *c) {
         b->lm_head = cfg->tie_word_embeddings ? b->embed : (uint16_t *)carve(c, V * H * bf16);
     b->final_norm = (float *)carve(c, H * sizeof(float));
     b->inv_freq = (float *)carve(c, D / 2 * sizeof(float));
-}
-
-/* A GPTQ checkpoint as gptq.cu runs it: every decoder linear 4-bit, the
- * head float or 4-bit. A "dynamic" rule can leave a linear float or make
- * it 8-bit (model/config.h); those run on the CPU backend. */
-static int check_gptq_layout(const folo_model *m, folo_error *err) {
-    for (int layer = 0; layer < m->config.n_layers; layer++) {
-        const folo_tensor *lin[N_LINEARS];
-        layer_linears(&m->layers[layer], lin);
-        for (int i = 0; i < N_LINEARS; i++)
-            if (!lin[i]->quant || lin[i]->quant->bits != 4)
-                return folo_fail(err, "cuda backend: layer %d has a %s linear; the CUDA GPTQ "
-                                 "kernels run checkpoints whose every decoder linear is 4-bit "
-                                 "(run this one with --device cpu)", layer,
-                                 lin[i]->quant ? "8-bit" : "float (unquantized)");
-    }
-    if (m->lm_head.quant && m->lm_head.quant->bits != 4)
-        return folo_fail(err, "cuda backend: lm_head is %d-bit; the CUDA GPTQ kernels read 4-bit "
-                         "linears (run this checkpoint with --device cpu)",
-                         m->lm_head.quant->bits);
-    return 0;
 }
 
 /* Host buffers for converting f32/f16 weights on their way up. */
@@ -947,7 +925,6 @@ folo_backend *folo_backend_cuda_create(const folo_model *model, const folo_backe
                   c->head_dim, FOLO_CUDA_MAX_HEAD_DIM, c->n_heads, c->n_kv_heads);
         return NULL;
     }
-    if (c->quant.gptq && check_gptq_layout(model, err) != 0) return NULL;
     if (folo_cuda_device_count() < 1) {
         folo_fail(err, "cuda backend: no CUDA device is available (no GPU, or no driver)");
         return NULL;
