@@ -13,7 +13,8 @@
 
 static const char k_usage[] =
     "usage: folo quantize [-m DIR] --out DIR [--method gptq|rtn] [--calib FILE]\n"
-    "                     [--bits 4] [--group-size N] [--sym|--asym] [--desc-act] [--damp X]\n"
+    "                     [--bits 4] [--group-size N] [--sym|--asym] [--desc-act]\n"
+    "                     [--static-groups] [--damp X]\n"
     "                     [--format gptq|gptq_v2] [--n-samples N] [--seq-len N] [--seed N]\n"
     "                     [--lm-head [int4|int8]] [--threads N]\n";
 
@@ -40,6 +41,9 @@ static const char k_help[] =
     "      --sym, --asym    symmetric grid, zero point 8 (default), or asymmetric\n"
     "      --desc-act       act-order: quantize columns by decreasing Hessian diagonal\n"
     "                       (GPTQ only; g_idx records each column's group)\n"
+    "      --static-groups  find every group's grid before GPTQ's column loop, from the\n"
+    "                       original columns, so that g_idx stays k / group size even\n"
+    "                       with --desc-act (GPTQ only)\n"
     "      --damp X         dampening, a fraction of the Hessian's mean diagonal added to\n"
     "                       it, in (0, 1) (default 0.01)\n"
     "      --format F       gptq (default, stores zero - 1, the most widely loadable) or\n"
@@ -61,7 +65,7 @@ typedef struct {
 /* Returns 0 to go on, -1 after --help, or 2 on a usage error. */
 static int parse_args(int argc, char **argv, quantize_args *a) {
     enum { OPT_OUT = 256, OPT_METHOD, OPT_CALIB, OPT_N_SAMPLES, OPT_SEQ_LEN, OPT_SEED, OPT_BITS,
-           OPT_GROUP_SIZE, OPT_SYM, OPT_ASYM, OPT_DESC_ACT, OPT_DAMP, OPT_FORMAT, OPT_LM_HEAD,
+           OPT_GROUP_SIZE, OPT_SYM, OPT_ASYM, OPT_DESC_ACT, OPT_STATIC_GROUPS, OPT_DAMP, OPT_FORMAT, OPT_LM_HEAD,
            OPT_THREADS, OPT_DUMP };
     static const struct option longs[] = {
         {"model", required_argument, NULL, 'm'},
@@ -76,6 +80,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         {"sym", no_argument, NULL, OPT_SYM},
         {"asym", no_argument, NULL, OPT_ASYM},
         {"desc-act", no_argument, NULL, OPT_DESC_ACT},
+        {"static-groups", no_argument, NULL, OPT_STATIC_GROUPS},
         {"damp", required_argument, NULL, OPT_DAMP},
         {"format", required_argument, NULL, OPT_FORMAT},
         {"lm-head", optional_argument, NULL, OPT_LM_HEAD},
@@ -124,6 +129,7 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
         case OPT_SYM: q->params.sym = true; break;
         case OPT_ASYM: q->params.sym = false; break;
         case OPT_DESC_ACT: q->params.desc_act = true; break;
+        case OPT_STATIC_GROUPS: q->params.static_groups = true; break;
         case OPT_DAMP:
             bad = cli_parse_double(cmd, "--damp", optarg, 0.0, 1.0, &q->params.damp);
             if (!bad && (q->params.damp <= 0.0 || q->params.damp >= 1.0))
@@ -172,6 +178,10 @@ static int parse_args(int argc, char **argv, quantize_args *a) {
     if (!gptq && q->params.desc_act)
         return cli_usage_error(cmd, k_usage, "--desc-act orders columns by GPTQ's Hessian; it "
                                "needs --method gptq");
+    if (!gptq && q->params.static_groups)
+        return cli_usage_error(cmd, k_usage, "--static-groups fixes GPTQ's grids before its "
+                               "column loop; it needs --method gptq (round-to-nearest's grids "
+                               "are static already)");
     return 0;
 }
 

@@ -193,7 +193,8 @@ static json_t *quantization_config(const folo_qcheckpoint_info *info, int head_b
                            "quant_method", "gptq", "bits", q->bits, "group_size", q->group_size,
                            "desc_act", q->desc_act, "sym", q->sym, "lm_head", lm_head,
                            "checkpoint_format", info->format_v2 ? "gptq_v2" : "gptq",
-                           "pack_dtype", "int32", "static_groups", 0, "true_sequential", 1,
+                           "pack_dtype", "int32", "static_groups", q->static_groups,
+                           "true_sequential", 1,
                            "meta", meta);
     if (gptq) json_object_set_new(qc, "damp_percent", json_real(q->damp));
     /* GPTQModel's per-module override, which vLLM reads too */

@@ -72,6 +72,9 @@ static int check(const quant_run *r, folo_error *err) {
     if (r->params.desc_act && r->params.method != FOLO_QUANT_GPTQ)
         return folo_fail(err, "act-order (--desc-act) orders columns by the Hessian; it needs "
                          "GPTQ");
+    if (r->params.static_groups && r->params.method != FOLO_QUANT_GPTQ)
+        return folo_fail(err, "--static-groups fixes GPTQ's grids before its column loop; it "
+                         "needs GPTQ");
     if (o->calib_path) {
         if (o->n_samples < 1 || o->seq_len < 1 || (int64_t)o->n_samples * o->seq_len > INT_MAX)
             return folo_fail(err, "%d calibration windows of %d tokens: both must be positive "

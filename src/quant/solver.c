@@ -207,16 +207,18 @@ static int factor(solve_state *s, const folo_quant_params *p, const folo_linalg 
                      "calibrate with more samples", name);
 }
 
-/* Step 4-5 on the chunk's rows: codes_p, scale and zero in permuted order. */
+/* Step 4-5 on the chunk's rows: codes_p in permuted order, scale and zero
+ * by group (static groups: set before, by the original columns' groups). */
 static void gptq_columns(solve_state *s, const folo_quant_params *p, const folo_linalg *la) {
     size_t n = (size_t)s->n, K = (size_t)s->K, G = (size_t)s->G;
+    bool static_groups = p->static_groups && p->group_size > 0;
     for (size_t i1 = 0; i1 < K; i1 += BLOCK) {
         size_t i2 = i1 + BLOCK < K ? i1 + BLOCK : K, count = i2 - i1;
         for (size_t r = 0; r < n; r++)
             memcpy(s->block + r * BLOCK, s->W + r * K + i1, count * sizeof(double));
         for (size_t i = 0; i < count; i++) {
-            size_t col = i1 + i, g = col / G;
-            if (p->group_size > 0 && col % G == 0)
+            size_t col = i1 + i, g = (static_groups ? (size_t)s->perm[col] : col) / G;
+            if (p->group_size > 0 && !static_groups && col % G == 0)
                 for (size_t r = 0; r < n; r++)
                     find_grid(s->W + r * K + col, (int)G, p, &s->scale[g * n + r],
                               &s->zero[g * n + r]);
@@ -252,6 +254,17 @@ static void quantize_chunk(solve_state *s, const folo_quant_params *p, const dou
             for (size_t r = 0; r < n; r++)
                 find_grid(s->W0 + r * K + g * G, s->G, p, &s->scale[g * n + r],
                           &s->zero[g * n + r]);
+    if (gptq && p->static_groups && p->group_size > 0) {
+        /* static groups: every group's grid first, on W with its dead
+         * columns zeroed, in column order (the reference's order) */
+        for (size_t r = 0; r < n; r++)
+            for (size_t k = 0; k < K; k++)
+                s->W[r * K + k] = H[k * K + k] == 0.0 ? 0.0 : s->W0[r * K + k];
+        for (size_t g = 0; g < (size_t)s->n_groups; g++)
+            for (size_t r = 0; r < n; r++)
+                find_grid(s->W + r * K + g * G, s->G, p, &s->scale[g * n + r],
+                          &s->zero[g * n + r]);
+    }
     if (gptq) {
         prepare_rows(s, H);
         gptq_columns(s, p, la);
@@ -309,6 +322,7 @@ int folo_quant_solve(folo_quant_result *r, const folo_quant_params *p, const fol
     s.n_groups = s.K / s.G;
     FOLO_ASSERT(s.K % s.G == 0 && (H || p->method == FOLO_QUANT_RTN));
     FOLO_ASSERT(!p->desc_act || p->method == FOLO_QUANT_GPTQ);
+    FOLO_ASSERT(!p->static_groups || p->method == FOLO_QUANT_GPTQ);
     size_t N = (size_t)s.N, K = (size_t)s.K, NG = (size_t)s.n_groups * N;
     size_t R = CHUNK_BYTES / sizeof(double) / K;
     R = R < 1 ? 1 : R > N ? N : R;
@@ -357,8 +371,11 @@ int folo_quant_solve(folo_quant_result *r, const folo_quant_params *p, const fol
     } else if (rc == 0) {
         for (size_t k = 0; k < K; k++) s.perm[k] = (int32_t)k;
     }
+    /* a column's group: by its place in the permuted order, or with static
+     * groups by its own index */
     if (rc == 0)
-        for (size_t j = 0; j < K; j++) r->g_idx[s.perm[j]] = (int32_t)(j / (size_t)s.G);
+        for (size_t j = 0; j < K; j++)
+            r->g_idx[s.perm[j]] = (int32_t)((p->static_groups ? (size_t)s.perm[j] : j) / (size_t)s.G);
     for (s.n0 = 0; rc == 0 && s.n0 < s.N; s.n0 += s.n) {
         s.n = s.N - s.n0 < s.R ? s.N - s.n0 : s.R;
         rc = load_weights(&s, w, name, err);

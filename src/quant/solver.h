@@ -31,12 +31,16 @@
  *      error err = (w - q) / U[i,i] is spread over the block's later
  *      columns at once (W[:, j] -= err · U[i,j]), and over the columns
  *      after the block in one product when the block ends ("lazy batch");
- *   5. groups are not static: a group's grid is found when its first column
- *      is reached, from W as the earlier blocks left it (not the updates of
- *      the current block, exactly as the reference reads W rather than its
- *      block copy), over the group's columns in the permuted order; so
- *      with act-order group g holds the g-th G columns of the permutation
- *      and g_idx[k] is the group of column k (non-monotonic).
+ *   5. by default groups are not static: a group's grid is found when its
+ *      first column is reached, from W as the earlier blocks left it (not
+ *      the updates of the current block, exactly as the reference reads W
+ *      rather than its block copy), over the group's columns in the
+ *      permuted order; so with act-order group g holds the g-th G columns
+ *      of the permutation and g_idx[k] is the group of column k
+ *      (non-monotonic). With static_groups every group's grid is found
+ *      before step 2, over columns gG .. gG + G - 1 of W with its dead
+ *      columns zeroed, and column k (wherever act-order puts it) uses
+ *      group k / G: g_idx[k] = k / G, act-order or not.
  * RTN takes the grid of each group of the original W and rounds, with
  * g_idx[k] = k / G; act-order needs a Hessian, so RTN has none.
  *
@@ -61,6 +65,7 @@ typedef struct folo_quant_params {
     int group_size;        /* G input columns per group, or -1: one group per row */
     bool sym;
     bool desc_act;         /* act-order (GPTQ only) */
+    bool static_groups;    /* every group's grid before the column loop (GPTQ only) */
     bool min_zero_one;     /* format "gptq": zero points are at least 1 */
     double damp;           /* damp_percent, in (0, 1) */
 } folo_quant_params;

@@ -235,7 +235,8 @@ def round_codes(w, scale, zero, maxq):
     return np.clip(np.rint(w / scale) + zero, 0, maxq)
 
 
-def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method, bits=4):
+def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method, bits=4,
+                static_groups=False):
     """codes [N, K], zeros, scales (f16) [n_groups, N], g_idx [K]."""
     maxq = (1 << bits) - 1
     W = W.astype(np.float64)
@@ -256,6 +257,9 @@ def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method, bits=4):
     dead = np.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
+    static = static_groups and group_size != -1
+    if static:  # every group's grid now, by the original columns
+        grids = [grid(W[:, g * G:(g + 1) * G], sym, min_one, maxq) for g in range(K // G)]
     perm = np.argsort(-np.diag(H), kind="stable") if desc_act else np.arange(K)
     W, H = W[:, perm], H[perm][:, perm]
     H[np.diag_indices(K)] += damp * np.mean(np.diag(H))
@@ -268,7 +272,9 @@ def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method, bits=4):
         W1, Err1 = W[:, i1:i2].copy(), np.zeros((N, i2 - i1))
         for i in range(i2 - i1):
             col = i1 + i
-            if group_size != -1 and col % G == 0:
+            if static:
+                s, z = grids[perm[col] // G]
+            elif group_size != -1 and col % G == 0:
                 s, z = grid(W[:, col:col + G], sym, min_one, maxq)
                 scales.append(s)
                 zeros.append(z)
@@ -280,10 +286,12 @@ def oracle_gptq(W, H, group_size, sym, desc_act, damp, min_one, method, bits=4):
         W[:, i2:] -= Err1 @ U[i1:i2, i2:]
     if group_size == -1:
         scales, zeros = [s], [z]
+    if static:
+        scales, zeros = [g[0] for g in grids], [g[1] for g in grids]
     out_codes = np.zeros_like(codes)
     out_codes[:, perm] = codes
     g_idx = np.zeros(K, dtype=np.int64)
-    g_idx[perm] = np.arange(K) // G
+    g_idx[perm] = perm // G if static else np.arange(K) // G
     return out_codes, np.array(zeros), np.array(scales), g_idx
 
 
@@ -304,6 +312,8 @@ CASES = {
                                    "gptq_v2", "--damp", 0.05], "gptq"),
     "rtn-sym-g32": (["--group-size", 32, "--method", "rtn", "--lm-head"], "rtn"),
     "gptq-asym-g64-head8": (["--group-size", 64, "--asym", "--lm-head", "int8"], "gptq"),
+    "gptq-sym-g32-actorder-static": (["--group-size", 32, "--desc-act", "--static-groups"],
+                                     "gptq"),
 }
 
 
@@ -330,7 +340,8 @@ def case_options(flags):
     value = lambda name, default: flags[flags.index(name) + 1] if name in flags else default
     return {"group_size": int(value("--group-size", 128)), "sym": "--asym" not in flags,
             "desc_act": "--desc-act" in flags, "damp": float(value("--damp", 0.01)),
-            "min_one": value("--format", "gptq") == "gptq"}
+            "min_one": value("--format", "gptq") == "gptq",
+            "static_groups": "--static-groups" in flags}
 
 
 @pytest.fixture(scope="module")
@@ -377,6 +388,16 @@ def test_act_order_groups_are_permuted(quantized):
     for (layer, short), (_, _, _, g_idx, _) in read_linears(qdir).items():
         assert np.any(np.diff(g_idx) < 0), (layer, short)
         assert np.all(np.bincount(g_idx) == 32), (layer, short)
+
+
+def test_static_groups_keep_column_order(quantized):
+    """--static-groups with act-order: the grids are the original columns'
+    groups, so g_idx is k // G, and the config says static_groups."""
+    qdir = quantized["gptq-sym-g32-actorder-static"][0]
+    qc = json.loads((qdir / "config.json").read_text())["quantization_config"]
+    assert qc["static_groups"] is True and qc["desc_act"] is True
+    for (layer, short), (_, _, _, g_idx, _) in read_linears(qdir).items():
+        assert np.array_equal(g_idx, np.arange(len(g_idx)) // 32), (layer, short)
 
 
 # ---- the calibration inputs are transformers' ------------------------------------
@@ -673,7 +694,8 @@ USAGE_ERRORS = {
     "seq-len": (["--seq-len", "x"], "OUT", "'x' for --seq-len"),
     "gptq without calib": ([], "OUT", "--method gptq needs calibration text: --calib FILE"),
     "desc-act rtn": (["--method", "rtn", "--desc-act"], "OUT", "--desc-act"),
-    "unknown flag": (["--static-groups"], "OUT", "unknown option '--static-groups'"),
+    "static-groups rtn": (["--method", "rtn", "--static-groups"], "OUT", "--static-groups"),
+    "unknown flag": (["--mse"], "OUT", "unknown option '--mse'"),
     "lm-head int16": (["--lm-head=int16"], "OUT", "'int16' for --lm-head"),
     "lm-head int3": (["--lm-head", "int3"], "OUT", "unexpected argument 'int3'"),
 }
