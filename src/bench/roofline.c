@@ -32,7 +32,11 @@ static const builtin k_builtins[] = {
 
 const char folo_bench_hardware_names[] = "a100, h100, h200, cpu (measured)";
 
-static void measure_cpu(int n_threads, folo_bench_hardware *out) {
+/* The best peak of the instructions this run's matmuls use: with bf16
+ * inputs any (vdpbf16ps, AMX tiles, FMAs); in float32 the FMAs, or AMX
+ * tiles at half their rate (kernels_amx.c multiplies an f32 activation as
+ * two bf16 halves); vdpbf16ps never serves float32. */
+static void measure_cpu(int n_threads, bool bf16_inputs, folo_bench_hardware *out) {
     folo_pool *pool = folo_pool_create(n_threads);
     unsigned char *buf = folo_alloc_large(CPU_READ_BYTES);
     memset(buf, 1, CPU_READ_BYTES); /* fault every page in before timing */
@@ -40,22 +44,26 @@ static void measure_cpu(int n_threads, folo_bench_hardware *out) {
     folo_free_large(buf);
     for (int kind = 0; kind < FOLO_BENCH_PEAK_COUNT; kind++) {
         if (!folo_bench_peak_supported(kind)) continue;
+        if (!bf16_inputs && kind == FOLO_BENCH_PEAK_BF16DOT) continue;
+        bool halved = !bf16_inputs && kind == FOLO_BENCH_PEAK_TILE;
         double gflops = folo_bench_peak_gflops(pool, kind, CPU_PEAK_ITERS, CPU_REPEAT);
+        if (halved) gflops /= 2;
         if (gflops > out->peak_gflops) {
             out->peak_gflops = gflops;
-            snprintf(out->peak_kind, sizeof out->peak_kind, "%s", folo_bench_peak_names[kind]);
+            snprintf(out->peak_kind, sizeof out->peak_kind, "%s%s", folo_bench_peak_names[kind],
+                     halved ? " / 2" : "");
         }
     }
     folo_pool_destroy(pool);
 }
 
-int folo_bench_hardware_get(const char *name, int n_threads, folo_bench_hardware *out,
-                            folo_error *err) {
+int folo_bench_hardware_get(const char *name, int n_threads, bool bf16_inputs,
+                            folo_bench_hardware *out, folo_error *err) {
     memset(out, 0, sizeof *out);
     if (strcmp(name, "cpu") == 0) {
         snprintf(out->name, sizeof out->name, "cpu");
         out->measured = true;
-        measure_cpu(n_threads, out);
+        measure_cpu(n_threads, bf16_inputs, out);
         if (out->peak_gflops <= 0)
             return folo_fail(err, "--hardware cpu: no peak loop runs on this CPU (x86-64 with "
                                   "AVX2 needed); give --peak-tflops");
@@ -102,13 +110,13 @@ json_t *folo_bench_hardware_json(const folo_bench_hardware *hw) {
 }
 
 int folo_bench_hardware_pick(const char *name, const char *device, int n_threads,
-                             double bandwidth_gbs, double peak_tflops, folo_bench_hardware *out,
-                             folo_error *err) {
+                             bool bf16_inputs, double bandwidth_gbs, double peak_tflops,
+                             folo_bench_hardware *out, folo_error *err) {
     if (!name) {
         if (!device || strcmp(device, "auto") == 0) device = folo_device_resolve_auto();
         name = strcmp(device, "cuda") == 0 ? "h100" : "cpu";
     }
-    if (folo_bench_hardware_get(name, n_threads, out, err))
+    if (folo_bench_hardware_get(name, n_threads, bf16_inputs, out, err))
         return folo_fail_prefix(err, "--hardware");
     if (bandwidth_gbs > 0) out->bandwidth_gbs = bandwidth_gbs;
     if (peak_tflops > 0) out->peak_gflops = peak_tflops * 1e3;

@@ -38,9 +38,10 @@ typedef struct folo_bench_hardware {
 extern const char folo_bench_hardware_names[];
 
 /* A built-in profile by name, or "cpu": this machine, measured with
- * n_threads threads (<= 0: every core). */
-int folo_bench_hardware_get(const char *name, int n_threads, folo_bench_hardware *out,
-                            folo_error *err);
+ * n_threads threads (<= 0: every core), its peak that of the instructions
+ * a run with bf16 matmul inputs (--dtype bfloat16) or f32 ones uses. */
+int folo_bench_hardware_get(const char *name, int n_threads, bool bf16_inputs,
+                            folo_bench_hardware *out, folo_error *err);
 
 double folo_bench_decode_floor_s(const folo_bench_hardware *hw, double decode_bytes);
 double folo_bench_prefill_floor_s(const folo_bench_hardware *hw, double flops_per_token);
@@ -56,8 +57,8 @@ double folo_bench_seed_estimate(const folo_bench_hardware *hw, int devices, doub
  * device is "cuda"), with bandwidth_gbs and peak_tflops (when > 0) over its
  * figures. */
 int folo_bench_hardware_pick(const char *name, const char *device, int n_threads,
-                             double bandwidth_gbs, double peak_tflops, folo_bench_hardware *out,
-                             folo_error *err);
+                             bool bf16_inputs, double bandwidth_gbs, double peak_tflops,
+                             folo_bench_hardware *out, folo_error *err);
 
 /* {"name", "peak_kind", "bandwidth_gbs", "peak_gflops", "measured"}. */
 json_t *folo_bench_hardware_json(const folo_bench_hardware *hw);

@@ -246,8 +246,10 @@ int bench_roofline(const bench_report_flags *r, const folo_engine_options *e,
                    folo_error *err) {
     out->model = *fig;
     out->devices = r->devices;
-    return folo_bench_hardware_pick(r->hardware, e->device, e->n_threads, r->bandwidth_gbs,
-                                    r->peak_tflops, &out->hw, err);
+    /* the CPU's float32 default multiplies f32 inputs */
+    bool bf16_inputs = e->dtype == FOLO_COMPUTE_BFLOAT16;
+    return folo_bench_hardware_pick(r->hardware, e->device, e->n_threads, bf16_inputs,
+                                    r->bandwidth_gbs, r->peak_tflops, &out->hw, err);
 }
 
 int bench_write_reports(const bench_report_flags *r, const json_t *out, folo_error *err) {

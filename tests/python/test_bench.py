@@ -245,6 +245,25 @@ def flops_per_token(config):
     return 2 * (config["num_hidden_layers"] * layer + config["vocab_size"] * h)
 
 
+def cpu_has(flag):
+    return flag in Path("/proc/cpuinfo").read_text().split()
+
+
+def test_cpu_peak_is_that_of_the_dtype(tmp_path):
+    """The measured CPU's peak is that of the instructions the run's
+    matmuls use: FMAs (or AMX tiles at half rate) in float32, never
+    vdpbf16ps, which bfloat16 uses where the CPU has it."""
+    _, j = bench(tmp_path, "throughput", "--num-prompts", "2", "--hardware", "cpu",
+                 "--dtype", "float32")
+    assert j["hardware"]["peak_kind"] in (
+        "f32 FMA (AVX2)", "f32 FMA (AVX-512)", "tdpbf16ps (AMX-BF16) / 2"), j["hardware"]
+    if cpu_has("avx512_bf16"):
+        _, j = bench(tmp_path, "throughput", "--num-prompts", "2", "--hardware", "cpu",
+                     "--dtype", "bfloat16")
+        assert j["hardware"]["peak_kind"] in (
+            "vdpbf16ps (AVX512-BF16)", "tdpbf16ps (AMX-BF16)"), j["hardware"]
+
+
 def test_roofline_profiles(tmp_path):
     """A built-in profile's floors and the run's MFU, MBU and seed estimates
     follow from its figures and the model's config; --peak-tflops and
