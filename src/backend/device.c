@@ -24,19 +24,15 @@ const char *folo_device_resolve_auto(void) {
  * decoder linear 4-bit, the head float or 4-bit. "dynamic" rules can leave
  * linears float or make them 8-bit (model/config.h); those run on the CPU. */
 static int cuda_runs_gptq_layout(const folo_model *m, folo_error *err) {
-    static const char *const names[] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                        "gate_proj", "up_proj", "down_proj"};
-    for (int layer = 0; layer < m->config.n_layers; layer++) {
-        const folo_layer_weights *w = &m->layers[layer];
-        const folo_tensor *linears[] = {&w->wq, &w->wk, &w->wv, &w->wo,
-                                        &w->w_gate, &w->w_up, &w->w_down};
-        for (int i = 0; i < 7; i++)
-            if (!linears[i]->quant || linears[i]->quant->bits != 4)
+    for (int layer = 0; layer < m->config.n_layers; layer++)
+        for (int id = 0; id < FOLO_N_LINEARS; id++) {
+            const folo_tensor *t = folo_layer_linear(&m->layers[layer], (folo_linear_id)id);
+            if (!t->quant || t->quant->bits != 4)
                 return folo_fail(err, "device cuda: layer %d's %s is %s; the CUDA GPTQ kernels "
                                  "run checkpoints whose every decoder linear is 4-bit (use "
-                                 "--device cpu)", layer, names[i],
-                                 linears[i]->quant ? "8-bit" : "not quantized");
-    }
+                                 "--device cpu)", layer, strchr(folo_linear_names[id], '.') + 1,
+                                 t->quant ? "8-bit" : "not quantized");
+        }
     if (m->lm_head.quant && m->lm_head.quant->bits != 4)
         return folo_fail(err, "device cuda: lm_head is %d-bit; the CUDA GPTQ kernels read 4-bit "
                          "linears (use --device cpu)", m->lm_head.quant->bits);

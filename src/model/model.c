@@ -21,6 +21,18 @@
 #include "model/gptq.h"
 #include "model/safetensors.h"
 
+const char *const folo_linear_names[FOLO_N_LINEARS] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+const char *const folo_linear_short_names[FOLO_N_LINEARS] = {"q",    "k",  "v",   "o",
+                                                              "gate", "up", "down"};
+
+folo_tensor *folo_layer_linear(const folo_layer_weights *w, folo_linear_id id) {
+    const folo_tensor *const t[FOLO_N_LINEARS] = {&w->wq, &w->wk,     &w->wv,  &w->wo,
+                                                  &w->w_gate, &w->w_up, &w->w_down};
+    return (folo_tensor *)t[id];
+}
+
 struct folo_model_files {
     int n_files;
     folo_mapped_file *maps;   /* [n_files] */

@@ -46,6 +46,21 @@ typedef struct folo_layer_weights {
     folo_tensor w_down;             /* (H, I) */
 } folo_layer_weights;
 
+/* The seven linears of a decoder layer, in the order GPTQ quantizes them. */
+typedef enum folo_linear_id {
+    FOLO_LINEAR_Q, FOLO_LINEAR_K, FOLO_LINEAR_V, FOLO_LINEAR_O,
+    FOLO_LINEAR_GATE, FOLO_LINEAR_UP, FOLO_LINEAR_DOWN, FOLO_N_LINEARS
+} folo_linear_id;
+
+/* "self_attn.q_proj", ..., "mlp.down_proj" */
+extern const char *const folo_linear_names[FOLO_N_LINEARS];
+/* Short names for tables: "q", "k", "v", "o", "gate", "up", "down". */
+extern const char *const folo_linear_short_names[FOLO_N_LINEARS];
+
+/* The tensor of linear `id` in a layer's weights (writable when w is, as
+ * the quantizer's working copy is; the way strchr treats its string). */
+folo_tensor *folo_layer_linear(const folo_layer_weights *w, folo_linear_id id);
+
 typedef struct folo_model {
     char *dir;                      /* model directory, owned */
     folo_config config;

@@ -12,18 +12,6 @@
 #include "model/gptq.h"
 #include "model/hf_dir.h"
 
-const char *const folo_linear_names[FOLO_N_LINEARS] = {
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-const char *const folo_linear_short_names[FOLO_N_LINEARS] = {"q",    "k",  "v",   "o",
-                                                              "gate", "up", "down"};
-
-folo_tensor *folo_layer_linear(folo_layer_weights *w, folo_linear_id id) {
-    folo_tensor *const t[FOLO_N_LINEARS] = {&w->wq, &w->wk,     &w->wv,  &w->wo,
-                                            &w->w_gate, &w->w_up, &w->w_down};
-    return t[id];
-}
-
 /* ---- the tensor table ------------------------------------------------------- */
 
 /* The tensors of model.safetensors, in the order of the file. */
@@ -73,7 +61,7 @@ static int plan_linear(plan *p, const char *prefix, int64_t N, int64_t K, int bi
 
 /* first_part [L, FOLO_N_LINEARS] and, with lm_head, *head_part: where
  * each quantized linear's parts start. */
-static int plan_model(plan *p, const folo_model *m, int group_size, int head_bits,
+static int plan_model(plan *p, const folo_model *m, int bits, int group_size, int head_bits,
                       int *first_part, int *head_part, folo_error *err) {
     const folo_config *c = &m->config;
     plan_float(p, "model.embed_tokens.weight", &m->embed);
@@ -99,7 +87,7 @@ static int plan_model(plan *p, const folo_model *m, int group_size, int head_bit
             }
             const folo_tensor *t = folo_layer_linear(w, (folo_linear_id)id);
             snprintf(name, sizeof name, "model.layers.%d.%s", l, folo_linear_names[id]);
-            int first = plan_linear(p, name, t->shape[0], t->shape[1], 4, group_size, err);
+            int first = plan_linear(p, name, t->shape[0], t->shape[1], bits, group_size, err);
             if (first < 0) return -1;
             first_part[l * FOLO_N_LINEARS + id++] = first;
         }
@@ -118,7 +106,7 @@ static int plan_model(plan *p, const folo_model *m, int group_size, int head_bit
 /* ---- writing ------------------------------------------------------------------ */
 
 int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_model *m,
-                          int group_size, int head_bits, folo_error *err) {
+                          int bits, int group_size, int head_bits, folo_error *err) {
     memset(c, 0, sizeof *c);
     c->writer.fd = -1;
     c->out_dir = folo_strdup(out_dir);
@@ -127,7 +115,7 @@ int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_m
     c->head_part = -1;
     c->head_bits = head_bits;
     plan p = {0};
-    int rc = plan_model(&p, m, group_size, head_bits, c->first_part, &c->head_part, err);
+    int rc = plan_model(&p, m, bits, group_size, head_bits, c->first_part, &c->head_part, err);
     c->tensors = p.tensors;
     c->n_tensors = p.n;
     if (rc == 0) rc = folo_mkdir_p(out_dir, err);

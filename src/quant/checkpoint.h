@@ -29,20 +29,6 @@
 #include "model/safetensors.h"
 #include "quant/solver.h"
 
-/* The seven linears of a decoder layer, in the order GPTQ quantizes them. */
-typedef enum folo_linear_id {
-    FOLO_LINEAR_Q, FOLO_LINEAR_K, FOLO_LINEAR_V, FOLO_LINEAR_O,
-    FOLO_LINEAR_GATE, FOLO_LINEAR_UP, FOLO_LINEAR_DOWN, FOLO_N_LINEARS
-} folo_linear_id;
-
-/* "self_attn.q_proj", ..., "mlp.down_proj" */
-extern const char *const folo_linear_names[FOLO_N_LINEARS];
-/* Short names for tables: "q", "k", "v", "o", "gate", "up", "down". */
-extern const char *const folo_linear_short_names[FOLO_N_LINEARS];
-
-/* The tensor of linear `id` in a layer's weights. */
-folo_tensor *folo_layer_linear(folo_layer_weights *w, folo_linear_id id);
-
 /* What config.json's quantization_config records. */
 typedef struct folo_qcheckpoint_info {
     folo_quant_params params;
@@ -65,10 +51,11 @@ typedef struct folo_qcheckpoint {
 
 /* Creates out_dir, removes a stale config.json and index, opens
  * model.safetensors with every tensor's place and copies the float ones;
- * head_bits (4 or 8; 0: the head stays float): the head is one of the
- * quantized linears, at those bits. */
+ * the decoder linears at bits and group_size; head_bits (4 or 8; 0: the
+ * head stays float): the head is one of the quantized linears, at those
+ * bits. */
 int folo_qcheckpoint_open(folo_qcheckpoint *c, const char *out_dir, const folo_model *m,
-                          int group_size, int head_bits, folo_error *err);
+                          int bits, int group_size, int head_bits, folo_error *err);
 /* Writes the four tensors of a layer's linear. */
 int folo_qcheckpoint_put(folo_qcheckpoint *c, int layer, folo_linear_id id,
                          const folo_quant_result *r, bool zeros_minus_one, folo_error *err);

@@ -83,7 +83,8 @@ static int check(const quant_run *r, folo_error *err) {
             return folo_fail(err, "--seq-len %d exceeds the model's max_position_embeddings (%d)",
                              o->seq_len, c->max_position_embeddings);
     }
-    folo_quant_config q = {.gptq = true, .bits = r->params.bits, .group_size = r->params.group_size};
+    folo_quant_config q = {.gptq = true, .bits = r->params.bits,
+                           .group_size = r->params.group_size};
     for (int id = 0; id < FOLO_N_LINEARS; id++) {
         const folo_tensor *t = folo_layer_linear(&r->src->layers[0], (folo_linear_id)id);
         char name[64];
@@ -340,7 +341,7 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
                  "--format gptq_v2");
     if (rc == 0 && o->calib_path) rc = start_calibration(&r, err);
     if (rc == 0) {
-        rc = folo_qcheckpoint_open(&r.out, o->out_dir, src, r.params.group_size,
+        rc = folo_qcheckpoint_open(&r.out, o->out_dir, src, r.params.bits, r.params.group_size,
                                    o->lm_head_bits, err);
         r.out_open = true;
     }

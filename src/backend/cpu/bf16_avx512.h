@@ -8,23 +8,20 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "backend/cpu/lanes_avx512.h"
+
 #define PAIRS 32 /* bf16 elements of a register */
 
 /* K rounded up to whole registers: a rounded token row's length. */
 static inline int bf16_padded(int K) { return (K + PAIRS - 1) / PAIRS * PAIRS; }
-
-/* The first n (clamped to 0..16) of 16 lanes. */
-static inline __mmask16 first_lanes(int n) {
-    return n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1u) : 0;
-}
 
 /* xb [n_tokens, bf16_padded(K)] = x [n_tokens, K] rounded to bf16, +0 beyond K. */
 static inline void bf16_round_tokens(uint16_t *xb, const float *x, int n_tokens, int K) {
     int Kp = bf16_padded(K);
     for (int t = 0; t < n_tokens; t++, xb += Kp, x += K) {
         for (int k = 0; k < Kp; k += PAIRS) {
-            __m512 a = _mm512_maskz_loadu_ps(first_lanes(K - k), x + k);
-            __m512 b = _mm512_maskz_loadu_ps(first_lanes(K - k - 16), x + k + 16);
+            __m512 a = _mm512_maskz_loadu_ps(lanes_below(K - k), x + k);
+            __m512 b = _mm512_maskz_loadu_ps(lanes_below(K - k - 16), x + k + 16);
             /* cvtne2ps: the second operand fills the low 16 elements */
             _mm512_storeu_si512(xb + k, (__m512i)_mm512_cvtne2ps_pbh(b, a));
         }

@@ -8,8 +8,10 @@
 static inline float weight(const folo_qlinear *l, size_t n, int k) {
     const uint8_t *codes = l->codes + n * l->row_bytes;
     int j = k % 32, g = l->g_idx[k];
+    /* 4 bits: byte 2·(j % 8) + j / 16 of the block, high nibble when j / 8 is odd */
     float code = l->bits == 8 ? (float)codes[k]
-                              : (float)(codes[k / 32 * 16 + 2 * (j % 8) + j / 16] >> (j / 8 % 2 * 4) & 15);
+                              : (float)(codes[k / 32 * 16 + 2 * (j % 8) + j / 16] >> (j / 8 % 2 * 4) &
+                                        15);
     size_t at = n * (size_t)l->n_groups + (size_t)g;
     return (code - l->zeros[at]) * l->scales[at];
 }
@@ -39,7 +41,8 @@ const folo_cpu_int4_kernels *folo_cpu_int4_kernels_for(const folo_cpu_kernels *k
      * no bf16 GEMV copies, so its decode takes dequant_bf16 panels. */
     if (k == folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512BF16))
         return &folo_cpu_int4_kernels_avx512bf16;
-    if (k == folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512) || k == folo_cpu_kernels_for(FOLO_CPU_ISA_AMX))
+    if (k == folo_cpu_kernels_for(FOLO_CPU_ISA_AVX512) ||
+        k == folo_cpu_kernels_for(FOLO_CPU_ISA_AMX))
         return &folo_cpu_int4_kernels_avx512;
 #endif
     return &k_portable;

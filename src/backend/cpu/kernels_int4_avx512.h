@@ -7,11 +7,8 @@
 
 #include <immintrin.h>
 
+#include "backend/cpu/lanes_avx512.h"
 #include "model/gptq.h"
-
-static inline __mmask16 lanes_below(int n) {
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
-}
 
 /* One row's view for dequantizing 16-column halves of 32-column blocks. */
 typedef struct {
@@ -107,7 +104,7 @@ static inline __m512 group_table(const row_view *v, int g) {
                          _mm512_set1_ps(v->scales[g]));
 }
 
-/* Columns k .. k + 31 of a row through its group's table (table_groups;
+/* Columns k .. k + 31 of a row through its group's table (READ_TABLE;
  * vpermps reads the low 4 bits of an index). */
 static inline void lookup32(__m512 w[2], const uint8_t *codes, int k, __m512 table) {
     __m512i idx[2];
