@@ -87,8 +87,9 @@ def load_oracle(model_dir, dtype):
 def bf16_oracle_logits(model_dir, ids):
     """Logits [len(ids), V] of transformers in f32 computing what `--dtype
     bfloat16` computes: every nn.Linear's input rounded to bf16 (weights and
-    sums untouched) and the keys and values rounded to bf16 as the cache
-    stores them (the eager attention wrapped for the call)."""
+    sums untouched), the keys and values rounded to bf16 as the cache stores
+    them and the queries as the attention multiplies them (the eager
+    attention wrapped for the call)."""
     import transformers.models.qwen3.modeling_qwen3 as qwen3
     model = load_oracle(model_dir, torch.float32)
     for module in model.modules():
@@ -96,11 +97,11 @@ def bf16_oracle_logits(model_dir, ids):
             module.register_forward_pre_hook(lambda _m, args: (args[0].bfloat16().float(),))
     eager = qwen3.eager_attention_forward
 
-    def rounded_kv(module, query, key, value, *args, **kwargs):
-        return eager(module, query, key.bfloat16().float(), value.bfloat16().float(), *args,
-                     **kwargs)
+    def rounded_qkv(module, query, key, value, *args, **kwargs):
+        return eager(module, query.bfloat16().float(), key.bfloat16().float(),
+                     value.bfloat16().float(), *args, **kwargs)
 
-    qwen3.eager_attention_forward = rounded_kv
+    qwen3.eager_attention_forward = rounded_qkv
     try:
         return oracle_logits(model, ids)
     finally:

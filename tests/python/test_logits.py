@@ -63,8 +63,8 @@ def test_bf16_matches_transformers(models):
             oracle_logits(load_oracle(models["bf16"], torch.bfloat16), PROMPT), RESULTS)
 
 
-# --dtype bfloat16 rounds every matmul input, and the K and V it caches, to
-# bf16. Its oracle is transformers in f32 with the same roundings
+# --dtype bfloat16 rounds every matmul input, the K and V it caches and the
+# queries that meet them to bf16. Its oracle is transformers in f32 with the same roundings
 # (bf16_oracle_logits).
 # Until the first rounding flip (an activation a last f32 bit away from a
 # bf16 midpoint, rounded the other way) the two agree to f32 precision;
@@ -82,7 +82,7 @@ def test_bf16_activations_match_rounded_transformers(models, isa):
     got = folo_logits(models["bf16"], PROMPT, dtype="bfloat16", env=env)
     rounded = bf16_oracle_logits(models["bf16"], PROMPT)
     rel, same_argmax = compare(f"tiny bf16 --dtype bfloat16 ({isa} kernels) vs transformers "
-                               "f32 with bf16 Linear inputs and KV", got, rounded, RESULTS)
+                               "f32 with bf16 Linear inputs and QKV", got, rounded, RESULTS)
     unrounded = relative_errors(got, oracle_logits(load_oracle(models["bf16"], torch.float32),
                                                    PROMPT))
     print(f"  against the unrounded f32 model: max rel L2 {unrounded.max():.3e}")

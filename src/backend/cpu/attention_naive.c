@@ -7,13 +7,6 @@
 
 #include "backend/cpu/attention_online.h"
 
-/* Row of position p of kv head kv_head in one layer's cache. */
-static size_t cache_row(const int32_t *block_table, int p, int block_size, int n_kv_heads,
-                        int kv_head) {
-    return ((size_t)block_table[p / block_size] * n_kv_heads + kv_head) * block_size +
-           p % block_size;
-}
-
 void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, size_t q_stride,
                               const int32_t *positions, int n_queries, int n_ctx, float *scores,
                               const void *k_cache, const void *v_cache, folo_dtype kv_dtype,
@@ -22,9 +15,8 @@ void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, siz
     float buf[FOLO_CPU_MAX_HEAD_DIM]; /* a bf16 row, widened */
     /* S = Q·Kᵀ·scale [n_queries, n_ctx], -inf where a query may not look. */
     for (int j = 0; j < n_ctx; j++) {
-        const float *k = folo_attention_row(
-            buf, k_cache, kv_dtype, cache_row(block_table, j, block_size, n_kv_heads, kv_head),
-            head_dim);
+        size_t row = folo_cpu_cache_row(block_table, j, block_size, n_kv_heads, kv_head);
+        const float *k = folo_attention_row(buf, k_cache, kv_dtype, row, head_dim);
         for (int i = 0; i < n_queries; i++) {
             float *s = scores + (size_t)i * n_ctx + j;
             if (j > positions[i]) {
@@ -53,9 +45,8 @@ void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, siz
     for (int i = 0; i < n_queries; i++)
         memset(out + (size_t)i * out_stride, 0, (size_t)head_dim * sizeof(float));
     for (int j = 0; j < n_ctx; j++) {
-        const float *v = folo_attention_row(
-            buf, v_cache, kv_dtype, cache_row(block_table, j, block_size, n_kv_heads, kv_head),
-            head_dim);
+        size_t row = folo_cpu_cache_row(block_table, j, block_size, n_kv_heads, kv_head);
+        const float *v = folo_attention_row(buf, v_cache, kv_dtype, row, head_dim);
         for (int i = 0; i < n_queries; i++) {
             float p = scores[(size_t)i * n_ctx + j];
             if (p == 0.0f) continue; /* masked (or underflowed): adds nothing */

@@ -53,8 +53,7 @@ static inline void folo_attention_online(float *out, const float *q, const void 
         float tile_max = -INFINITY;
         for (int j = 0; j < n; j++) {
             int pos = p0 + j;
-            rows[j] = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
-                          block_size + pos % block_size;
+            rows[j] = folo_cpu_cache_row(block_table, pos, block_size, n_kv_heads, kv_head);
             const float *k = folo_attention_row(buf, k_cache, kv_dtype, rows[j], head_dim);
             score[j] = dot(q, k, head_dim) * scale;
             if (score[j] > tile_max) tile_max = score[j];

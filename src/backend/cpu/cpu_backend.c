@@ -245,6 +245,7 @@ static void matmul1(cpu_backend *b, float *y, const float *x, int n_tokens, cons
 /* out[t] = rmsnorm(x[rows[t]]) · weight for t < n_rows (rows NULL: row t),
  * tokens split across threads. */
 typedef struct rmsnorm_job {
+    const folo_cpu_kernels *kernels;
     float *out;       /* [n_rows, n] */
     const float *x;   /* [*, n] */
     const int32_t *rows;
@@ -260,15 +261,15 @@ static void rmsnorm_worker(void *ctx, int thread, int n_threads) {
     folo_split((size_t)job->n_rows, 1, thread, n_threads, &begin, &end);
     for (size_t t = begin; t < end; t++) {
         size_t src = job->rows ? (size_t)job->rows[t] : t;
-        folo_cpu_rmsnorm(job->out + t * job->n, job->x + src * job->n, job->weight, job->n,
-                         job->eps);
+        job->kernels->rmsnorm(job->out + t * job->n, job->x + src * job->n, job->weight, job->n,
+                              job->eps);
     }
 }
 
 static void rmsnorm_rows(cpu_backend *b, float *out, const float *x, const int32_t *rows,
                          int n_rows, const float *weight, int n, float eps) {
-    rmsnorm_job job = {.out = out, .x = x, .rows = rows, .n_rows = n_rows, .weight = weight,
-                       .n = n, .eps = eps};
+    rmsnorm_job job = {.kernels = b->kernels, .out = out, .x = x, .rows = rows,
+                       .n_rows = n_rows, .weight = weight, .n = n, .eps = eps};
     folo_pool_run(b->pool, rmsnorm_worker, &job);
 }
 
@@ -305,12 +306,15 @@ static void qk_worker(void *ctx, int thread, int n_threads) {
         float *q = s->q + t * Hq * D;  /* [Hq, D] */
         float *k = s->k + t * Hkv * D; /* [Hkv, D] */
         for (int head = 0; head < Hq; head++)
-            folo_cpu_rmsnorm(q + head * D, q + head * D, job->norms->q, D, eps);
+            job->b->kernels->rmsnorm(q + head * D, q + head * D, job->norms->q, D, eps);
         for (int head = 0; head < Hkv; head++)
-            folo_cpu_rmsnorm(k + head * D, k + head * D, job->norms->k, D, eps);
+            job->b->kernels->rmsnorm(k + head * D, k + head * D, job->norms->k, D, eps);
         const float *cos_half = s->rope_cos + t * half, *sin_half = s->rope_sin + t * half;
         folo_cpu_rope(q, Hq, D, cos_half, sin_half);
         folo_cpu_rope(k, Hkv, D, cos_half, sin_half);
+        /* bfloat16: QKᵀ is a bf16 dot product, as the keys are stored */
+        if (job->b->kv_dtype == FOLO_DTYPE_BF16)
+            for (int i = 0; i < Hq * D; i++) q[i] = folo_bf16_to_f32(folo_f32_to_bf16(q[i]));
         int slot = job->batch->slot_mapping[t];
         const float *v = s->v + t * Hkv * D; /* [Hkv, D] */
         for (int head = 0; head < Hkv; head++) {

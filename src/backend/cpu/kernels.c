@@ -228,6 +228,7 @@ static const folo_cpu_kernels k_portable = {
     .matmul_bf16 = folo_cpu_matmul_bf16,
     .matmul_scratch_floats = folo_cpu_matmul_scratch_floats,
     .silu_mul = folo_cpu_silu_mul,
+    .rmsnorm = folo_cpu_rmsnorm,
     .attention_group = folo_cpu_attention_group,
 };
 

@@ -32,7 +32,10 @@
  * p of a sequence is in block block_table[p / block_size] at offset
  * p % block_size, and within a block each kv head's positions are
  * contiguous, so attention reads one head's context in runs of block_size
- * rows rather than one row per page.
+ * rows rather than one row per page (folo_cpu_cache_row). Under `--dtype
+ * bfloat16` the cache is bf16 and the attention's queries are rounded to
+ * bf16 too (by the backend, as it writes the keys), so that QKᵀ is a bf16
+ * dot product like every matmul of that mode.
  *
  * tests/c/test_cpu_kernels.c checks every portable kernel against a naive
  * double-precision twin, tests/c/test_cpu_isa.c every SIMD kernel against
@@ -56,6 +59,14 @@
 /* Largest head_dim the attention kernels take (a bf16 row is widened into
  * a buffer of this many floats); the backend refuses larger. */
 #define FOLO_CPU_MAX_HEAD_DIM 512
+
+/* The row of position p of kv head kv_head in one layer's cache (times
+ * head_dim: its first element). */
+static inline size_t folo_cpu_cache_row(const int32_t *block_table, int p, int block_size,
+                                        int n_kv_heads, int kv_head) {
+    return ((size_t)block_table[p / block_size] * n_kv_heads + kv_head) * block_size +
+           p % block_size;
+}
 
 /* out[i] = weight[i] * (x[i] / sqrt(mean(x²) + eps)) for i < n. out may be x. */
 void folo_cpu_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);
@@ -103,7 +114,8 @@ void folo_cpu_add(float *x, const float *y, size_t n);
  * n_ctx positions 0..n_ctx-1 of its sequence, kv head kv_head, read from the
  * layer's caches k_cache/v_cache [n_blocks, n_kv_heads, block_size, D] of
  * kv_dtype (FOLO_DTYPE_F32, or FOLO_DTYPE_BF16 under --dtype bfloat16, whose
- * rows are widened exactly), through block_table (position p lives in block block_table[p /
+ * rows are widened exactly, and then q [D] must hold bf16 values too: the
+ * SIMD twin multiplies it as bf16), through block_table (position p lives in block block_table[p /
  * block_size] at offset p % block_size). Online softmax in f32: keys are scored a tile at a time
  * and the running maximum, denominator and output are rescaled per tile, so no score row longer
  * than FOLO_CPU_ATTN_TILE exists. n_ctx >= 1. */
@@ -136,8 +148,8 @@ typedef enum folo_cpu_isa {
 } folo_cpu_isa;
 
 /* The kernels whose speed matters, with the signatures of the portable ones
- * above; the rest (norms, RoPE, residual) cost a few percent of a forward
- * and are always portable. */
+ * above; the rest (RoPE, residual) cost a percent or two of a forward and
+ * are always portable. */
 typedef struct folo_cpu_kernels {
     const char *name; /* "portable", "avx2", "avx512", "avx512bf16", "amx" */
     void (*matmul)(float *y, size_t ldy, const float *x, int n_tokens, int K, const void *w,
@@ -153,6 +165,9 @@ typedef struct folo_cpu_kernels {
      * for inner size K (each thread its own). */
     size_t (*matmul_scratch_floats)(int K);
     void (*silu_mul)(float *gate, const float *up, size_t n);
+    /* folo_cpu_rmsnorm's twin: the same double sum of squares in its own
+     * order, so it agrees to the last bit of the f32 scale all but never */
+    void (*rmsnorm)(float *out, const float *x, const float *weight, int n, float eps);
     void (*attention_group)(float *const *out, const float *const *q, const int *n_ctx,
                             int n_queries, const void *k_cache, const void *v_cache,
                             folo_dtype kv_dtype, const int32_t *block_table, int block_size,

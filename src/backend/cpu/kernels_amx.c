@@ -342,13 +342,17 @@ static void silu_mul_amx(float *gate, const float *up, size_t n) {
     folo_cpu_kernels_avx512.silu_mul(gate, up, n);
 }
 
+static void rmsnorm_amx(float *out, const float *x, const float *weight, int n, float eps) {
+    folo_cpu_kernels_avx512.rmsnorm(out, x, weight, n, eps);
+}
+
 static void attention_group_amx(float *const *out, const float *const *q, const int *n_ctx,
                                 int n_queries, const void *k_cache, const void *v_cache,
                                 folo_dtype kv_dtype, const int32_t *block_table, int block_size,
                                 int n_kv_heads, int kv_head, int head_dim, float scale) {
-    folo_cpu_kernels_avx512.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, kv_dtype,
-                                            block_table, block_size, n_kv_heads, kv_head, head_dim,
-                                            scale);
+    folo_cpu_kernels_avx512bf16.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache,
+                                                kv_dtype, block_table, block_size, n_kv_heads,
+                                                kv_head, head_dim, scale);
 }
 
 const folo_cpu_kernels folo_cpu_kernels_amx = {
@@ -357,6 +361,7 @@ const folo_cpu_kernels folo_cpu_kernels_amx = {
     .matmul_bf16 = matmul_bf16_amx,
     .matmul_scratch_floats = matmul_scratch_amx,
     .silu_mul = silu_mul_amx,
+    .rmsnorm = rmsnorm_amx,
     .attention_group = attention_group_amx,
 };
 

@@ -172,6 +172,7 @@ const folo_cpu_kernels folo_cpu_kernels_avx2 = {
     .matmul = matmul_avx2,
     .matmul_scratch_floats = matmul_scratch_avx2,
     .silu_mul = folo_cpu_silu_mul,
+    .rmsnorm = folo_cpu_rmsnorm,
     .attention_group = attention_group_avx2,
 };
 

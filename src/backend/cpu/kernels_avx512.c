@@ -38,6 +38,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend/cpu/math_avx512.h"
 #include "backend/cpu/reduce_avx512.h"
 
 #define V 16 /* f32 lanes of a register */
@@ -72,10 +73,6 @@ _Static_assert(TILE_ROWS == 4, "a tile reduces its rows with reduce4");
 static inline __mmask16 tail_mask(int n) { return (__mmask16)((1u << n) - 1u); }
 
 /* ---- weight widening ----------------------------------------------------- */
-
-static inline __m512 bf16x16_to_f32(__m256i h) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 
 /* 16 weights of a row from column k on (fewer at the tail, the rest +0),
  * widened to f32 exactly. */
@@ -292,26 +289,6 @@ static void matmul_avx512(float *y, size_t ldy, const float *x, int n_tokens, in
 
 /* ---- exp and SiLU ----------------------------------------------------------- */
 
-/* e^x for 16 lanes within ~2 ulp of expf: x = n ln2 + r with |r| <= ln2/2
- * (ln2 split in two for an exact product), e^r by Cephes' degree-6
- * polynomial, and 2^n applied by scalef, which saturates to +inf and
- * flushes to +0 without a range check. -inf gives +0; NaN stays NaN. */
-static inline __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* e^-104 is 0 in f32 */
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
 static void silu_mul_avx512(float *gate, const float *up, size_t n) {
     __m512 one = _mm512_set1_ps(1.0f);
     for (size_t i = 0; i < n; i += V) {
@@ -323,23 +300,38 @@ static void silu_mul_avx512(float *gate, const float *up, size_t n) {
     }
 }
 
+/* ---- RMSNorm --------------------------------------------------------------- */
+
+/* The sum of squares in double, as folo_cpu_rmsnorm (each square exact),
+ * in two registers of 8 lanes; then the same f32 scale and products. */
+static void rmsnorm_avx512(float *out, const float *x, const float *weight, int n, float eps) {
+    __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+    for (int i = 0; i < n; i += V) {
+        __m512 v = _mm512_maskz_loadu_ps(n - i >= V ? (__mmask16)0xffff : tail_mask(n - i), x + i);
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        acc0 = _mm512_fmadd_pd(lo, lo, acc0);
+        acc1 = _mm512_fmadd_pd(hi, hi, acc1);
+    }
+    double sum_sq = _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
+    __m512 inv_rms = _mm512_set1_ps(1.0f / sqrtf((float)(sum_sq / n) + eps));
+    for (int i = 0; i < n; i += V) {
+        __mmask16 m = n - i >= V ? (__mmask16)0xffff : tail_mask(n - i);
+        __m512 xv = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv_rms);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, weight + i), xv));
+    }
+}
+
 /* ---- attention ----------------------------------------------------------- */
 
 /* Output columns one pass of the value update keeps in registers. */
 #define OUT_REGS 8
 
-/* 16 elements (m of them) of a cache row from element d on, as f32: bf16
- * (a constant once inlined) widened exactly. */
-static inline __attribute__((always_inline)) __m512 load_kv(const void *row, int d, __mmask16 m,
-                                                            int bf16) {
-    if (bf16) return bf16x16_to_f32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + d));
-    return _mm512_maskz_loadu_ps(m, (const float *)row + d);
-}
-
 /* q · k[j] for 4 keys: one 16-lane register of partial sums per key (4
  * independent FMA chains), reduced together by reduce4. */
-static inline __attribute__((always_inline)) __m128 dot4(const float *q, const void *const k[4],
-                                                         int n, int bf16) {
+static inline __attribute__((always_inline)) __m128 dot4(const float *q, const float *const k[4],
+                                                         int n) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                      _mm512_setzero_ps()};
     for (int d = 0; d < n; d += V) {
@@ -347,7 +339,7 @@ static inline __attribute__((always_inline)) __m128 dot4(const float *q, const v
         __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
-            acc[j] = _mm512_fmadd_ps(qv, load_kv(k[j], d, m, bf16), acc[j]);
+            acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k[j] + d), acc[j]);
     }
     return reduce4(acc[0], acc[1], acc[2], acc[3]);
 }
@@ -355,8 +347,7 @@ static inline __attribute__((always_inline)) __m128 dot4(const float *q, const v
 /* out[d] = out[d] * rescale + Σ_j p[j] · v[j][d] for d < n, over n_keys
  * keys, with OUT_REGS registers of out held across all keys. */
 static inline __attribute__((always_inline)) void
-update_out(float *out, float rescale, const float *p, const void *const *v, int n_keys, int n,
-           int bf16) {
+update_out(float *out, float rescale, const float *p, const float *const *v, int n_keys, int n) {
     __m512 r = _mm512_set1_ps(rescale);
     for (int d0 = 0; d0 < n; d0 += OUT_REGS * V) {
         __mmask16 m[OUT_REGS];
@@ -371,7 +362,8 @@ update_out(float *out, float rescale, const float *p, const void *const *v, int 
             __m512 pv = _mm512_set1_ps(p[j]);
 #pragma GCC unroll 8
             for (int i = 0; i < OUT_REGS; i++)
-                acc[i] = _mm512_fmadd_ps(pv, load_kv(v[j], d0 + i * V, m[i], bf16), acc[i]);
+                acc[i] =
+                    _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m[i], v[j] + d0 + i * V), acc[i]);
         }
 #pragma GCC unroll 8
         for (int i = 0; i < OUT_REGS; i++) _mm512_mask_storeu_ps(out + d0 + i * V, m[i], acc[i]);
@@ -381,15 +373,15 @@ update_out(float *out, float rescale, const float *p, const void *const *v, int 
 /* One tile of n keys for one query: scores, the online-softmax rescaling of
  * its running max, denominator and output row, and the output update. */
 static inline __attribute__((always_inline)) void
-attend_tile(float *out, const float *q, const void *const *k_row, const void *const *v_row, int n,
-            int head_dim, float scale, float *running_max, float *denom, int bf16) {
+attend_tile(float *out, const float *q, const float *const *k_row, const float *const *v_row, int n,
+            int head_dim, float scale, float *running_max, float *denom) {
     float score[FOLO_CPU_ATTN_TILE]; /* [n] scores, then e^(score - new_max) */
     for (int j0 = 0; j0 < n; j0 += 4) {
         /* A short last group repeats its last key and keeps what it needs. */
-        const void *k4[4];
+        const float *k4[4];
         for (int j = 0; j < 4; j++) k4[j] = k_row[j0 + j < n ? j0 + j : n - 1];
         __mmask8 keep = (__mmask8)(n - j0 >= 4 ? 0xf : (1u << (n - j0)) - 1u);
-        _mm_mask_storeu_ps(score + j0, keep, dot4(q, k4, head_dim, bf16));
+        _mm_mask_storeu_ps(score + j0, keep, dot4(q, k4, head_dim));
     }
     float tile_max = -INFINITY;
     for (int j = 0; j < n; j++) {
@@ -406,20 +398,21 @@ attend_tile(float *out, const float *q, const void *const *k_row, const void *co
                               exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, score + j), max_v)));
     }
     for (int j = 0; j < n; j++) *denom += score[j];
-    update_out(out, rescale, score, v_row, n, head_dim, bf16);
+    update_out(out, rescale, score, v_row, n, head_dim);
     *running_max = new_max;
 }
 
 /* The key tile is the outer loop and the queries the inner one, so a tile's
  * keys and values come from memory once and from L1 for the other queries;
  * each query still sees exactly its own tiles in order, so its result is the
- * one it gets alone. A bf16 cache (bf16, a constant in each of the two
- * copies attention_group_avx512 calls) is widened as it is loaded. */
-static inline __attribute__((always_inline)) void
-attention_group(float *const *out, const float *const *q, const int *n_ctx, int n_queries,
-                const void *k_cache, const void *v_cache, const int32_t *block_table,
-                int block_size, int n_kv_heads, int kv_head, int head_dim, float scale, int bf16) {
-    size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+ * one it gets alone. An f32 cache only: a bf16 one (`--dtype bfloat16`)
+ * goes to kernels_avx512bf16.c's attention, on CPUs that have it. */
+static void attention_group_avx512(float *const *out, const float *const *q, const int *n_ctx,
+                                   int n_queries, const void *k_cache, const void *v_cache,
+                                   folo_dtype kv_dtype, const int32_t *block_table,
+                                   int block_size, int n_kv_heads, int kv_head, int head_dim,
+                                   float scale) {
+    (void)kv_dtype; /* FOLO_DTYPE_F32: the backend gives bf16 caches only to bf16 tables */
     float running_max[FOLO_CPU_ATTN_QUERIES]; /* [n_queries] max score seen so far */
     float denom[FOLO_CPU_ATTN_QUERIES];       /* [n_queries] Σ e^(score - running_max) */
     int max_ctx = 0;
@@ -431,15 +424,13 @@ attention_group(float *const *out, const float *const *q, const int *n_ctx, int 
     }
     for (int p0 = 0; p0 < max_ctx; p0 += FOLO_CPU_ATTN_TILE) {
         int n_tile = max_ctx - p0 < FOLO_CPU_ATTN_TILE ? max_ctx - p0 : FOLO_CPU_ATTN_TILE;
-        const void *k_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
-        const void *v_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
+        const float *k_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
+        const float *v_row[FOLO_CPU_ATTN_TILE]; /* [n_tile] */
         for (int j = 0; j < n_tile; j++) {
-            int pos = p0 + j;
-            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
-                             block_size + pos % block_size;
-            size_t offset = row * head_dim * element;
-            k_row[j] = (const char *)k_cache + offset;
-            v_row[j] = (const char *)v_cache + offset;
+            size_t offset = folo_cpu_cache_row(block_table, p0 + j, block_size, n_kv_heads,
+                                               kv_head) * head_dim;
+            k_row[j] = (const float *)k_cache + offset;
+            v_row[j] = (const float *)v_cache + offset;
         }
         /* The next tile's keys and values are scattered over blocks of
          * the pool, which the hardware prefetcher does not follow: ask
@@ -447,20 +438,18 @@ attention_group(float *const *out, const float *const *q, const int *n_ctx, int 
         int next_end = max_ctx - p0 > 2 * FOLO_CPU_ATTN_TILE ? p0 + 2 * FOLO_CPU_ATTN_TILE
                                                              : max_ctx;
         for (int pos = p0 + FOLO_CPU_ATTN_TILE; pos < next_end; pos++) {
-            size_t row = ((size_t)block_table[pos / block_size] * n_kv_heads + kv_head) *
-                             block_size + pos % block_size;
-            const char *k = (const char *)k_cache + row * head_dim * element;
-            const char *v = (const char *)v_cache + row * head_dim * element;
-            for (size_t b = 0; b < head_dim * element; b += 64) {
-                _mm_prefetch(k + b, _MM_HINT_T1);
-                _mm_prefetch(v + b, _MM_HINT_T1);
+            size_t offset = folo_cpu_cache_row(block_table, pos, block_size, n_kv_heads,
+                                               kv_head) * head_dim;
+            for (int d = 0; d < head_dim; d += V) {
+                _mm_prefetch((const char *)((const float *)k_cache + offset + d), _MM_HINT_T1);
+                _mm_prefetch((const char *)((const float *)v_cache + offset + d), _MM_HINT_T1);
             }
         }
         for (int i = 0; i < n_queries; i++) {
             int n = n_ctx[i] - p0 < n_tile ? n_ctx[i] - p0 : n_tile;
             if (n > 0)
                 attend_tile(out[i], q[i], k_row, v_row, n, head_dim, scale, &running_max[i],
-                            &denom[i], bf16);
+                            &denom[i]);
         }
     }
     for (int i = 0; i < n_queries; i++) {
@@ -473,24 +462,12 @@ attention_group(float *const *out, const float *const *q, const int *n_ctx, int 
     }
 }
 
-static void attention_group_avx512(float *const *out, const float *const *q, const int *n_ctx,
-                                   int n_queries, const void *k_cache, const void *v_cache,
-                                   folo_dtype kv_dtype, const int32_t *block_table,
-                                   int block_size, int n_kv_heads, int kv_head, int head_dim,
-                                   float scale) {
-    if (kv_dtype == FOLO_DTYPE_BF16)
-        attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, block_table, block_size,
-                        n_kv_heads, kv_head, head_dim, scale, 1);
-    else
-        attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, block_table, block_size,
-                        n_kv_heads, kv_head, head_dim, scale, 0);
-}
-
 const folo_cpu_kernels folo_cpu_kernels_avx512 = {
     .name = "avx512",
     .matmul = matmul_avx512,
     .matmul_scratch_floats = matmul_scratch_avx512,
     .silu_mul = silu_mul_avx512,
+    .rmsnorm = rmsnorm_avx512,
     .attention_group = attention_group_avx512,
 };
 

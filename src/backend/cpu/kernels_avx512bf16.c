@@ -34,8 +34,11 @@
 #endif
 
 #include <immintrin.h>
+#include <math.h>
+#include <string.h>
 
 #include "backend/cpu/bf16_avx512.h"
+#include "backend/cpu/math_avx512.h"
 #include "backend/cpu/reduce_avx512.h"
 
 #define TILE_ROWS FOLO_CPU_MATMUL_ROWS
@@ -183,14 +186,261 @@ static void silu_mul_avx512bf16(float *gate, const float *up, size_t n) {
     folo_cpu_kernels_avx512.silu_mul(gate, up, n);
 }
 
+static void rmsnorm_avx512bf16(float *out, const float *x, const float *weight, int n, float eps) {
+    folo_cpu_kernels_avx512.rmsnorm(out, x, weight, n, eps);
+}
+
+/* ---- attention on vdpbf16ps -------------------------------------------- */
+
+/* A bf16 cache's attention as two small matrix products per tile of
+ * ATT_KEYS keys, for all of a group's queries at once:
+ *
+ * - scores S = Q·Kᵀ with the keys across the lanes: the tile's keys are
+ *   transposed into kt [pairs][ATT_KEYS] (each element a pair of bf16),
+ *   and one `vdpbf16ps` multiplies one pair of a query (broadcast) with
+ *   that pair of 16 keys. No horizontal sums: lane j of a query's two
+ *   registers is key j's score, summed over the pairs in order. Up to
+ *   QK_QUERIES queries share each load of kt;
+ * - the online softmax of each query's 32 scores in those registers;
+ * - the value update O = O·rescale + P·V in f32 (P stays f32, V widened
+ *   exactly), PV_QUERIES queries × PV_REGS registers of columns per pass.
+ *
+ * A query's bits never depend on the others: its lanes, its pairs, its
+ * keys in order; keys it may not see score -inf (probability +0, which
+ * adds nothing to the finite values), keys past the group's context are
+ * never read. So a query alone gives the result it gets in any group. */
+#define ATT_KEYS FOLO_CPU_ATTN_TILE
+#define QK_QUERIES 8
+#define PV_QUERIES 6
+#define PV_REGS 4
+#define MAX_PAIRS (FOLO_CPU_MAX_HEAD_DIM / 2)
+
+_Static_assert(ATT_KEYS == 32, "a query's tile of scores is two registers");
+
+/* r[i] lane j = r[j] lane i, 32-bit elements (three rounds of shuffles
+ * within 128-bit lanes, then the 4x4 transpose of the 128-bit lanes). */
+static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    __m512i u[16]; /* u[4k + c] 128-bit lane l: column 4l + c of rows 4k..4k+3 */
+    for (int k = 0; k < 16; k += 4) {
+        u[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
+        u[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
+        u[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
+        u[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512i a = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        __m512i b = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        __m512i e = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
+        __m512i f = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
+        r[c] = _mm512_shuffle_i32x4(a, e, _MM_SHUFFLE(2, 0, 2, 0));
+        r[4 + c] = _mm512_shuffle_i32x4(a, e, _MM_SHUFFLE(3, 1, 3, 1));
+        r[8 + c] = _mm512_shuffle_i32x4(b, f, _MM_SHUFFLE(2, 0, 2, 0));
+        r[12 + c] = _mm512_shuffle_i32x4(b, f, _MM_SHUFFLE(3, 1, 3, 1));
+    }
+}
+
+/* kt [pairs][ATT_KEYS] = the tile's keys k_row [n_keys] (head_dim bf16
+ * each) as pairs, key j in lane j; +0 past head_dim and past n_keys. */
+static void pack_keys(uint32_t *kt, const uint16_t *const *k_row, int n_keys, int head_dim,
+                      int pairs) {
+    for (int j0 = 0; j0 < ATT_KEYS; j0 += 16) {
+        for (int c = 0; c < pairs; c += 16) {
+            __mmask32 m = head_dim - 2 * c >= 32 ? 0xffffffffu : (1u << (head_dim - 2 * c)) - 1u;
+            __m512i r[16];
+            for (int j = 0; j < 16; j++)
+                r[j] = j0 + j < n_keys ? _mm512_maskz_loadu_epi16(m, k_row[j0 + j] + 2 * c)
+                                       : _mm512_setzero_si512();
+            transpose16(r);
+            for (int i = 0; i < 16; i++)
+                _mm512_store_si512(kt + (size_t)(c + i) * ATT_KEYS + j0, r[i]);
+        }
+    }
+}
+
+/* Per query of a group: the online softmax's state, and the tile's
+ * probabilities and rescaling. */
+typedef struct att_state {
+    const uint32_t *q; /* [pairs] the query as bf16 pairs */
+    float *out;        /* [head_dim] Σ e^(score - max) · v, then the result */
+    int n;             /* keys of the tile it sees */
+    float max;         /* max score seen so far */
+    float denom;       /* Σ e^(score - max) */
+    float rescale;     /* e^(old max - new max) of this tile */
+    float p[ATT_KEYS]; /* e^(score - max) of this tile's keys, +0 past n */
+} att_state;
+
+/* Scores, softmax and probabilities of one tile for nq (a constant once
+ * inlined) queries. */
+static inline __attribute__((always_inline)) void
+tile_scores(att_state *const *st, const int nq, const uint32_t *kt, int pairs, float scale) {
+    __m512 s[QK_QUERIES][2];
+    for (int i = 0; i < nq; i++) s[i][0] = s[i][1] = _mm512_setzero_ps();
+    for (int c = 0; c < pairs; c++) {
+        __m512bh k0 = (__m512bh)_mm512_load_si512(kt + (size_t)c * ATT_KEYS);
+        __m512bh k1 = (__m512bh)_mm512_load_si512(kt + (size_t)c * ATT_KEYS + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < nq; i++) {
+            __m512bh qv = (__m512bh)_mm512_set1_epi32((int)st[i]->q[c]);
+            s[i][0] = _mm512_dpbf16_ps(s[i][0], qv, k0);
+            s[i][1] = _mm512_dpbf16_ps(s[i][1], qv, k1);
+        }
+    }
+    __m512 minus_inf = _mm512_set1_ps(-INFINITY), scale_v = _mm512_set1_ps(scale);
+    for (int i = 0; i < nq; i++) {
+        att_state *a = st[i];
+        __m512 x0 = _mm512_mask_mul_ps(minus_inf, lanes_below(a->n), s[i][0], scale_v);
+        __m512 x1 = _mm512_mask_mul_ps(minus_inf, lanes_below(a->n - 16), s[i][1], scale_v);
+        float tile_max = _mm512_reduce_max_ps(_mm512_max_ps(x0, x1));
+        float new_max = tile_max > a->max ? tile_max : a->max;
+        a->rescale = expf(a->max - new_max); /* 0 on the first tile */
+        __m512 m = _mm512_set1_ps(new_max);
+        __m512 e0 = exp16(_mm512_sub_ps(x0, m)), e1 = exp16(_mm512_sub_ps(x1, m));
+        _mm512_storeu_ps(a->p, e0);
+        _mm512_storeu_ps(a->p + 16, e1);
+        a->denom = a->denom * a->rescale + _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
+        a->max = new_max;
+    }
+}
+
+/* out = out · rescale + Σ_j p[j] · v_row[j] over the tile's first n_keys
+ * keys, for nq (a constant once inlined) queries; past a query's own keys
+ * its p is +0. */
+static inline __attribute__((always_inline)) void
+tile_values(att_state *const *st, const int nq, const uint16_t *const *v_row, int n_keys,
+            int head_dim) {
+    for (int d0 = 0; d0 < head_dim; d0 += PV_REGS * 16) {
+        __mmask16 m[PV_REGS];
+        __m512 acc[PV_QUERIES][PV_REGS];
+        for (int c = 0; c < PV_REGS; c++) m[c] = lanes_below(head_dim - d0 - 16 * c);
+#pragma GCC unroll 6
+        for (int i = 0; i < nq; i++) {
+            __m512 r = _mm512_set1_ps(st[i]->rescale);
+#pragma GCC unroll 4
+            for (int c = 0; c < PV_REGS; c++)
+                acc[i][c] = _mm512_mul_ps(
+                    _mm512_maskz_loadu_ps(m[c], st[i]->out + d0 + 16 * c), r);
+        }
+        for (int j = 0; j < n_keys; j++) {
+            __m512 v[PV_REGS];
+#pragma GCC unroll 4
+            for (int c = 0; c < PV_REGS; c++)
+                v[c] = bf16x16_to_f32(_mm256_maskz_loadu_epi16(m[c], v_row[j] + d0 + 16 * c));
+#pragma GCC unroll 6
+            for (int i = 0; i < nq; i++) {
+                __m512 p = _mm512_set1_ps(st[i]->p[j]);
+#pragma GCC unroll 4
+                for (int c = 0; c < PV_REGS; c++) acc[i][c] = _mm512_fmadd_ps(p, v[c], acc[i][c]);
+            }
+        }
+#pragma GCC unroll 6
+        for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+            for (int c = 0; c < PV_REGS; c++)
+                _mm512_mask_storeu_ps(st[i]->out + d0 + 16 * c, m[c], acc[i][c]);
+    }
+}
+
+/* The register blocks of one tile: the scores in blocks of QK_QUERIES
+ * queries, then the values in blocks of PV_QUERIES, each block's length a
+ * constant for the compiler. */
+static void tile_queries(att_state *const *st, int n_active, const uint32_t *kt, int pairs,
+                         float scale, const uint16_t *const *v_row, int head_dim) {
+    for (int i = 0; i < n_active; i += QK_QUERIES) {
+        att_state *const *b = st + i;
+        switch (n_active - i < QK_QUERIES ? n_active - i : QK_QUERIES) {
+        case 1: tile_scores(b, 1, kt, pairs, scale); break;
+        case 2: tile_scores(b, 2, kt, pairs, scale); break;
+        case 3: tile_scores(b, 3, kt, pairs, scale); break;
+        case 4: tile_scores(b, 4, kt, pairs, scale); break;
+        case 5: tile_scores(b, 5, kt, pairs, scale); break;
+        case 6: tile_scores(b, 6, kt, pairs, scale); break;
+        case 7: tile_scores(b, 7, kt, pairs, scale); break;
+        default: tile_scores(b, 8, kt, pairs, scale); break;
+        }
+    }
+    for (int i = 0; i < n_active; i += PV_QUERIES) {
+        att_state *const *b = st + i;
+        int nq = n_active - i < PV_QUERIES ? n_active - i : PV_QUERIES, n_keys = 0;
+        for (int k = 0; k < nq; k++) n_keys = b[k]->n > n_keys ? b[k]->n : n_keys;
+        switch (nq) {
+        case 1: tile_values(b, 1, v_row, n_keys, head_dim); break;
+        case 2: tile_values(b, 2, v_row, n_keys, head_dim); break;
+        case 3: tile_values(b, 3, v_row, n_keys, head_dim); break;
+        case 4: tile_values(b, 4, v_row, n_keys, head_dim); break;
+        case 5: tile_values(b, 5, v_row, n_keys, head_dim); break;
+        default: tile_values(b, 6, v_row, n_keys, head_dim); break;
+        }
+    }
+}
+
+/* kernels.h's attention_group on a bf16 cache (queries holding bf16
+ * values); an f32 cache goes to AVX-512's. */
 static void attention_group_avx512bf16(float *const *out, const float *const *q, const int *n_ctx,
                                        int n_queries, const void *k_cache, const void *v_cache,
                                        folo_dtype kv_dtype, const int32_t *block_table,
                                        int block_size, int n_kv_heads, int kv_head, int head_dim,
                                        float scale) {
-    folo_cpu_kernels_avx512.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache, kv_dtype,
-                                            block_table, block_size, n_kv_heads, kv_head,
-                                            head_dim, scale);
+    if (kv_dtype != FOLO_DTYPE_BF16) {
+        folo_cpu_kernels_avx512.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache,
+                                                kv_dtype, block_table, block_size, n_kv_heads,
+                                                kv_head, head_dim, scale);
+        return;
+    }
+    int Dp = bf16_padded(head_dim), pairs = Dp / 2;
+    _Alignas(64) uint16_t qb[FOLO_CPU_ATTN_QUERIES * FOLO_CPU_MAX_HEAD_DIM]; /* [n_queries, Dp] */
+    _Alignas(64) uint32_t kt[MAX_PAIRS * ATT_KEYS];                          /* [pairs, ATT_KEYS] */
+    att_state state[FOLO_CPU_ATTN_QUERIES];
+    int max_ctx = 0;
+    for (int i = 0; i < n_queries; i++) {
+        bf16_round_tokens(qb + (size_t)i * Dp, q[i], 1, head_dim); /* exact: q is bf16 */
+        state[i] = (att_state){.q = (const uint32_t *)(qb + (size_t)i * Dp), .out = out[i],
+                               .max = -INFINITY};
+        memset(out[i], 0, (size_t)head_dim * sizeof(float));
+        if (n_ctx[i] > max_ctx) max_ctx = n_ctx[i];
+    }
+    for (int p0 = 0; p0 < max_ctx; p0 += ATT_KEYS) {
+        int n_tile = max_ctx - p0 < ATT_KEYS ? max_ctx - p0 : ATT_KEYS;
+        const uint16_t *k_row[ATT_KEYS], *v_row[ATT_KEYS]; /* [n_tile] */
+        for (int j = 0; j < n_tile; j++) {
+            size_t offset = folo_cpu_cache_row(block_table, p0 + j, block_size, n_kv_heads,
+                                               kv_head) * head_dim;
+            k_row[j] = (const uint16_t *)k_cache + offset;
+            v_row[j] = (const uint16_t *)v_cache + offset;
+        }
+        /* the next tile's rows, scattered over the pool's blocks, into L2 */
+        int next_end = max_ctx - p0 > 2 * ATT_KEYS ? p0 + 2 * ATT_KEYS : max_ctx;
+        for (int pos = p0 + ATT_KEYS; pos < next_end; pos++) {
+            size_t offset = folo_cpu_cache_row(block_table, pos, block_size, n_kv_heads,
+                                               kv_head) * head_dim;
+            for (int d = 0; d < head_dim; d += 32) {
+                _mm_prefetch((const char *)((const uint16_t *)k_cache + offset + d), _MM_HINT_T1);
+                _mm_prefetch((const char *)((const uint16_t *)v_cache + offset + d), _MM_HINT_T1);
+            }
+        }
+        pack_keys(kt, k_row, n_tile, head_dim, pairs);
+        att_state *active[FOLO_CPU_ATTN_QUERIES];
+        int n_active = 0;
+        for (int i = 0; i < n_queries; i++) {
+            int n = n_ctx[i] - p0 < n_tile ? n_ctx[i] - p0 : n_tile;
+            if (n <= 0) continue;
+            state[i].n = n;
+            active[n_active++] = &state[i];
+        }
+        tile_queries(active, n_active, kt, pairs, scale, v_row, head_dim);
+    }
+    for (int i = 0; i < n_queries; i++) {
+        __m512 inv = _mm512_set1_ps(1.0f / state[i].denom);
+        for (int d = 0; d < head_dim; d += 16) {
+            __mmask16 m = lanes_below(head_dim - d);
+            _mm512_mask_storeu_ps(out[i] + d, m,
+                                  _mm512_mul_ps(_mm512_maskz_loadu_ps(m, out[i] + d), inv));
+        }
+    }
 }
 
 const folo_cpu_kernels folo_cpu_kernels_avx512bf16 = {
@@ -199,6 +449,7 @@ const folo_cpu_kernels folo_cpu_kernels_avx512bf16 = {
     .matmul_bf16 = matmul_bf16_avx512bf16,
     .matmul_scratch_floats = matmul_scratch_avx512bf16,
     .silu_mul = silu_mul_avx512bf16,
+    .rmsnorm = rmsnorm_avx512bf16,
     .attention_group = attention_group_avx512bf16,
 };
 
