@@ -190,7 +190,8 @@ static void test_rmsnorm(const folo_cpu_kernels *k) {
 /* One sequence of n_ctx positions in a pool with shuffled blocks; a group
  * of queries (heads x trailing tokens) against the portable kernel, and
  * each query against itself alone; a bf16 cache (kv_dtype) also portable's
- * result on it against an f32 cache of the same values, bit for bit. */
+ * result on it against an f32 cache of the same values, which differs only
+ * by the rounding of the probabilities. */
 static void test_attention_case(const folo_cpu_kernels *k, int block_size, int Hkv, int D,
                                 int n_ctx, int n_queries, float q_scale, folo_dtype kv_dtype) {
     int n_blocks = (n_ctx + block_size - 1) / block_size + 3;
@@ -238,14 +239,18 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
     k->attention_group(out, q, ctx, n_queries, kc, vc, kv_dtype, table, block_size, Hkv, kv_head,
                        D, scale);
     double worst = 0.0;
-    int same = 1, widened = 1;
+    int same = 1;
+    double widened = 0.0; /* bf16 cache against its f32 copy, in units of max |v| */
     for (int i = 0; i < n_queries; i++) {
         folo_cpu_attention(ref_buf + (size_t)i * D, q[i], kc, vc, kv_dtype, table, ctx[i],
                            block_size, Hkv, kv_head, D, scale);
         if (kv_dtype == FOLO_DTYPE_BF16) {
             folo_cpu_attention(alone, q[i], k_cache, v_cache, FOLO_DTYPE_F32, table, ctx[i],
                                block_size, Hkv, kv_head, D, scale);
-            widened &= memcmp(alone, ref_buf + (size_t)i * D, sizeof(float) * D) == 0;
+            for (int d = 0; d < D; d++) {
+                double err = fabs((double)alone[d] - ref_buf[(size_t)i * D + d]);
+                if (!(err <= widened)) widened = err;
+            }
         }
         for (int d = 0; d < D; d++) {
             double err = fabs((double)out[i][d] - ref_buf[(size_t)i * D + d]);
@@ -262,8 +267,10 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
               k->name, kv, block_size, Hkv, D, n_ctx, n_queries, worst);
     CHECK_MSG(same, "%s attention %s bs=%d D=%d ctx=%d queries=%d: a query alone differs",
               k->name, kv, block_size, D, n_ctx, n_queries);
-    CHECK_MSG(widened, "portable attention bs=%d D=%d ctx=%d: a bf16 cache differs from its "
-              "widened f32 copy", block_size, D, n_ctx);
+    /* The bf16 path's only other rounding is P's, 2^-9 of each weight:
+     * the output moves by at most that share of the largest value (1). */
+    CHECK_MSG(widened <= 0x1p-9 + 1e-6, "portable attention bs=%d D=%d ctx=%d: a bf16 cache differs "
+              "from its widened f32 copy by %g", block_size, D, n_ctx, widened);
     free(table), free(k_cache), free(v_cache), free(k_bf16), free(v_bf16), free(q_buf),
         free(out_buf), free(ref_buf), free(alone);
 }

@@ -84,28 +84,61 @@ def load_oracle(model_dir, dtype):
     return model
 
 
+BF16_ATTENTION_TILE = 32  # keys per tile of folo's online softmax (FOLO_CPU_ATTN_TILE)
+
+
 def bf16_oracle_logits(model_dir, ids):
     """Logits [len(ids), V] of transformers in f32 computing what `--dtype
     bfloat16` computes: every nn.Linear's input rounded to bf16 (weights and
-    sums untouched), the keys and values rounded to bf16 as the cache stores
-    them and the queries as the attention multiplies them (the eager
-    attention wrapped for the call)."""
+    sums untouched), and attention as bf16_tiled_attention (the eager
+    attention replaced for the call)."""
     import transformers.models.qwen3.modeling_qwen3 as qwen3
     model = load_oracle(model_dir, torch.float32)
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.register_forward_pre_hook(lambda _m, args: (args[0].bfloat16().float(),))
     eager = qwen3.eager_attention_forward
-
-    def rounded_qkv(module, query, key, value, *args, **kwargs):
-        return eager(module, query.bfloat16().float(), key.bfloat16().float(),
-                     value.bfloat16().float(), *args, **kwargs)
-
-    qwen3.eager_attention_forward = rounded_qkv
+    qwen3.eager_attention_forward = bf16_tiled_attention
     try:
         return oracle_logits(model, ids)
     finally:
         qwen3.eager_attention_forward = eager
+
+
+def bf16_tiled_attention(module, query, key, value, attention_mask, scaling, dropout=0.0,
+                         **kwargs):
+    """The attention of `--dtype bfloat16`, in f32 torch: queries, keys and
+    values rounded to bf16; the online softmax over tiles of
+    BF16_ATTENTION_TILE keys (running max, its rescaling, the denominator
+    summed unrounded); each tile's probabilities rounded to bf16 before they
+    multiply the values, as FlashAttention does. Same signature and result
+    layout as transformers' eager_attention_forward."""
+    import transformers.models.qwen3.modeling_qwen3 as qwen3
+    q = query.bfloat16().float()
+    k = qwen3.repeat_kv(key, module.num_key_value_groups).bfloat16().float()
+    v = qwen3.repeat_kv(value, module.num_key_value_groups).bfloat16().float()
+    scores = torch.matmul(q, k.transpose(2, 3)) * scaling  # [B, H, T, S]
+    n_q, n_k = scores.shape[-2:]
+    if attention_mask is None:  # causal, the queries being the last n_q positions
+        visible = torch.ones(n_q, n_k, dtype=torch.bool).tril(n_k - n_q)
+    else:
+        visible = attention_mask[..., :n_k] > torch.finfo(attention_mask.dtype).min / 2
+    scores = scores.masked_fill(~visible, float("-inf"))
+    out = torch.zeros_like(q)
+    run_max = torch.full(scores.shape[:-1] + (1,), float("-inf"))
+    denom = torch.zeros_like(run_max)
+    for p0 in range(0, n_k, BF16_ATTENTION_TILE):
+        s = scores[..., p0:p0 + BF16_ATTENTION_TILE]
+        tile_max = s.amax(-1, keepdim=True)
+        seen = tile_max > float("-inf")  # a query skips the tiles past its position
+        new_max = torch.where(seen, torch.maximum(run_max, tile_max), run_max)
+        rescale = torch.where(seen, torch.exp(run_max - new_max), torch.ones_like(run_max))
+        p = torch.exp(s - new_max).nan_to_num(0.0)
+        denom = denom * rescale + p.sum(-1, keepdim=True)
+        out = out * rescale + torch.matmul(p.bfloat16().float(),
+                                           v[..., p0:p0 + BF16_ATTENTION_TILE, :])
+        run_max = new_max
+    return (out / denom).transpose(1, 2).contiguous(), None
 
 
 def oracle_logits(model, ids):

@@ -7,8 +7,9 @@
  * sum of values rescaled once per tile, then one axpy per key; the first
  * key of a tile carries the tile's rescaling, so out is read and written
  * once per key. A bf16 cache's rows are widened (exactly) into a row of
- * f32 before the same operations. Each including file gets its own static
- * copy, inlined with its operations. */
+ * f32 before the same operations, and each probability is rounded to bf16
+ * before it multiplies a value (the denominator sums them unrounded). Each
+ * including file gets its own static copy, inlined with its operations. */
 #ifndef FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
 #define FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
 
@@ -64,6 +65,8 @@ static inline void folo_attention_online(float *out, const float *q, const void 
         for (int j = 0; j < n; j++) {
             float p = expf(score[j] - new_max);
             denom += p;
+            /* bf16: P·V takes p rounded, as every product of that mode */
+            if (kv_dtype == FOLO_DTYPE_BF16) p = folo_bf16_to_f32(folo_f32_to_bf16(p));
             const float *v = folo_attention_row(buf, v_cache, kv_dtype, rows[j], head_dim);
             scale_axpy(out, j == 0 ? rescale : 1.0f, p, v, head_dim);
         }

@@ -33,9 +33,11 @@
  * p % block_size, and within a block each kv head's positions are
  * contiguous, so attention reads one head's context in runs of block_size
  * rows rather than one row per page (folo_cpu_cache_row). Under `--dtype
- * bfloat16` the cache is bf16 and the attention's queries are rounded to
- * bf16 too (by the backend, as it writes the keys), so that QKᵀ is a bf16
- * dot product like every matmul of that mode.
+ * bfloat16` the cache is bf16 and both products of attention take bf16
+ * inputs like every matmul of that mode: the queries are rounded (by the
+ * backend, as it writes the keys) and so are the softmax's probabilities
+ * before they multiply the values (by the kernels; the denominator sums
+ * them unrounded).
  *
  * tests/c/test_cpu_kernels.c checks every portable kernel against a naive
  * double-precision twin, tests/c/test_cpu_isa.c every SIMD kernel against
@@ -113,12 +115,14 @@ void folo_cpu_add(float *x, const float *y, size_t n);
 /* One query head of one token: out [D] = softmax(q·Kᵀ · scale) · V over the
  * n_ctx positions 0..n_ctx-1 of its sequence, kv head kv_head, read from the
  * layer's caches k_cache/v_cache [n_blocks, n_kv_heads, block_size, D] of
- * kv_dtype (FOLO_DTYPE_F32, or FOLO_DTYPE_BF16 under --dtype bfloat16, whose
- * rows are widened exactly, and then q [D] must hold bf16 values too: the
- * SIMD twin multiplies it as bf16), through block_table (position p lives in block block_table[p /
- * block_size] at offset p % block_size). Online softmax in f32: keys are scored a tile at a time
- * and the running maximum, denominator and output are rescaled per tile, so no score row longer
- * than FOLO_CPU_ATTN_TILE exists. n_ctx >= 1. */
+ * kv_dtype through block_table (position p lives in block
+ * block_table[p / block_size] at offset p % block_size). Online softmax in
+ * f32: keys are scored a tile at a time and the running maximum,
+ * denominator and output are rescaled per tile, so no score row longer
+ * than FOLO_CPU_ATTN_TILE exists. kv_dtype FOLO_DTYPE_BF16 (--dtype
+ * bfloat16): rows widened exactly, q [D] holding bf16 values (the SIMD
+ * twin multiplies it as bf16), each tile's probabilities rounded to bf16
+ * before they multiply the values. n_ctx >= 1. */
 void folo_cpu_attention(float *out, const float *q, const void *k_cache, const void *v_cache,
                         folo_dtype kv_dtype, const int32_t *block_table, int n_ctx, int block_size,
                         int n_kv_heads, int kv_head, int head_dim, float scale);

@@ -201,9 +201,14 @@ static void rmsnorm_avx512bf16(float *out, const float *x, const float *weight, 
  *   that pair of 16 keys. No horizontal sums: lane j of a query's two
  *   registers is key j's score, summed over the pairs in order. Up to
  *   QK_QUERIES queries share each load of kt;
- * - the online softmax of each query's 32 scores in those registers;
- * - the value update O = O·rescale + P·V in f32 (P stays f32, V widened
- *   exactly), PV_QUERIES queries × PV_REGS registers of columns per pass.
+ * - the online softmax of each query's 32 scores in those registers; the
+ *   probabilities P rounded to bf16 (the denominator sums them in f32, as
+ *   FlashAttention does);
+ * - the value update O = O·rescale + P·V, again on `vdpbf16ps`: the
+ *   tile's values interleaved by pairs of keys into vt [ATT_KEYS / 2][Dp]
+ *   (element d of pair m: keys 2m and 2m + 1 at column d), one pair of a
+ *   query's probabilities broadcast against 16 columns; PV_QUERIES
+ *   queries × PV_REGS registers of columns per pass.
  *
  * A query's bits never depend on the others: its lanes, its pairs, its
  * keys in order; keys it may not see score -inf (probability +0, which
@@ -271,7 +276,7 @@ typedef struct att_state {
     float max;         /* max score seen so far */
     float denom;       /* Σ e^(score - max) */
     float rescale;     /* e^(old max - new max) of this tile */
-    float p[ATT_KEYS]; /* e^(score - max) of this tile's keys, +0 past n */
+    uint32_t p[ATT_KEYS / 2]; /* e^(score - max) of the tile's keys as bf16 pairs, +0 past n */
 } att_state;
 
 /* Scores, softmax and probabilities of one tile for nq (a constant once
@@ -300,19 +305,42 @@ tile_scores(att_state *const *st, const int nq, const uint32_t *kt, int pairs, f
         a->rescale = expf(a->max - new_max); /* 0 on the first tile */
         __m512 m = _mm512_set1_ps(new_max);
         __m512 e0 = exp16(_mm512_sub_ps(x0, m)), e1 = exp16(_mm512_sub_ps(x1, m));
-        _mm512_storeu_ps(a->p, e0);
-        _mm512_storeu_ps(a->p + 16, e1);
+        _mm512_storeu_si512(a->p, (__m512i)_mm512_cvtne2ps_pbh(e1, e0)); /* keys 0-15 low */
         a->denom = a->denom * a->rescale + _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
         a->max = new_max;
     }
 }
 
-/* out = out · rescale + Σ_j p[j] · v_row[j] over the tile's first n_keys
- * keys, for nq (a constant once inlined) queries; past a query's own keys
- * its p is +0. */
+/* vt [ATT_KEYS / 2][Dp] = the tile's values v_row [n_keys] (head_dim bf16
+ * each) interleaved by pairs of keys, column d of pair m holding keys 2m
+ * (low half) and 2m + 1; +0 past head_dim and past n_keys. */
+static void pack_values(uint32_t *vt, const uint16_t *const *v_row, int n_keys, int head_dim,
+                        int Dp) {
+    for (int m = 0; m < (n_keys + 1) / 2; m++) {
+        const uint16_t *a = v_row[2 * m], *b = 2 * m + 1 < n_keys ? v_row[2 * m + 1] : NULL;
+        for (int d = 0; d < Dp; d += 32) {
+            __mmask32 mask = head_dim - d >= 32 ? 0xffffffffu : (1u << (head_dim - d)) - 1u;
+            __m512i va = _mm512_maskz_loadu_epi16(mask, a + d);
+            __m512i vb = b ? _mm512_maskz_loadu_epi16(mask, b + d) : _mm512_setzero_si512();
+            /* unpack pairs within 128-bit lanes: lo holds columns 8l..8l+3
+             * of lane l, hi 8l+4..8l+7; put them back in column order */
+            __m512i lo = _mm512_unpacklo_epi16(va, vb), hi = _mm512_unpackhi_epi16(va, vb);
+            __m512i first = _mm512_shuffle_i32x4(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+            __m512i second = _mm512_shuffle_i32x4(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+            uint32_t *dst = vt + (size_t)m * Dp + d;
+            _mm512_store_si512(dst, _mm512_shuffle_i32x4(first, first, _MM_SHUFFLE(3, 1, 2, 0)));
+            _mm512_store_si512(dst + 16,
+                               _mm512_shuffle_i32x4(second, second, _MM_SHUFFLE(3, 1, 2, 0)));
+        }
+    }
+}
+
+/* out = out · rescale + Σ_j p[j] · v[j] over the tile's first n_keys keys
+ * (pairs of them from vt), for nq (a constant once inlined) queries; past
+ * a query's own keys its p is +0, which adds +0. */
 static inline __attribute__((always_inline)) void
-tile_values(att_state *const *st, const int nq, const uint16_t *const *v_row, int n_keys,
-            int head_dim) {
+tile_values(att_state *const *st, const int nq, const uint32_t *vt, int n_keys, int head_dim,
+            int Dp) {
     for (int d0 = 0; d0 < head_dim; d0 += PV_REGS * 16) {
         __mmask16 m[PV_REGS];
         __m512 acc[PV_QUERIES][PV_REGS];
@@ -325,16 +353,17 @@ tile_values(att_state *const *st, const int nq, const uint16_t *const *v_row, in
                 acc[i][c] = _mm512_mul_ps(
                     _mm512_maskz_loadu_ps(m[c], st[i]->out + d0 + 16 * c), r);
         }
-        for (int j = 0; j < n_keys; j++) {
-            __m512 v[PV_REGS];
+        for (int pair = 0; pair < (n_keys + 1) / 2; pair++) {
+            __m512bh v[PV_REGS];
 #pragma GCC unroll 4
             for (int c = 0; c < PV_REGS; c++)
-                v[c] = bf16x16_to_f32(_mm256_maskz_loadu_epi16(m[c], v_row[j] + d0 + 16 * c));
+                v[c] = (__m512bh)_mm512_maskz_loadu_epi32(m[c], vt + (size_t)pair * Dp + d0 +
+                                                                    16 * c);
 #pragma GCC unroll 6
             for (int i = 0; i < nq; i++) {
-                __m512 p = _mm512_set1_ps(st[i]->p[j]);
+                __m512bh p = (__m512bh)_mm512_set1_epi32((int)st[i]->p[pair]);
 #pragma GCC unroll 4
-                for (int c = 0; c < PV_REGS; c++) acc[i][c] = _mm512_fmadd_ps(p, v[c], acc[i][c]);
+                for (int c = 0; c < PV_REGS; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], p, v[c]);
             }
         }
 #pragma GCC unroll 6
@@ -349,7 +378,7 @@ tile_values(att_state *const *st, const int nq, const uint16_t *const *v_row, in
  * queries, then the values in blocks of PV_QUERIES, each block's length a
  * constant for the compiler. */
 static void tile_queries(att_state *const *st, int n_active, const uint32_t *kt, int pairs,
-                         float scale, const uint16_t *const *v_row, int head_dim) {
+                         float scale, const uint32_t *vt, int head_dim, int Dp) {
     for (int i = 0; i < n_active; i += QK_QUERIES) {
         att_state *const *b = st + i;
         switch (n_active - i < QK_QUERIES ? n_active - i : QK_QUERIES) {
@@ -368,12 +397,12 @@ static void tile_queries(att_state *const *st, int n_active, const uint32_t *kt,
         int nq = n_active - i < PV_QUERIES ? n_active - i : PV_QUERIES, n_keys = 0;
         for (int k = 0; k < nq; k++) n_keys = b[k]->n > n_keys ? b[k]->n : n_keys;
         switch (nq) {
-        case 1: tile_values(b, 1, v_row, n_keys, head_dim); break;
-        case 2: tile_values(b, 2, v_row, n_keys, head_dim); break;
-        case 3: tile_values(b, 3, v_row, n_keys, head_dim); break;
-        case 4: tile_values(b, 4, v_row, n_keys, head_dim); break;
-        case 5: tile_values(b, 5, v_row, n_keys, head_dim); break;
-        default: tile_values(b, 6, v_row, n_keys, head_dim); break;
+        case 1: tile_values(b, 1, vt, n_keys, head_dim, Dp); break;
+        case 2: tile_values(b, 2, vt, n_keys, head_dim, Dp); break;
+        case 3: tile_values(b, 3, vt, n_keys, head_dim, Dp); break;
+        case 4: tile_values(b, 4, vt, n_keys, head_dim, Dp); break;
+        case 5: tile_values(b, 5, vt, n_keys, head_dim, Dp); break;
+        default: tile_values(b, 6, vt, n_keys, head_dim, Dp); break;
         }
     }
 }
@@ -394,6 +423,7 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
     int Dp = bf16_padded(head_dim), pairs = Dp / 2;
     _Alignas(64) uint16_t qb[FOLO_CPU_ATTN_QUERIES * FOLO_CPU_MAX_HEAD_DIM]; /* [n_queries, Dp] */
     _Alignas(64) uint32_t kt[MAX_PAIRS * ATT_KEYS];                          /* [pairs, ATT_KEYS] */
+    _Alignas(64) uint32_t vt[ATT_KEYS / 2 * FOLO_CPU_MAX_HEAD_DIM]; /* [ATT_KEYS / 2, Dp] */
     att_state state[FOLO_CPU_ATTN_QUERIES];
     int max_ctx = 0;
     for (int i = 0; i < n_queries; i++) {
@@ -423,6 +453,7 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
             }
         }
         pack_keys(kt, k_row, n_tile, head_dim, pairs);
+        pack_values(vt, v_row, n_tile, head_dim, Dp);
         att_state *active[FOLO_CPU_ATTN_QUERIES];
         int n_active = 0;
         for (int i = 0; i < n_queries; i++) {
@@ -431,7 +462,7 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
             state[i].n = n;
             active[n_active++] = &state[i];
         }
-        tile_queries(active, n_active, kt, pairs, scale, v_row, head_dim);
+        tile_queries(active, n_active, kt, pairs, scale, vt, head_dim, Dp);
     }
     for (int i = 0; i < n_queries; i++) {
         __m512 inv = _mm512_set1_ps(1.0f / state[i].denom);
