@@ -207,14 +207,16 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
     float *v_cache = malloc(sizeof(float) * cache_floats); /* [n_blocks, Hkv, block_size, D] */
     fill_random(k_cache, cache_floats, 1.0f);
     fill_random(v_cache, cache_floats, 1.0f);
-    uint16_t *k_bf16 = malloc(sizeof(uint16_t) * cache_floats); /* the same, as bf16 */
+    /* the same values as a bf16 cache, in its layout; the f32 copy rounded */
+    uint16_t *k_bf16 = malloc(sizeof(uint16_t) * cache_floats);
     uint16_t *v_bf16 = malloc(sizeof(uint16_t) * cache_floats);
     for (size_t i = 0; i < cache_floats && kv_dtype == FOLO_DTYPE_BF16; i++) {
-        k_bf16[i] = folo_f32_to_bf16(k_cache[i]);
-        v_bf16[i] = folo_f32_to_bf16(v_cache[i]);
-        k_cache[i] = folo_bf16_to_f32(k_bf16[i]);
-        v_cache[i] = folo_bf16_to_f32(v_bf16[i]);
+        k_cache[i] = folo_bf16_to_f32(folo_f32_to_bf16(k_cache[i]));
+        v_cache[i] = folo_bf16_to_f32(folo_f32_to_bf16(v_cache[i]));
     }
+    for (size_t row = 0; row * D < cache_floats && kv_dtype == FOLO_DTYPE_BF16; row++)
+        folo_cpu_kv_store(k_bf16, v_bf16, FOLO_DTYPE_BF16, row, block_size, D,
+                          k_cache + row * D, v_cache + row * D);
     const void *kc = kv_dtype == FOLO_DTYPE_BF16 ? (const void *)k_bf16 : k_cache;
     const void *vc = kv_dtype == FOLO_DTYPE_BF16 ? (const void *)v_bf16 : v_cache;
     float *q_buf = malloc(sizeof(float) * n_queries * D);     /* [n_queries, D] */
@@ -277,20 +279,32 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
 
 /* A bf16 cache only on tables with a bfloat16 mode (the backend gives it
  * to no other). */
+/* f32: any block size and head_dim, tails everywhere; bf16 (on tables
+ * with a bfloat16 mode): what the backend allows it, block sizes multiples
+ * of 16 and an even head_dim, with tails of registers, tiles and blocks. */
 static void test_attention(const folo_cpu_kernels *k) {
-    folo_dtype kv_dtypes[] = {FOLO_DTYPE_F32, FOLO_DTYPE_BF16};
-    for (int d = 0; d < (k->matmul_bf16 ? 2 : 1); d++) {
-        folo_dtype kv = kv_dtypes[d];
-        test_attention_case(k, 4, 2, 20, 1, 1, 1.0f, kv);
-        test_attention_case(k, 16, 8, 128, 300, 32, 1.0f, kv);
-        test_attention_case(k, 5, 1, 13, 77, 7, 1.0f, kv);
-        test_attention_case(k, 3, 2, 33, 64, 4, 1.0f, kv);
-        test_attention_case(k, 16, 4, 64, 33, 2, 1.0f, kv);
-        /* Large scores: the online softmax must rescale without overflow. */
-        test_attention_case(k, 7, 2, 32, 150, 9, 40.0f, kv);
-        for (int i = 0; i < 6; i++)
-            test_attention_case(k, 1 + rng_int(16), 1 + rng_int(4), 1 + rng_int(200),
-                                1 + rng_int(200), 1 + rng_int(FOLO_CPU_ATTN_QUERIES), 1.0f, kv);
+    static const struct {
+        int block_size, n_kv_heads, head_dim, n_ctx, n_queries;
+        float q_scale; /* 40: large scores, which the online softmax must rescale */
+    } cases[2][6] = {
+        {{4, 2, 20, 1, 1, 1}, {16, 8, 128, 300, 32, 1}, {5, 1, 13, 77, 7, 1},
+         {3, 2, 33, 64, 4, 1}, {16, 4, 64, 33, 2, 1}, {7, 2, 32, 150, 9, 40}},
+        {{16, 2, 20, 1, 1, 1}, {16, 8, 128, 300, 32, 1}, {32, 1, 14, 77, 7, 1},
+         {48, 2, 34, 64, 4, 1}, {16, 4, 64, 33, 2, 1}, {16, 2, 32, 150, 9, 40}},
+    };
+    folo_dtype kv_dtypes[2] = {FOLO_DTYPE_F32, FOLO_DTYPE_BF16};
+    for (int t = 0; t < (k->matmul_bf16 ? 2 : 1); t++) {
+        for (int c = 0; c < 6; c++)
+            test_attention_case(k, cases[t][c].block_size, cases[t][c].n_kv_heads,
+                                cases[t][c].head_dim, cases[t][c].n_ctx, cases[t][c].n_queries,
+                                cases[t][c].q_scale, kv_dtypes[t]);
+        for (int i = 0; i < 6; i++) {
+            int block_size = 1 + rng_int(16), head_dim = 1 + rng_int(200);
+            if (kv_dtypes[t] == FOLO_DTYPE_BF16)
+                block_size *= FOLO_CPU_KV_BF16_BLOCK, head_dim = 2 * (1 + rng_int(100));
+            test_attention_case(k, block_size, 1 + rng_int(4), head_dim, 1 + rng_int(200),
+                                1 + rng_int(FOLO_CPU_ATTN_QUERIES), 1.0f, kv_dtypes[t]);
+        }
     }
 }
 

@@ -391,7 +391,7 @@ static void test_batch_invariance(void) {
      * chunking, prefix hits, copy-on-write of shared blocks and preemption. */
     static const engine_config bf16_configs[] = {
         {"bf16, budget 7, cache", 7, 16, 256, 64, .dtype = FOLO_COMPUTE_BFLOAT16},
-        {"bf16, block 4, budget 5", 5, 4, 1024, 64, .dtype = FOLO_COMPUTE_BFLOAT16},
+        {"bf16, block 32, budget 5", 5, 32, 1024, 64, .dtype = FOLO_COMPUTE_BFLOAT16},
         {"bf16, small pool", 64, 16, 10, 64, .dtype = FOLO_COMPUTE_BFLOAT16},
     };
     for (size_t i = 0; i < sizeof bf16_configs / sizeof bf16_configs[0]; i++)

@@ -85,3 +85,15 @@ def test_naive_attention_refuses_long_sequences(tmp_path):
     assert proc.returncode != 0
     assert "4097 tokens" in proc.stderr and "naive attention budget of 64.0 MiB" in proc.stderr
 
+
+
+def test_bf16_refuses_block_sizes_off_its_layout(tmp_path):
+    # The bf16 cache holds 16 positions of a block per register.
+    lines = [{"prompt_token_ids": [11, 12, 13], "max_tokens": 2, "temperature": 0}]
+    proc, _ = generate(tmp_path, lines, "--dtype", "bfloat16", "--block-size", "8")
+    assert proc.returncode != 0
+    assert "dtype bfloat16 needs a block size that is a multiple of 16" in proc.stderr
+    assert "got 8" in proc.stderr
+    proc, rows = generate(tmp_path, lines, "--dtype", "bfloat16", "--block-size", "32")
+    assert proc.returncode == 0, proc.stderr
+    assert len(rows) == 1

@@ -16,7 +16,7 @@ void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, siz
     /* S = Q·Kᵀ·scale [n_queries, n_ctx], -inf where a query may not look. */
     for (int j = 0; j < n_ctx; j++) {
         size_t row = folo_cpu_cache_row(block_table, j, block_size, n_kv_heads, kv_head);
-        const float *k = folo_attention_row(buf, k_cache, kv_dtype, row, head_dim);
+        const float *k = folo_cpu_kv_load(buf, k_cache, kv_dtype, row, block_size, head_dim, 0);
         for (int i = 0; i < n_queries; i++) {
             float *s = scores + (size_t)i * n_ctx + j;
             if (j > positions[i]) {
@@ -49,7 +49,7 @@ void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, siz
         memset(out + (size_t)i * out_stride, 0, (size_t)head_dim * sizeof(float));
     for (int j = 0; j < n_ctx; j++) {
         size_t row = folo_cpu_cache_row(block_table, j, block_size, n_kv_heads, kv_head);
-        const float *v = folo_attention_row(buf, v_cache, kv_dtype, row, head_dim);
+        const float *v = folo_cpu_kv_load(buf, v_cache, kv_dtype, row, block_size, head_dim, 1);
         for (int i = 0; i < n_queries; i++) {
             float p = scores[(size_t)i * n_ctx + j];
             if (p == 0.0f) continue; /* masked (or underflowed): adds nothing */

@@ -6,10 +6,11 @@
  * scores of the tile, then the running maximum, denominator and weighted
  * sum of values rescaled once per tile, then one axpy per key; the first
  * key of a tile carries the tile's rescaling, so out is read and written
- * once per key. A bf16 cache's rows are widened (exactly) into a row of
- * f32 before the same operations, and each probability is rounded to bf16
- * before it multiplies a value (the denominator sums them unrounded). Each
- * including file gets its own static copy, inlined with its operations. */
+ * once per key. A bf16 cache's rows are gathered and widened (exactly)
+ * into a row of f32 (folo_cpu_kv_load) before the same operations, and
+ * each probability is rounded to bf16 before it multiplies a value (the
+ * denominator sums them unrounded). Each including file gets its own
+ * static copy, inlined with its operations. */
 #ifndef FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
 #define FOLO_BACKEND_CPU_ATTENTION_ONLINE_H
 
@@ -23,16 +24,6 @@
 typedef float (*folo_attn_dot_fn)(const float *a, const float *b, int n);
 /* y[d] = y[d] · scale + a · x[d] for d < n. */
 typedef void (*folo_attn_scale_axpy_fn)(float *y, float scale, float a, const float *x, int n);
-
-/* Row `row` of a cache of kv_dtype as f32: the cache itself when it is f32,
- * else widened into buf [head_dim]. */
-static inline const float *folo_attention_row(float *buf, const void *cache,
-                                              folo_dtype kv_dtype, size_t row, int head_dim) {
-    if (kv_dtype == FOLO_DTYPE_F32) return (const float *)cache + row * head_dim;
-    const uint16_t *src = (const uint16_t *)cache + row * head_dim;
-    for (int d = 0; d < head_dim; d++) buf[d] = folo_bf16_to_f32(src[d]);
-    return buf;
-}
 
 /* out [head_dim] = softmax(q · Kᵀ · scale) · V over positions 0..n_ctx-1
  * of kv head kv_head, K and V read through block_table in the CPU cache
@@ -55,7 +46,8 @@ static inline void folo_attention_online(float *out, const float *q, const void 
         for (int j = 0; j < n; j++) {
             int pos = p0 + j;
             rows[j] = folo_cpu_cache_row(block_table, pos, block_size, n_kv_heads, kv_head);
-            const float *k = folo_attention_row(buf, k_cache, kv_dtype, rows[j], head_dim);
+            const float *k =
+                folo_cpu_kv_load(buf, k_cache, kv_dtype, rows[j], block_size, head_dim, 0);
             score[j] = dot(q, k, head_dim) * scale;
             if (score[j] > tile_max) tile_max = score[j];
         }
@@ -67,7 +59,8 @@ static inline void folo_attention_online(float *out, const float *q, const void 
             denom += p;
             /* bf16: P·V takes p rounded, as every product of that mode */
             if (kv_dtype == FOLO_DTYPE_BF16) p = folo_bf16_to_f32(folo_f32_to_bf16(p));
-            const float *v = folo_attention_row(buf, v_cache, kv_dtype, rows[j], head_dim);
+            const float *v =
+                folo_cpu_kv_load(buf, v_cache, kv_dtype, rows[j], block_size, head_dim, 1);
             scale_axpy(out, j == 0 ? rescale : 1.0f, p, v, head_dim);
         }
         running_max = new_max;

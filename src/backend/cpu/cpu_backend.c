@@ -283,16 +283,6 @@ typedef struct qk_job {
     void *v_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
 } qk_job;
 
-/* dst [n] of the cache's dtype = src [n] (bf16: rounded to nearest even). */
-static void store_kv(void *dst, const float *src, int n, folo_dtype dtype) {
-    if (dtype == FOLO_DTYPE_F32) {
-        memcpy(dst, src, (size_t)n * sizeof(float));
-        return;
-    }
-    uint16_t *out = dst;
-    for (int i = 0; i < n; i++) out[i] = folo_f32_to_bf16(src[i]);
-}
-
 static void qk_worker(void *ctx, int thread, int n_threads) {
     const qk_job *job = ctx;
     const folo_config *c = &job->b->model->config;
@@ -320,9 +310,8 @@ static void qk_worker(void *ctx, int thread, int n_threads) {
         for (int head = 0; head < Hkv; head++) {
             size_t row =
                 ((size_t)(slot / block_size) * Hkv + head) * block_size + slot % block_size;
-            size_t offset = row * D * folo_dtype_size(job->b->kv_dtype);
-            store_kv((char *)job->k_cache + offset, k + head * D, D, job->b->kv_dtype);
-            store_kv((char *)job->v_cache + offset, v + head * D, D, job->b->kv_dtype);
+            folo_cpu_kv_store(job->k_cache, job->v_cache, job->b->kv_dtype, row, block_size, D,
+                              k + head * D, v + head * D);
         }
     }
 }
@@ -719,6 +708,13 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
                   "cpu backend: dtype bfloat16 needs a CPU with AVX512-BF16 (the %s kernels have "
                   "no bf16 dot product); use dtype float32",
                   kernels->name);
+        return NULL;
+    }
+    if (bf16_matmul && block_size % FOLO_CPU_KV_BF16_BLOCK != 0) {
+        folo_fail(err,
+                  "cpu backend: dtype bfloat16 needs a block size that is a multiple of %d (its "
+                  "cache holds 16 positions a register); got %d",
+                  FOLO_CPU_KV_BF16_BLOCK, block_size);
         return NULL;
     }
     cpu_backend *b = folo_calloc(1, sizeof *b);

@@ -204,6 +204,38 @@ void folo_cpu_add(float *x, const float *y, size_t n) {
 
 /* ---- attention ----------------------------------------------------------- */
 
+/* Index of element (o, d) in a bf16 region of the key or value cache. */
+static size_t kv_bf16_index(int o, int d, int block_size, int head_dim, int value) {
+    return value ? ((size_t)(o / 2) * head_dim + d) * 2 + o % 2
+                 : ((size_t)(d / 2) * block_size + o) * 2 + d % 2;
+}
+
+void folo_cpu_kv_store(void *k_cache, void *v_cache, folo_dtype kv_dtype, size_t row,
+                       int block_size, int head_dim, const float *k, const float *v) {
+    if (kv_dtype == FOLO_DTYPE_F32) {
+        memcpy((float *)k_cache + row * head_dim, k, (size_t)head_dim * sizeof(float));
+        memcpy((float *)v_cache + row * head_dim, v, (size_t)head_dim * sizeof(float));
+        return;
+    }
+    int o = (int)(row % (size_t)block_size);
+    uint16_t *kr = (uint16_t *)k_cache + (row - (size_t)o) * head_dim;
+    uint16_t *vr = (uint16_t *)v_cache + (row - (size_t)o) * head_dim;
+    for (int d = 0; d < head_dim; d++) {
+        kr[kv_bf16_index(o, d, block_size, head_dim, 0)] = folo_f32_to_bf16(k[d]);
+        vr[kv_bf16_index(o, d, block_size, head_dim, 1)] = folo_f32_to_bf16(v[d]);
+    }
+}
+
+const float *folo_cpu_kv_load(float *buf, const void *cache, folo_dtype kv_dtype, size_t row,
+                              int block_size, int head_dim, int value) {
+    if (kv_dtype == FOLO_DTYPE_F32) return (const float *)cache + row * head_dim;
+    int o = (int)(row % (size_t)block_size);
+    const uint16_t *region = (const uint16_t *)cache + (row - (size_t)o) * head_dim;
+    for (int d = 0; d < head_dim; d++)
+        buf[d] = folo_bf16_to_f32(region[kv_bf16_index(o, d, block_size, head_dim, value)]);
+    return buf;
+}
+
 void folo_cpu_attention(float *out, const float *q, const void *k_cache, const void *v_cache,
                         folo_dtype kv_dtype, const int32_t *block_table, int n_ctx, int block_size,
                         int n_kv_heads, int kv_head, int head_dim, float scale) {

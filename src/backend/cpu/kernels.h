@@ -33,7 +33,12 @@
  * p % block_size, and within a block each kv head's positions are
  * contiguous, so attention reads one head's context in runs of block_size
  * rows rather than one row per page (folo_cpu_cache_row). Under `--dtype
- * bfloat16` the cache is bf16 and both products of attention take bf16
+ * bfloat16` the cache is bf16, each (block, kv head) region of block_size x
+ * D elements laid out as its attention reads them (folo_cpu_kv_store): keys
+ * as column pairs across positions, values as position pairs across
+ * columns, so that one register holds one column pair of 16 keys, or one
+ * pair of positions over 16 columns; block_size must be a multiple of
+ * FOLO_CPU_KV_BF16_BLOCK. Both products of attention take bf16
  * inputs like every matmul of that mode: the queries are rounded (by the
  * backend, as it writes the keys) and so are the softmax's probabilities
  * before they multiply the values (by the kernels; the denominator sums
@@ -69,6 +74,23 @@ static inline size_t folo_cpu_cache_row(const int32_t *block_table, int p, int b
     return ((size_t)block_table[p / block_size] * n_kv_heads + kv_head) * block_size +
            p % block_size;
 }
+
+/* Positions a bf16 cache's block size must be a multiple of: a register of
+ * keys is 16 positions of one block. */
+#define FOLO_CPU_KV_BF16_BLOCK 16
+
+/* Writes k [D] and v [D] as cache row `row` (folo_cpu_cache_row) of
+ * k_cache / v_cache: f32 rows as they are; bf16 rounded to nearest even
+ * into the region layout above, element (o, d) of the region at
+ * [d / 2][o][d % 2] for keys and [o / 2][d][o % 2] for values, o = row %
+ * block_size. */
+void folo_cpu_kv_store(void *k_cache, void *v_cache, folo_dtype kv_dtype, size_t row,
+                       int block_size, int head_dim, const float *k, const float *v);
+
+/* Cache row `row` of a key (value = 0) or value cache as f32 [head_dim]:
+ * the row itself when f32, else gathered from the bf16 layout into buf. */
+const float *folo_cpu_kv_load(float *buf, const void *cache, folo_dtype kv_dtype, size_t row,
+                              int block_size, int head_dim, int value);
 
 /* out[i] = weight[i] * (x[i] / sqrt(mean(x²) + eps)) for i < n. out may be x. */
 void folo_cpu_rmsnorm(float *out, const float *x, const float *weight, int n, float eps);

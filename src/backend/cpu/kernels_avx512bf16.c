@@ -193,22 +193,21 @@ static void rmsnorm_avx512bf16(float *out, const float *x, const float *weight, 
 /* ---- attention on vdpbf16ps -------------------------------------------- */
 
 /* A bf16 cache's attention as two small matrix products per tile of
- * ATT_KEYS keys, for all of a group's queries at once:
+ * ATT_KEYS keys, for all of a group's queries at once, reading the cache
+ * in the layout kernels.h gives it (no copy, no transpose):
  *
- * - scores S = Q·Kᵀ with the keys across the lanes: the tile's keys are
- *   transposed into kt [pairs][ATT_KEYS] (each element a pair of bf16),
- *   and one `vdpbf16ps` multiplies one pair of a query (broadcast) with
- *   that pair of 16 keys. No horizontal sums: lane j of a query's two
- *   registers is key j's score, summed over the pairs in order. Up to
- *   QK_QUERIES queries share each load of kt;
+ * - scores S = Q·Kᵀ with the keys across the lanes: a register of a key
+ *   region holds one column pair of 16 positions, and one `vdpbf16ps`
+ *   multiplies one pair of a query (broadcast) with it. No horizontal sums:
+ *   lane j of a query's two registers is key j's score, summed over the
+ *   pairs in order. Up to QK_QUERIES queries share each load;
  * - the online softmax of each query's 32 scores in those registers; the
  *   probabilities P rounded to bf16 (the denominator sums them in f32, as
  *   FlashAttention does);
- * - the value update O = O·rescale + P·V, again on `vdpbf16ps`: the
- *   tile's values interleaved by pairs of keys into vt [ATT_KEYS / 2][Dp]
- *   (element d of pair m: keys 2m and 2m + 1 at column d), one pair of a
- *   query's probabilities broadcast against 16 columns; PV_QUERIES
- *   queries × PV_REGS registers of columns per pass.
+ * - the value update O = O·rescale + P·V, again on `vdpbf16ps`: a
+ *   register of a value region holds 16 columns of one pair of positions,
+ *   multiplied with that pair of a query's probabilities (broadcast);
+ *   PV_QUERIES queries × PV_REGS registers of columns per pass.
  *
  * A query's bits never depend on the others: its lanes, its pairs, its
  * keys in order; keys it may not see score -inf (probability +0, which
@@ -218,54 +217,9 @@ static void rmsnorm_avx512bf16(float *out, const float *x, const float *weight, 
 #define QK_QUERIES 8
 #define PV_QUERIES 6
 #define PV_REGS 4
-#define MAX_PAIRS (FOLO_CPU_MAX_HEAD_DIM / 2)
 
 _Static_assert(ATT_KEYS == 32, "a query's tile of scores is two registers");
-
-/* r[i] lane j = r[j] lane i, 32-bit elements (three rounds of shuffles
- * within 128-bit lanes, then the 4x4 transpose of the 128-bit lanes). */
-static inline void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    __m512i u[16]; /* u[4k + c] 128-bit lane l: column 4l + c of rows 4k..4k+3 */
-    for (int k = 0; k < 16; k += 4) {
-        u[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
-        u[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
-        u[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
-        u[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512i a = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(1, 0, 1, 0));
-        __m512i b = _mm512_shuffle_i32x4(u[c], u[4 + c], _MM_SHUFFLE(3, 2, 3, 2));
-        __m512i e = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(1, 0, 1, 0));
-        __m512i f = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], _MM_SHUFFLE(3, 2, 3, 2));
-        r[c] = _mm512_shuffle_i32x4(a, e, _MM_SHUFFLE(2, 0, 2, 0));
-        r[4 + c] = _mm512_shuffle_i32x4(a, e, _MM_SHUFFLE(3, 1, 3, 1));
-        r[8 + c] = _mm512_shuffle_i32x4(b, f, _MM_SHUFFLE(2, 0, 2, 0));
-        r[12 + c] = _mm512_shuffle_i32x4(b, f, _MM_SHUFFLE(3, 1, 3, 1));
-    }
-}
-
-/* kt [pairs][ATT_KEYS] = the tile's keys k_row [n_keys] (head_dim bf16
- * each) as pairs, key j in lane j; +0 past head_dim and past n_keys. */
-static void pack_keys(uint32_t *kt, const uint16_t *const *k_row, int n_keys, int head_dim,
-                      int pairs) {
-    for (int j0 = 0; j0 < ATT_KEYS; j0 += 16) {
-        for (int c = 0; c < pairs; c += 16) {
-            __mmask32 m = head_dim - 2 * c >= 32 ? 0xffffffffu : (1u << (head_dim - 2 * c)) - 1u;
-            __m512i r[16];
-            for (int j = 0; j < 16; j++)
-                r[j] = j0 + j < n_keys ? _mm512_maskz_loadu_epi16(m, k_row[j0 + j] + 2 * c)
-                                       : _mm512_setzero_si512();
-            transpose16(r);
-            for (int i = 0; i < 16; i++)
-                _mm512_store_si512(kt + (size_t)(c + i) * ATT_KEYS + j0, r[i]);
-        }
-    }
-}
+_Static_assert(FOLO_CPU_KV_BF16_BLOCK == 16, "a register of keys is 16 positions of a block");
 
 /* Per query of a group: the online softmax's state, and the tile's
  * probabilities and rescaling. */
@@ -282,12 +236,13 @@ typedef struct att_state {
 /* Scores, softmax and probabilities of one tile for nq (a constant once
  * inlined) queries. */
 static inline __attribute__((always_inline)) void
-tile_scores(att_state *const *st, const int nq, const uint32_t *kt, int pairs, float scale) {
+tile_scores(att_state *const *st, const int nq, const uint32_t *const kh[2], int block_size,
+            int pairs, float scale) {
     __m512 s[QK_QUERIES][2];
     for (int i = 0; i < nq; i++) s[i][0] = s[i][1] = _mm512_setzero_ps();
     for (int c = 0; c < pairs; c++) {
-        __m512bh k0 = (__m512bh)_mm512_load_si512(kt + (size_t)c * ATT_KEYS);
-        __m512bh k1 = (__m512bh)_mm512_load_si512(kt + (size_t)c * ATT_KEYS + 16);
+        __m512bh k0 = (__m512bh)_mm512_loadu_si512(kh[0] + (size_t)c * block_size);
+        __m512bh k1 = (__m512bh)_mm512_loadu_si512(kh[1] + (size_t)c * block_size);
 #pragma GCC unroll 8
         for (int i = 0; i < nq; i++) {
             __m512bh qv = (__m512bh)_mm512_set1_epi32((int)st[i]->q[c]);
@@ -311,36 +266,14 @@ tile_scores(att_state *const *st, const int nq, const uint32_t *kt, int pairs, f
     }
 }
 
-/* vt [ATT_KEYS / 2][Dp] = the tile's values v_row [n_keys] (head_dim bf16
- * each) interleaved by pairs of keys, column d of pair m holding keys 2m
- * (low half) and 2m + 1; +0 past head_dim and past n_keys. */
-static void pack_values(uint32_t *vt, const uint16_t *const *v_row, int n_keys, int head_dim,
-                        int Dp) {
-    for (int m = 0; m < (n_keys + 1) / 2; m++) {
-        const uint16_t *a = v_row[2 * m], *b = 2 * m + 1 < n_keys ? v_row[2 * m + 1] : NULL;
-        for (int d = 0; d < Dp; d += 32) {
-            __mmask32 mask = head_dim - d >= 32 ? 0xffffffffu : (1u << (head_dim - d)) - 1u;
-            __m512i va = _mm512_maskz_loadu_epi16(mask, a + d);
-            __m512i vb = b ? _mm512_maskz_loadu_epi16(mask, b + d) : _mm512_setzero_si512();
-            /* unpack pairs within 128-bit lanes: lo holds columns 8l..8l+3
-             * of lane l, hi 8l+4..8l+7; put them back in column order */
-            __m512i lo = _mm512_unpacklo_epi16(va, vb), hi = _mm512_unpackhi_epi16(va, vb);
-            __m512i first = _mm512_shuffle_i32x4(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
-            __m512i second = _mm512_shuffle_i32x4(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
-            uint32_t *dst = vt + (size_t)m * Dp + d;
-            _mm512_store_si512(dst, _mm512_shuffle_i32x4(first, first, _MM_SHUFFLE(3, 1, 2, 0)));
-            _mm512_store_si512(dst + 16,
-                               _mm512_shuffle_i32x4(second, second, _MM_SHUFFLE(3, 1, 2, 0)));
-        }
-    }
-}
-
-/* out = out · rescale + Σ_j p[j] · v[j] over the tile's first n_keys keys
- * (pairs of them from vt), for nq (a constant once inlined) queries; past
- * a query's own keys its p is +0, which adds +0. */
+/* out = out · rescale + Σ_j p[j] · v[j] over the tile's first n_keys keys,
+ * pair m of them at vp[m] [head_dim] (a value region's row of position
+ * pairs), for nq (a constant once inlined) queries; past a query's own keys
+ * its p is +0, which adds +0 (an odd last key's partner, which may not
+ * have been written, is read as +0). */
 static inline __attribute__((always_inline)) void
-tile_values(att_state *const *st, const int nq, const uint32_t *vt, int n_keys, int head_dim,
-            int Dp) {
+tile_values(att_state *const *st, const int nq, const uint32_t *const *vp, int n_keys,
+            int head_dim) {
     for (int d0 = 0; d0 < head_dim; d0 += PV_REGS * 16) {
         __mmask16 m[PV_REGS];
         __m512 acc[PV_QUERIES][PV_REGS];
@@ -354,11 +287,12 @@ tile_values(att_state *const *st, const int nq, const uint32_t *vt, int n_keys, 
                     _mm512_maskz_loadu_ps(m[c], st[i]->out + d0 + 16 * c), r);
         }
         for (int pair = 0; pair < (n_keys + 1) / 2; pair++) {
+            __mmask32 both = 2 * pair + 1 < n_keys ? 0xffffffffu : 0x55555555u;
             __m512bh v[PV_REGS];
 #pragma GCC unroll 4
             for (int c = 0; c < PV_REGS; c++)
-                v[c] = (__m512bh)_mm512_maskz_loadu_epi32(m[c], vt + (size_t)pair * Dp + d0 +
-                                                                    16 * c);
+                v[c] = (__m512bh)_mm512_maskz_mov_epi16(
+                    both, _mm512_maskz_loadu_epi32(m[c], vp[pair] + d0 + 16 * c));
 #pragma GCC unroll 6
             for (int i = 0; i < nq; i++) {
                 __m512bh p = (__m512bh)_mm512_set1_epi32((int)st[i]->p[pair]);
@@ -377,19 +311,20 @@ tile_values(att_state *const *st, const int nq, const uint32_t *vt, int n_keys, 
 /* The register blocks of one tile: the scores in blocks of QK_QUERIES
  * queries, then the values in blocks of PV_QUERIES, each block's length a
  * constant for the compiler. */
-static void tile_queries(att_state *const *st, int n_active, const uint32_t *kt, int pairs,
-                         float scale, const uint32_t *vt, int head_dim, int Dp) {
+static void tile_queries(att_state *const *st, int n_active, const uint32_t *const kh[2],
+                         int block_size, int pairs, float scale, const uint32_t *const *vp,
+                         int head_dim) {
     for (int i = 0; i < n_active; i += QK_QUERIES) {
         att_state *const *b = st + i;
         switch (n_active - i < QK_QUERIES ? n_active - i : QK_QUERIES) {
-        case 1: tile_scores(b, 1, kt, pairs, scale); break;
-        case 2: tile_scores(b, 2, kt, pairs, scale); break;
-        case 3: tile_scores(b, 3, kt, pairs, scale); break;
-        case 4: tile_scores(b, 4, kt, pairs, scale); break;
-        case 5: tile_scores(b, 5, kt, pairs, scale); break;
-        case 6: tile_scores(b, 6, kt, pairs, scale); break;
-        case 7: tile_scores(b, 7, kt, pairs, scale); break;
-        default: tile_scores(b, 8, kt, pairs, scale); break;
+        case 1: tile_scores(b, 1, kh, block_size, pairs, scale); break;
+        case 2: tile_scores(b, 2, kh, block_size, pairs, scale); break;
+        case 3: tile_scores(b, 3, kh, block_size, pairs, scale); break;
+        case 4: tile_scores(b, 4, kh, block_size, pairs, scale); break;
+        case 5: tile_scores(b, 5, kh, block_size, pairs, scale); break;
+        case 6: tile_scores(b, 6, kh, block_size, pairs, scale); break;
+        case 7: tile_scores(b, 7, kh, block_size, pairs, scale); break;
+        default: tile_scores(b, 8, kh, block_size, pairs, scale); break;
         }
     }
     for (int i = 0; i < n_active; i += PV_QUERIES) {
@@ -397,14 +332,42 @@ static void tile_queries(att_state *const *st, int n_active, const uint32_t *kt,
         int nq = n_active - i < PV_QUERIES ? n_active - i : PV_QUERIES, n_keys = 0;
         for (int k = 0; k < nq; k++) n_keys = b[k]->n > n_keys ? b[k]->n : n_keys;
         switch (nq) {
-        case 1: tile_values(b, 1, vt, n_keys, head_dim, Dp); break;
-        case 2: tile_values(b, 2, vt, n_keys, head_dim, Dp); break;
-        case 3: tile_values(b, 3, vt, n_keys, head_dim, Dp); break;
-        case 4: tile_values(b, 4, vt, n_keys, head_dim, Dp); break;
-        case 5: tile_values(b, 5, vt, n_keys, head_dim, Dp); break;
-        default: tile_values(b, 6, vt, n_keys, head_dim, Dp); break;
+        case 1: tile_values(b, 1, vp, n_keys, head_dim); break;
+        case 2: tile_values(b, 2, vp, n_keys, head_dim); break;
+        case 3: tile_values(b, 3, vp, n_keys, head_dim); break;
+        case 4: tile_values(b, 4, vp, n_keys, head_dim); break;
+        case 5: tile_values(b, 5, vp, n_keys, head_dim); break;
+        default: tile_values(b, 6, vp, n_keys, head_dim); break;
         }
     }
+}
+
+/* Where one sequence's kv head lives in a layer's bf16 cache. */
+typedef struct kv_head_at {
+    const void *k_cache, *v_cache;
+    const int32_t *block_table;
+    int block_size, n_kv_heads, kv_head, head_dim;
+} kv_head_at;
+
+/* The first element (as u32 pairs) of position p's region, and p's offset in it. */
+static inline size_t region_at(const kv_head_at *at, int p, int *offset) {
+    *offset = p % at->block_size;
+    return (folo_cpu_cache_row(at->block_table, p, at->block_size, at->n_kv_heads, at->kv_head) -
+            (size_t)*offset) * at->head_dim / 2;
+}
+
+/* 16 keys from position p (p % 16 == 0): column pair c at + c * block_size. */
+static inline const uint32_t *keys_at(const kv_head_at *at, int p) {
+    int o;
+    size_t region = region_at(at, p, &o);
+    return (const uint32_t *)at->k_cache + region + o;
+}
+
+/* The values of positions p and p + 1 (p even), column d at + d. */
+static inline const uint32_t *values_at(const kv_head_at *at, int p) {
+    int o;
+    size_t region = region_at(at, p, &o);
+    return (const uint32_t *)at->v_cache + region + (size_t)(o / 2) * at->head_dim;
 }
 
 /* kernels.h's attention_group on a bf16 cache (queries holding bf16
@@ -420,10 +383,8 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
                                                 kv_head, head_dim, scale);
         return;
     }
-    int Dp = bf16_padded(head_dim), pairs = Dp / 2;
+    int Dp = bf16_padded(head_dim), pairs = head_dim / 2; /* head_dim is even */
     _Alignas(64) uint16_t qb[FOLO_CPU_ATTN_QUERIES * FOLO_CPU_MAX_HEAD_DIM]; /* [n_queries, Dp] */
-    _Alignas(64) uint32_t kt[MAX_PAIRS * ATT_KEYS];                          /* [pairs, ATT_KEYS] */
-    _Alignas(64) uint32_t vt[ATT_KEYS / 2 * FOLO_CPU_MAX_HEAD_DIM]; /* [ATT_KEYS / 2, Dp] */
     att_state state[FOLO_CPU_ATTN_QUERIES];
     int max_ctx = 0;
     for (int i = 0; i < n_queries; i++) {
@@ -433,27 +394,23 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
         memset(out[i], 0, (size_t)head_dim * sizeof(float));
         if (n_ctx[i] > max_ctx) max_ctx = n_ctx[i];
     }
+    const kv_head_at at = {k_cache,    v_cache, block_table, block_size,
+                           n_kv_heads, kv_head, head_dim};
     for (int p0 = 0; p0 < max_ctx; p0 += ATT_KEYS) {
         int n_tile = max_ctx - p0 < ATT_KEYS ? max_ctx - p0 : ATT_KEYS;
-        const uint16_t *k_row[ATT_KEYS], *v_row[ATT_KEYS]; /* [n_tile] */
-        for (int j = 0; j < n_tile; j++) {
-            size_t offset = folo_cpu_cache_row(block_table, p0 + j, block_size, n_kv_heads,
-                                               kv_head) * head_dim;
-            k_row[j] = (const uint16_t *)k_cache + offset;
-            v_row[j] = (const uint16_t *)v_cache + offset;
+        /* a half past the context reads the first again: its lanes are masked */
+        const uint32_t *kh[2] = {keys_at(&at, p0), keys_at(&at, n_tile > 16 ? p0 + 16 : p0)};
+        const uint32_t *vp[ATT_KEYS / 2]; /* [(n_tile + 1) / 2] */
+        for (int m = 0; m < (n_tile + 1) / 2; m++)
+            vp[m] = m % 8 == 0 ? values_at(&at, p0 + 2 * m) : vp[m - 1] + head_dim;
+        /* the next tile's regions, scattered over the pool, into L2 */
+        for (int p = p0 + ATT_KEYS; p < max_ctx && p < p0 + 2 * ATT_KEYS; p += 16) {
+            const char *k = (const char *)keys_at(&at, p), *v = (const char *)values_at(&at, p);
+            for (int c = 0; c < pairs; c++)
+                _mm_prefetch(k + (size_t)c * block_size * 4, _MM_HINT_T1);
+            for (size_t b = 0; b < (size_t)16 * head_dim * 2; b += 64)
+                _mm_prefetch(v + b, _MM_HINT_T1);
         }
-        /* the next tile's rows, scattered over the pool's blocks, into L2 */
-        int next_end = max_ctx - p0 > 2 * ATT_KEYS ? p0 + 2 * ATT_KEYS : max_ctx;
-        for (int pos = p0 + ATT_KEYS; pos < next_end; pos++) {
-            size_t offset = folo_cpu_cache_row(block_table, pos, block_size, n_kv_heads,
-                                               kv_head) * head_dim;
-            for (int d = 0; d < head_dim; d += 32) {
-                _mm_prefetch((const char *)((const uint16_t *)k_cache + offset + d), _MM_HINT_T1);
-                _mm_prefetch((const char *)((const uint16_t *)v_cache + offset + d), _MM_HINT_T1);
-            }
-        }
-        pack_keys(kt, k_row, n_tile, head_dim, pairs);
-        pack_values(vt, v_row, n_tile, head_dim, Dp);
         att_state *active[FOLO_CPU_ATTN_QUERIES];
         int n_active = 0;
         for (int i = 0; i < n_queries; i++) {
@@ -462,7 +419,7 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
             state[i].n = n;
             active[n_active++] = &state[i];
         }
-        tile_queries(active, n_active, kt, pairs, scale, vt, head_dim, Dp);
+        tile_queries(active, n_active, kh, block_size, pairs, scale, vp, head_dim);
     }
     for (int i = 0; i < n_queries; i++) {
         __m512 inv = _mm512_set1_ps(1.0f / state[i].denom);
