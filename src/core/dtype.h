@@ -38,6 +38,10 @@ static inline uint16_t folo_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+/* f rounded to the nearest bf16 value (to nearest even), kept as f32: what
+ * `--dtype bfloat16` does to every product's inputs. */
+static inline float folo_bf16_round(float f) { return folo_bf16_to_f32(folo_f32_to_bf16(f)); }
+
 float folo_f16_to_f32(uint16_t h);
 uint16_t folo_f32_to_f16(float f);
 

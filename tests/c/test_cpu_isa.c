@@ -67,7 +67,7 @@ static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T
             double mag = 0.0;
             for (int kk = 0; kk < K; kk++) {
                 float xk = x[(size_t)t * K + kk];
-                if (bf16x) xk = folo_bf16_to_f32(folo_f32_to_bf16(xk));
+                if (bf16x) xk = folo_bf16_round(xk);
                 mag += fabs((double)xk * w_stored[(size_t)n * K + kk]);
             }
             double err = fabs((double)got - y_ref[(size_t)t * N + n]) / (mag + 1e-30);
@@ -211,8 +211,8 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
     uint16_t *k_bf16 = malloc(sizeof(uint16_t) * cache_floats);
     uint16_t *v_bf16 = malloc(sizeof(uint16_t) * cache_floats);
     for (size_t i = 0; i < cache_floats && kv_dtype == FOLO_DTYPE_BF16; i++) {
-        k_cache[i] = folo_bf16_to_f32(folo_f32_to_bf16(k_cache[i]));
-        v_cache[i] = folo_bf16_to_f32(folo_f32_to_bf16(v_cache[i]));
+        k_cache[i] = folo_bf16_round(k_cache[i]);
+        v_cache[i] = folo_bf16_round(v_cache[i]);
     }
     for (size_t row = 0; row * D < cache_floats && kv_dtype == FOLO_DTYPE_BF16; row++)
         folo_cpu_kv_store(k_bf16, v_bf16, FOLO_DTYPE_BF16, row, block_size, D,
@@ -225,7 +225,7 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
     float *alone = malloc(sizeof(float) * D);                 /* [D] */
     fill_random(q_buf, (size_t)n_queries * D, q_scale);
     for (int i = 0; i < n_queries * D && kv_dtype == FOLO_DTYPE_BF16; i++)
-        q_buf[i] = folo_bf16_to_f32(folo_f32_to_bf16(q_buf[i])); /* as the backend rounds q */
+        q_buf[i] = folo_bf16_round(q_buf[i]); /* as the backend rounds q */
     float *out[FOLO_CPU_ATTN_QUERIES];
     const float *q[FOLO_CPU_ATTN_QUERIES];
     int ctx[FOLO_CPU_ATTN_QUERIES];

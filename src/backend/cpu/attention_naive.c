@@ -39,10 +39,9 @@ void folo_cpu_attention_naive(float *out, size_t out_stride, const float *q, siz
             sum += row[j];
         }
         float inv = 1.0f / sum;
-        for (int j = 0; j < n_ctx; j++) row[j] *= inv;
         /* bf16: P·V takes P rounded, as every product of that mode */
-        for (int j = 0; j < n_ctx && kv_dtype == FOLO_DTYPE_BF16; j++)
-            row[j] = folo_bf16_to_f32(folo_f32_to_bf16(row[j]));
+        for (int j = 0; j < n_ctx; j++)
+            row[j] = kv_dtype == FOLO_DTYPE_BF16 ? folo_bf16_round(row[j] * inv) : row[j] * inv;
     }
     /* O = P·V. */
     for (int i = 0; i < n_queries; i++)

@@ -58,7 +58,7 @@ static inline void folo_attention_online(float *out, const float *q, const void 
             float p = expf(score[j] - new_max);
             denom += p;
             /* bf16: P·V takes p rounded, as every product of that mode */
-            if (kv_dtype == FOLO_DTYPE_BF16) p = folo_bf16_to_f32(folo_f32_to_bf16(p));
+            if (kv_dtype == FOLO_DTYPE_BF16) p = folo_bf16_round(p);
             const float *v =
                 folo_cpu_kv_load(buf, v_cache, kv_dtype, rows[j], block_size, head_dim, 1);
             scale_axpy(out, j == 0 ? rescale : 1.0f, p, v, head_dim);

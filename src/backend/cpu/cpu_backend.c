@@ -304,7 +304,7 @@ static void qk_worker(void *ctx, int thread, int n_threads) {
         folo_cpu_rope(k, Hkv, D, cos_half, sin_half);
         /* bfloat16: QKᵀ is a bf16 dot product, as the keys are stored */
         if (job->b->kv_dtype == FOLO_DTYPE_BF16)
-            for (int i = 0; i < Hq * D; i++) q[i] = folo_bf16_to_f32(folo_f32_to_bf16(q[i]));
+            for (int i = 0; i < Hq * D; i++) q[i] = folo_bf16_round(q[i]);
         int slot = job->batch->slot_mapping[t];
         const float *v = s->v + t * Hkv * D; /* [Hkv, D] */
         for (int head = 0; head < Hkv; head++) {

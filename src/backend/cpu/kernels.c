@@ -154,7 +154,7 @@ void folo_cpu_matmul_bf16(float *y, size_t ldy, const float *x, int n_tokens, in
     float *xr = rows_f32 + (size_t)ROWS * K; /* [K] one token, rounded */
     for (int t = 0; t < n_tokens; t++) {
         const float *xt = x + (size_t)t * K;
-        for (int k = 0; k < K; k++) xr[k] = folo_bf16_to_f32(folo_f32_to_bf16(xt[k]));
+        for (int k = 0; k < K; k++) xr[k] = folo_bf16_round(xt[k]);
         folo_cpu_matmul(y + (size_t)t * ldy, ldy, xr, 1, K, w, w_dtype, row_begin, row_end,
                         rows_f32);
     }

@@ -332,7 +332,7 @@ static void matmul_bf16_amx(float *y, size_t ldy, const float *x, int n_tokens, 
         int nt = n_tokens - t0 < block ? n_tokens - t0 : block;
         const float *xt = x + (size_t)t0 * K;
         for (size_t i = 0; i < (size_t)nt * K; i++)
-            xr[i] = folo_bf16_to_f32(folo_f32_to_bf16(xt[i]));
+            xr[i] = folo_bf16_round(xt[i]);
         matmul_amx(y + (size_t)t0 * ldy, ldy, xr, nt, K, w, w_dtype, row_begin, row_end,
                    scratch);
     }
