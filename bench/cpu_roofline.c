@@ -2,7 +2,10 @@
  *
  * Measures, on 1 and on all threads (the thread pool the backend uses):
  *   - read bandwidth: a streaming sum over a buffer much larger than the
- *     caches (--mib, default 1024 MiB);
+ *     caches (--mib, default 1024 MiB), in huge pages where the kernel has
+ *     them (folo_alloc_large), as the CPU backend holds its weights; with
+ *     --file, the same sum over that file's read-only mapping (a model's
+ *     safetensors: where the weights lie with --no-weight-copy);
  *   - peak arithmetic from register-resident loops: f32 FMA (AVX2 and
  *     AVX-512) and the AVX512-BF16 dot product vdpbf16ps, when the CPU has
  *     them (FLOPs count a multiply-add as 2);
@@ -15,7 +18,7 @@
  *     [N, K] bf16) as GFLOP/s.
  * Prints a table, then one JSON line. Best of --repeat runs.
  *
- * usage: cpu_roofline [--mib N] [--repeat N] [--threads N] [--tokens T] */
+ * usage: cpu_roofline [--mib N] [--repeat N] [--threads N] [--tokens T] [--file PATH] */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 #include "bench/cpu_peak.h"
 #include "core/alloc.h"
 #include "core/dtype.h"
+#include "core/file.h"
 #include "core/threadpool.h"
 #include "core/timer.h"
 
@@ -60,14 +64,16 @@ static void matmul_worker(void *ctx, int thread, int n_threads) {
 int main(int argc, char **argv) {
     size_t mib = 1024;
     int repeat = 3, max_threads = 0, prefill_tokens = 512;
+    const char *file = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--mib")) mib = (size_t)atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--repeat")) repeat = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) max_threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tokens")) prefill_tokens = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--file")) file = argv[i + 1];
         else {
-            fprintf(stderr,
-                    "usage: cpu_roofline [--mib N] [--repeat N] [--threads N] [--tokens T]\n");
+            fprintf(stderr, "usage: cpu_roofline [--mib N] [--repeat N] [--threads N] [--tokens T] "
+                            "[--file PATH]\n");
             return 2;
         }
     }
@@ -92,6 +98,20 @@ int main(int argc, char **argv) {
     for (int p = 0; p < 2; p++) gbs[p] = folo_bench_read_gbs(pools[p], buf, bytes, repeat);
     printf("%-40s %8.1f GB/s %6.1f GB/s\n", "read bandwidth", gbs[0], gbs[1]);
     jn += snprintf(json + jn, sizeof json - jn, ",\"read_gbs\":[%.2f,%.2f]", gbs[0], gbs[1]);
+    if (file) {
+        folo_mapped_file f;
+        folo_error err = {{0}};
+        if (folo_file_map(&f, file, &err) != 0) {
+            fprintf(stderr, "cpu_roofline: %s\n", err.message);
+            return 1;
+        }
+        for (int p = 0; p < 2; p++)
+            gbs[p] = folo_bench_read_gbs(pools[p], f.data, f.size & ~(size_t)63, repeat);
+        printf("%-40s %8.1f GB/s %6.1f GB/s\n", "read bandwidth, file mapping", gbs[0], gbs[1]);
+        jn += snprintf(json + jn, sizeof json - jn, ",\"read_file_gbs\":[%.2f,%.2f]", gbs[0],
+                       gbs[1]);
+        folo_file_unmap(&f);
+    }
 
     for (int kind = 0; kind < FOLO_BENCH_PEAK_COUNT; kind++) {
         if (!folo_bench_peak_supported(kind)) continue;

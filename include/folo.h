@@ -122,6 +122,8 @@ typedef struct folo_engine_options {
                                      (FOLO_DEFAULT_NAIVE_ATTENTION_BYTES) */
     bool disable_chunked_prefill; /* prefills are never split across steps */
     bool enforce_eager;           /* cuda: no CUDA graphs, every kernel launched each step */
+    bool no_weight_copy;          /* cpu: read the weights in the file mapping (page cache,
+                                     shared) instead of a private copy in huge pages */
     folo_compute_dtype dtype;     /* matmul inputs: auto (default), float32 or bfloat16 */
     double gpu_memory_utilization;/* cuda without kv_memory_bytes: (0, 1], 0 for
                                      FOLO_DEFAULT_GPU_MEMORY_UTILIZATION */

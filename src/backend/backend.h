@@ -49,6 +49,9 @@ typedef struct folo_backend_options {
                                       baseline; cpu only, cuda refuses it) */
     size_t naive_attention_bytes;  /* the largest score matrix it may hold per head; a batch
                                       needing more fails naming both */
+    bool weights_in_place;         /* cpu: the matmuls read the model's tensors where they
+                                      lie (its file mapping, or tables the caller swaps)
+                                      instead of the backend's copy in huge pages */
     folo_compute_dtype dtype;      /* what bf16 weights' matmuls multiply: cpu auto and
                                       float32: f32 activations; bfloat16: rounded to bf16,
                                       as cuda always does (float32 there is refused) */
@@ -68,6 +71,8 @@ struct folo_backend {
     int kv_n_blocks;
     size_t kv_bytes;               /* bytes of the KV pool */
     size_t scratch_bytes;          /* bytes of activation buffers (their peak) */
+    size_t weight_copy_bytes;      /* cpu: bytes of its copy of the weights (0: in place) */
+    double weight_copy_s;          /* cpu: seconds that copy took at creation */
     /* Runs the batch; writes logits [n_logit_rows, V] (f32). */
     int (*forward)(folo_backend *b, const folo_batch *batch, float *logits, folo_error *err);
     /* Copies every layer's K and V of block copies[i].src into copies[i].dst

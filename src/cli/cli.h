@@ -82,7 +82,7 @@ enum {
     CLI_OPT_MAX_BATCHED = 1000, CLI_OPT_MAX_SEQS, CLI_OPT_KV_MEMORY, CLI_OPT_BLOCK_SIZE,
     CLI_OPT_NO_PREFIX_CACHE, CLI_OPT_THREADS, CLI_OPT_DEVICE, CLI_OPT_BATCHING, CLI_OPT_KV,
     CLI_OPT_ATTENTION, CLI_OPT_NO_CHUNKED_PREFILL, CLI_OPT_ENFORCE_EAGER, CLI_OPT_GPU_MEMORY,
-    CLI_OPT_DTYPE
+    CLI_OPT_DTYPE, CLI_OPT_NO_WEIGHT_COPY
 };
 #define CLI_ENGINE_LONG_OPTIONS                                                   \
     {"max-batched-tokens", required_argument, NULL, CLI_OPT_MAX_BATCHED},         \
@@ -98,6 +98,7 @@ enum {
     {"attention", required_argument, NULL, CLI_OPT_ATTENTION},                    \
     {"no-chunked-prefill", no_argument, NULL, CLI_OPT_NO_CHUNKED_PREFILL},        \
     {"enforce-eager", no_argument, NULL, CLI_OPT_ENFORCE_EAGER},                  \
+    {"no-weight-copy", no_argument, NULL, CLI_OPT_NO_WEIGHT_COPY},                \
     {"gpu-memory-utilization", required_argument, NULL, CLI_OPT_GPU_MEMORY}
 #define CLI_ENGINE_HELP                                                                              \
     "      --max-batched-tokens N token budget of one engine step (default 512)\n"                  \
@@ -118,7 +119,9 @@ enum {
     "      --attention KIND       online (default), or naive: each head's score matrix\n"         \
     "                             materialized (cpu; sequences up to 4096 tokens)\n"              \
     "      --no-chunked-prefill   prefill every prompt in one step, never split across steps\n"  \
-    "      --enforce-eager        cuda: launch every kernel each step, no CUDA graphs\n"
+    "      --enforce-eager        cuda: launch every kernel each step, no CUDA graphs\n"         \
+    "      --no-weight-copy       cpu: read the weights from the file mapping, no copy in\n"     \
+    "                             huge pages (less memory, slower decode)\n"
 
 /* The default case of a command's getopt_long loop: parses c (with optarg)
  * into e when it is an engine flag and returns 0; otherwise, or on a bad

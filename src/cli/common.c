@@ -227,6 +227,10 @@ int cli_engine_flag(const char *cmd, const char *usage, int c, char **argv,
         e->enforce_eager = true;
         bad = 0;
         break;
+    case CLI_OPT_NO_WEIGHT_COPY:
+        e->no_weight_copy = true;
+        bad = 0;
+        break;
     case CLI_OPT_DTYPE:
         bad = cli_parse_dtype(cmd, arg, &e->dtype);
         break;

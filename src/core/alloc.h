@@ -15,8 +15,9 @@ void *folo_realloc(void *ptr, size_t size);
 char *folo_strdup(const char *s);
 char *folo_strndup(const char *s, size_t n);
 
-/* 64-byte aligned, zero-filled; NULL on failure (or bytes == 0). Free with
- * folo_free_large. */
+/* 64-byte aligned (2 MiB aligned and backed by huge pages where the kernel
+ * has them, from 2 MiB up), zero-filled; NULL on failure (or bytes == 0).
+ * Free with folo_free_large. */
 void *folo_alloc_large(size_t bytes);
 void folo_free_large(void *ptr);
 

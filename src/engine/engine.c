@@ -806,10 +806,14 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     e->row_first = folo_calloc(S + 1, sizeof(int32_t));
     e->sample_pool = folo_pool_create(o.n_threads);
     update_stats(e);
+    char weights[96] = "";
+    if (backend->weight_copy_bytes > 0)
+        snprintf(weights, sizeof weights, "; weights copied into huge pages (%.2f GB in %.2f s)",
+                 (double)backend->weight_copy_bytes / 1e9, backend->weight_copy_s);
     folo_log(FOLO_LOG_INFO,
              "engine: KV cache %d blocks x %d tokens = %d tokens (%.1f MiB, %s backend); "
              "max_num_batched_tokens %d, max_num_seqs %d, max_model_len %d, prefix caching %s; "
-             "%s batching, %s KV, %s attention, chunked prefill %s, %s matmul inputs",
+             "%s batching, %s KV, %s attention, chunked prefill %s, %s matmul inputs%s",
              e->n_blocks, e->block_size, folo_engine_token_capacity(e),
              (double)backend->kv_bytes / (1 << 20), backend->name, o.max_num_batched_tokens,
              o.max_num_seqs, o.max_model_len, o.disable_prefix_caching ? "off" : "on",
@@ -818,7 +822,8 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
              o.attention == FOLO_ATTENTION_NAIVE ? "naive" : "online",
              o.disable_chunked_prefill ? "off" : "on",
              strcmp(backend->name, "cuda") == 0 || o.dtype == FOLO_COMPUTE_BFLOAT16 ? "bfloat16"
-                                                                                   : "float32");
+                                                                                   : "float32",
+             weights);
     return e;
 }
 
@@ -892,6 +897,7 @@ folo_engine *folo_engine_create(const folo_engine_options *opt, folo_error *err)
                                    .naive_attention = opt->attention == FOLO_ATTENTION_NAIVE,
                                    .naive_attention_bytes = naive_bytes,
                                    .eager = opt->enforce_eager,
+                                   .weights_in_place = opt->no_weight_copy,
                                    .dtype = opt->dtype,
                                    .gpu_memory_utilization = plan_on_device ? util : 0,
                                    .max_seqs = opt->max_num_seqs > 0 ? opt->max_num_seqs

@@ -176,8 +176,9 @@ static int start_calibration(quant_run *r, folo_error *err) {
     folo_log(FOLO_LOG_INFO, "quantize: calibration: %d windows of %d tokens from %s (%lld tokens)",
              r->calib.n_samples, r->calib.seq_len, o->calib_path, (long long)r->calib.n_stream);
 
+    /* in place: quantize_linear swaps the view's tables as it goes */
     folo_backend_options bo = {.n_threads = o->n_threads, .kv_block_size = CALIB_BLOCK_SIZE,
-                               .max_batch_tokens = r->calib.seq_len};
+                               .max_batch_tokens = r->calib.seq_len, .weights_in_place = true};
     bo.kv_n_blocks = folo_single_seq_blocks(r->calib.seq_len, CALIB_BLOCK_SIZE);
     r->backend = folo_backend_cpu_create(&r->view, &bo, err);
     if (!r->backend) return -1;

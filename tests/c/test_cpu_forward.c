@@ -4,10 +4,17 @@
  * fed in chunks gives the one-shot logits; malformed batches are refused
  * with an error, not a crash. Naive attention (--attention naive) equals the
  * online-softmax kernel within f32 rounding, kernel against kernel and in
- * whole forwards, and refuses a score matrix beyond its budget. */
+ * whole forwards, and refuses a score matrix beyond its budget. The weights
+ * read in place (no copy in huge pages) give the same logits, bit for bit;
+ * with too little address space for that copy, creation fails naming it,
+ * where the same limit leaves room for a backend without the copy. */
+#include <malloc.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "backend/cpu/attention_naive.h"
@@ -33,15 +40,17 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
 }
 
 /* Logits [n_ids, V] of ids run alone, fed `chunk` tokens per forward, with
- * naive attention within naive_bytes when that is not 0. */
+ * naive attention within naive_bytes when that is not 0, reading the model's
+ * tensors in place when in_place. */
 static float *run_alone_with(const folo_model *m, const int32_t *ids, int n_ids, int chunk,
-                             size_t naive_bytes) {
+                             size_t naive_bytes, bool in_place) {
     int V = m->config.vocab_size;
     folo_error err = {{0}};
     folo_backend_options bo = {.n_threads = 2,
                                .kv_block_size = BLOCK_SIZE,
                                .naive_attention = naive_bytes > 0,
-                               .naive_attention_bytes = naive_bytes};
+                               .naive_attention_bytes = naive_bytes,
+                               .weights_in_place = in_place};
     bo.kv_n_blocks = folo_single_seq_blocks(n_ids, BLOCK_SIZE);
     folo_backend *b = folo_backend_cpu_create(m, &bo, &err);
     CHECK_MSG(b != NULL, "%s", err.message);
@@ -62,7 +71,7 @@ static float *run_alone_with(const folo_model *m, const int32_t *ids, int n_ids,
 }
 
 static float *run_alone(const folo_model *m, const int32_t *ids, int n_ids, int chunk) {
-    return run_alone_with(m, ids, n_ids, chunk, 0);
+    return run_alone_with(m, ids, n_ids, chunk, 0, false);
 }
 
 static void test_mixed_batch(const folo_model *m, int32_t *const ids[N_SEQS],
@@ -250,7 +259,7 @@ static void test_naive_forward(const folo_model *m, const int32_t *ids, int n_id
     size_t roomy = (size_t)n_ids * n_ids * sizeof(float);
     int chunks[] = {n_ids, 4};
     for (int c = 0; c < 2; c++) {
-        float *got = run_alone_with(m, ids, n_ids, chunks[c], roomy);
+        float *got = run_alone_with(m, ids, n_ids, chunks[c], roomy, false);
         if (!got) return;
         double d = max_abs_diff(got, online, (size_t)n_ids * V);
         int argmax_differs = 0;
@@ -291,12 +300,59 @@ static void test_naive_forward(const folo_model *m, const int32_t *ids, int n_id
     folo_single_seq_free(&seq);
     free(logits);
     folo_backend_destroy(b);
-    float *chunked = run_alone_with(m, ids, n_ids, 4, roomy - sizeof(float));
+    float *chunked = run_alone_with(m, ids, n_ids, 4, roomy - sizeof(float), false);
     CHECK(chunked != NULL && max_abs_diff(chunked, online, (size_t)n_ids * V) <= 1e-4);
     free(chunked);
 }
 
+/* Bytes of address space this process holds (/proc/self/statm), 0 if unknown. */
+static size_t address_space_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (f && fscanf(f, "%lu", &pages) != 1) pages = 0;
+    if (f) fclose(f);
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Memory pressure: an address-space limit with room for everything but the
+ * weight copy. AddressSanitizer reserves terabytes of shadow memory, so
+ * under it the limit cannot be set and the check is skipped. main keeps
+ * glibc to one malloc arena: a thread's arena reserves 64 MiB of address
+ * space up front, which a failed mmap would fall back on, so the outcome
+ * would depend on which threads had allocated before. */
+static void test_weight_copy_out_of_memory(const folo_model *m) {
+#if defined(__SANITIZE_ADDRESS__)
+    (void)m;
+    printf("weight copy out of memory: skipped under AddressSanitizer\n");
+#else
+    folo_error err = {{0}};
+    folo_backend_options bo = {.n_threads = 2, .kv_block_size = BLOCK_SIZE, .kv_n_blocks = 4,
+                               .max_batch_tokens = 16, .weights_in_place = true};
+    folo_backend *b = folo_backend_cpu_create(m, &bo, &err); /* starts the threads once */
+    CHECK_MSG(b != NULL, "%s", err.message);
+    folo_backend_destroy(b);
+    size_t weights = m->weight_bytes, held = address_space_bytes();
+    struct rlimit old;
+    CHECK(held > 0 && getrlimit(RLIMIT_AS, &old) == 0);
+    /* room for a backend without the copy (its threads' stacks included),
+     * not for the copy */
+    struct rlimit tight = {.rlim_cur = held + weights / 2, .rlim_max = old.rlim_max};
+    CHECK(setrlimit(RLIMIT_AS, &tight) == 0);
+    b = folo_backend_cpu_create(m, &bo, &err);
+    CHECK_MSG(b != NULL, "in place under the limit: %s", err.message);
+    folo_backend_destroy(b);
+    bo.weights_in_place = false;
+    b = folo_backend_cpu_create(m, &bo, &err);
+    CHECK(b == NULL);
+    CHECK_MSG(strstr(err.message, "copy of the weights") && strstr(err.message, "--no-weight-copy"),
+              "%s", err.message);
+    folo_backend_destroy(b);
+    setrlimit(RLIMIT_AS, &old);
+#endif
+}
+
 int main(void) {
+    mallopt(M_ARENA_MAX, 1); /* see test_weight_copy_out_of_memory */
     const char *dir = getenv("FOLO_TEST_MODEL");
     if (!dir) {
         fprintf(stderr, "FOLO_TEST_MODEL is not set\n");
@@ -322,9 +378,14 @@ int main(void) {
         test_chunked(m, ids[1], k_seq_len[1], alone[1]);
         test_mixed_batch(m, ids, alone);
         test_naive_forward(m, ids[1], k_seq_len[1], alone[1]);
+        float *in_place = run_alone_with(m, ids[1], k_seq_len[1], k_seq_len[1], 0, true);
+        CHECK(in_place && memcmp(in_place, alone[1],
+                                 (size_t)k_seq_len[1] * m->config.vocab_size * sizeof(float)) == 0);
+        free(in_place);
     }
     test_naive_kernel();
     test_bad_batches(m);
+    test_weight_copy_out_of_memory(m);
     for (int s = 0; s < N_SEQS; s++) free(ids[s]), free(alone[s]);
     folo_model_free(m);
     return check_summary("test_cpu_forward");

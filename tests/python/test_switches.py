@@ -22,7 +22,7 @@ PROMPTS = ["The quick brown fox", "Once upon a time there was",
            "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,",
            "Hello", "The quick brown fox jumps over"]
 SWITCHES = [("--batching", "static"), ("--kv", "contiguous"), ("--attention", "naive"),
-            ("--no-chunked-prefill",)]
+            ("--no-chunked-prefill",), ("--no-weight-copy",)]
 
 
 def generate(tmp_path, lines, *flags):
@@ -74,7 +74,7 @@ def test_bad_values_are_usage_errors(cmd, flag, value, accepted):
 def test_help_documents_switches(cmd):
     proc = subprocess.run([FOLO, cmd, "--help"], capture_output=True, text=True)
     text = proc.stdout + proc.stderr
-    for flag in ("--batching", "--kv", "--attention", "--no-chunked-prefill"):
+    for flag in ("--batching", "--kv", "--attention", "--no-chunked-prefill", "--no-weight-copy"):
         assert flag in text, f"{cmd} --help lacks {flag}"
 
 

@@ -6,8 +6,13 @@
  *     (a token's slot is block * block_size + offset; within a block each
  *     kv head's positions are contiguous, see kernels.h), allocated once at
  *     creation;
- *   - f32 copies of the norm weights (a few KB; the big matrices are read
- *     where the model mapped them, in their stored dtype);
+ *   - f32 copies of the norm weights (a few KB);
+ *   - a copy of the float linears and the lm_head in their stored dtype,
+ *     in memory backed by 2 MiB pages (folo_alloc_large), made once at
+ *     creation: weights streamed out of the file mapping read ~1.3x slower
+ *     on Zen4 (docs/performance.md). With weights_in_place the matmuls read
+ *     the model's tensors where they lie instead (the quantizer's tables,
+ *     which it swaps as it goes; --no-weight-copy);
  *   - the activation scratch, sized at creation for a worst-case batch of
  *     min(KV slots, max_batch_tokens or DEFAULT_MAX_TOKENS) tokens and grown
  *     only when a batch needs more, so the steady-state step allocates
@@ -40,6 +45,7 @@
 #include "backend/cpu/kernels_int4.h"
 #include "core/alloc.h"
 #include "core/threadpool.h"
+#include "core/timer.h"
 
 /* Batch size the scratch is first sized for when the pool holds more slots. */
 #define DEFAULT_MAX_TOKENS 1024
@@ -103,6 +109,15 @@ typedef struct cpu_backend {
     cpu_layer_norms *norms; /* [L] */
     float *final_norm;      /* [H] */
     float *inv_freq;        /* [D/2] RoPE inverse frequencies */
+    /* The weights the forward reads: the model's own tables with
+     * weights_in_place, else the copies below (see the top). */
+    const folo_layer_weights *layers; /* [L] */
+    const folo_tensor *embed;
+    const folo_tensor *lm_head;
+    folo_layer_weights *copied_layers; /* [L] float linears into weight_block */
+    folo_tensor copied_embed;          /* into weight_block when tied */
+    folo_tensor copied_lm_head;        /* into weight_block */
+    void *weight_block;
     float *rows_f32;        /* [n_threads, rows_f32_stride] matmul scratch (kernels.h),
                                then INT4_PANEL_BYTES of dequantized rows of a GPTQ model */
     size_t rows_f32_stride; /* floats per thread in rows_f32 */
@@ -424,7 +439,7 @@ static int ensure_naive_scores(cpu_backend *b, const folo_batch *batch, folo_err
 /* ---- the forward pass ---------------------------------------------------- */
 
 static void embed_tokens(cpu_backend *b, const folo_batch *batch) {
-    const folo_tensor *e = &b->model->embed;
+    const folo_tensor *e = b->embed;
     int H = b->model->config.hidden_size;
     size_t row_bytes = (size_t)H * folo_dtype_size(e->dtype);
     for (int t = 0; t < batch->n_tokens; t++)
@@ -446,7 +461,7 @@ static void prepare_positions(cpu_backend *b, const folo_batch *batch) {
 static const float *attention_block(cpu_backend *b, int layer, const folo_batch *batch,
                                     folo_cpu_tap stop) {
     const folo_config *c = &b->model->config;
-    const folo_layer_weights *w = &b->model->layers[layer];
+    const folo_layer_weights *w = &b->layers[layer];
     const cpu_layer_norms *n = &b->norms[layer];
     cpu_scratch *s = &b->s;
     int T = batch->n_tokens, H = c->hidden_size, D = c->head_dim, Hkv = c->n_kv_heads;
@@ -483,7 +498,7 @@ static const float *attention_block(cpu_backend *b, int layer, const folo_batch 
 static const float *mlp_block(cpu_backend *b, int layer, const folo_batch *batch,
                               folo_cpu_tap stop) {
     const folo_config *c = &b->model->config;
-    const folo_layer_weights *w = &b->model->layers[layer];
+    const folo_layer_weights *w = &b->layers[layer];
     cpu_scratch *s = &b->s;
     int T = batch->n_tokens, H = c->hidden_size;
 
@@ -508,7 +523,7 @@ static void lm_head(cpu_backend *b, const folo_batch *batch, float *logits) {
     const folo_config *c = &b->model->config;
     int H = c->hidden_size, R = batch->n_logit_rows;
     rmsnorm_rows(b, b->s.h, b->s.x, batch->logit_rows, R, b->final_norm, H, c->rms_norm_eps);
-    matmul1(b, logits, b->s.h, R, &b->model->lm_head, NULL);
+    matmul1(b, logits, b->s.h, R, b->lm_head, NULL);
 }
 
 /* ---- scratch ------------------------------------------------------------------ */
@@ -670,11 +685,71 @@ static void cpu_destroy(folo_backend *base) {
     folo_free_large(b->naive_scores);
     free(b->norms);
     free(b->inv_freq);
+    free(b->copied_layers);
+    folo_free_large(b->weight_block);
     free(b);
 }
 
 static void norm_to_f32(float *dst, const folo_tensor *t, int n) {
     folo_to_f32(t->dtype, t->data, dst, (size_t)n);
+}
+
+/* The i-th tensor place_weights copies: the layers' linears, then the
+ * lm_head (i == L · FOLO_N_LINEARS). */
+static folo_tensor *copied_tensor(cpu_backend *b, int i) {
+    if (i == b->model->config.n_layers * FOLO_N_LINEARS) return &b->copied_lm_head;
+    return folo_layer_linear(&b->copied_layers[i / FOLO_N_LINEARS],
+                             (folo_linear_id)(i % FOLO_N_LINEARS));
+}
+
+static size_t tensor_bytes(const folo_tensor *t) {
+    size_t n = folo_dtype_size(t->dtype);
+    for (int d = 0; d < t->n_dims; d++) n *= (size_t)t->shape[d];
+    return n;
+}
+
+/* Points layers, embed and lm_head at the model's tensors (in_place: the
+ * caller may swap them later), or at copies of their tables whose float
+ * linears and lm_head (GPTQ linears are already repacked in memory of their
+ * own) lie in one weight_block, each at a 64-byte boundary; a tied
+ * embedding follows the lm_head's copy. */
+static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
+    const folo_model *m = b->model;
+    int L = m->config.n_layers, n_tensors = L * FOLO_N_LINEARS + 1;
+    b->layers = m->layers;
+    b->embed = &m->embed;
+    b->lm_head = &m->lm_head;
+    if (in_place) return 0;
+    b->copied_layers = folo_calloc((size_t)L, sizeof *b->copied_layers);
+    memcpy(b->copied_layers, m->layers, (size_t)L * sizeof *b->copied_layers);
+    b->copied_embed = m->embed;
+    b->copied_lm_head = m->lm_head;
+
+    double t0 = folo_now_s();
+    size_t total = 0;
+    for (int i = 0; i < n_tensors; i++) {
+        const folo_tensor *t = copied_tensor(b, i);
+        if (!t->quant) total += (tensor_bytes(t) + 63) & ~(size_t)63;
+    }
+    b->weight_block = folo_alloc_large(total);
+    if (!b->weight_block && total > 0)
+        return folo_fail(err, "cpu backend: cannot allocate %zu bytes for its copy of the weights "
+                         "(--no-weight-copy reads them where the model file is mapped)", total);
+    char *next = b->weight_block;
+    for (int i = 0; i < n_tensors; i++) {
+        folo_tensor *t = copied_tensor(b, i);
+        if (t->quant) continue;
+        memcpy(next, t->data, tensor_bytes(t));
+        t->data = next;
+        next += (tensor_bytes(t) + 63) & ~(size_t)63;
+    }
+    if (m->embed.data == m->lm_head.data) b->copied_embed.data = b->copied_lm_head.data;
+    b->layers = b->copied_layers;
+    b->embed = &b->copied_embed;
+    b->lm_head = &b->copied_lm_head;
+    b->base.weight_copy_bytes = total;
+    b->base.weight_copy_s = folo_now_s() - t0;
+    return 0;
 }
 
 folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backend_options *opt,
@@ -784,6 +859,10 @@ folo_backend *folo_backend_cpu_create(const folo_model *model, const folo_backen
     b->final_norm = next;
     norm_to_f32(b->final_norm, &model->final_norm, H);
     folo_cpu_rope_inv_freq(b->inv_freq, D, c->rope_theta);
+    if (place_weights(b, opt->weights_in_place, err) != 0) {
+        cpu_destroy(&b->base);
+        return NULL;
+    }
 
     int cap = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : DEFAULT_MAX_TOKENS;
     if (b->n_slots < cap) cap = b->n_slots;
