@@ -305,6 +305,7 @@ static void test_naive_forward(const folo_model *m, const int32_t *ids, int n_id
     free(chunked);
 }
 
+#if !defined(__SANITIZE_ADDRESS__)
 /* Bytes of address space this process holds (/proc/self/statm), 0 if unknown. */
 static size_t address_space_bytes(void) {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -313,6 +314,7 @@ static size_t address_space_bytes(void) {
     if (f) fclose(f);
     return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
 }
+#endif
 
 /* Memory pressure: an address-space limit with room for everything but the
  * weight copy. AddressSanitizer reserves terabytes of shadow memory, so
