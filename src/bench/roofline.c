@@ -126,16 +126,10 @@ int folo_bench_hardware_pick(const char *name, const char *device, int n_threads
 
 /* ---- the model ---------------------------------------------------------------- */
 
-static size_t tensor_bytes(const folo_tensor *t) {
-    size_t n = folo_dtype_size(t->dtype);
-    for (int d = 0; d < t->n_dims; d++) n *= (size_t)t->shape[d];
-    return n;
-}
-
 void folo_bench_model_figures_of(const folo_model *m, folo_bench_model_figures *out) {
     const folo_config *c = &m->config;
     out->weight_bytes = out->decode_bytes = m->weight_bytes;
-    if (!c->tie_word_embeddings) out->decode_bytes -= tensor_bytes(&m->embed);
+    if (!c->tie_word_embeddings) out->decode_bytes -= folo_tensor_bytes(&m->embed);
     out->kv_values_per_token = (size_t)2 * c->n_layers * c->n_kv_heads * c->head_dim;
     /* q, k, v and o projections, and the MLP's gate, up and down. */
     double q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;

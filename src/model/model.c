@@ -33,6 +33,12 @@ folo_tensor *folo_layer_linear(const folo_layer_weights *w, folo_linear_id id) {
     return (folo_tensor *)t[id];
 }
 
+size_t folo_tensor_bytes(const folo_tensor *t) {
+    size_t n = folo_dtype_size(t->dtype);
+    for (int d = 0; d < t->n_dims; d++) n *= (size_t)t->shape[d];
+    return n;
+}
+
 struct folo_model_files {
     int n_files;
     folo_mapped_file *maps;   /* [n_files] */

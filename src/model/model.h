@@ -61,6 +61,9 @@ extern const char *const folo_linear_short_names[FOLO_N_LINEARS];
  * the quantizer's working copy is; the way strchr treats its string). */
 folo_tensor *folo_layer_linear(const folo_layer_weights *w, folo_linear_id id);
 
+/* Bytes of a float tensor's data: its elements times its dtype's size. */
+size_t folo_tensor_bytes(const folo_tensor *t);
+
 typedef struct folo_model {
     char *dir;                      /* model directory, owned */
     folo_config config;

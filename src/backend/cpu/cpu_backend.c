@@ -115,8 +115,7 @@ typedef struct cpu_backend {
     const folo_tensor *embed;
     const folo_tensor *lm_head;
     folo_layer_weights *copied_layers; /* [L] float linears into weight_block */
-    folo_tensor copied_embed;          /* into weight_block when tied */
-    folo_tensor copied_lm_head;        /* into weight_block */
+    folo_tensor copied_lm_head;        /* into weight_block; the embedding too when tied */
     void *weight_block;
     float *rows_f32;        /* [n_threads, rows_f32_stride] matmul scratch (kernels.h),
                                then INT4_PANEL_BYTES of dequantized rows of a GPTQ model */
@@ -702,17 +701,16 @@ static folo_tensor *copied_tensor(cpu_backend *b, int i) {
                              (folo_linear_id)(i % FOLO_N_LINEARS));
 }
 
-static size_t tensor_bytes(const folo_tensor *t) {
-    size_t n = folo_dtype_size(t->dtype);
-    for (int d = 0; d < t->n_dims; d++) n *= (size_t)t->shape[d];
-    return n;
+/* Bytes t takes in the weight block: its data, to the next 64-byte boundary. */
+static size_t block_bytes(const folo_tensor *t) {
+    return (folo_tensor_bytes(t) + 63) & ~(size_t)63;
 }
 
 /* Points layers, embed and lm_head at the model's tensors (in_place: the
  * caller may swap them later), or at copies of their tables whose float
  * linears and lm_head (GPTQ linears are already repacked in memory of their
  * own) lie in one weight_block, each at a 64-byte boundary; a tied
- * embedding follows the lm_head's copy. */
+ * embedding (the lm_head's very tensor) reads the lm_head's copy. */
 static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     const folo_model *m = b->model;
     int L = m->config.n_layers, n_tensors = L * FOLO_N_LINEARS + 1;
@@ -722,14 +720,13 @@ static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     if (in_place) return 0;
     b->copied_layers = folo_calloc((size_t)L, sizeof *b->copied_layers);
     memcpy(b->copied_layers, m->layers, (size_t)L * sizeof *b->copied_layers);
-    b->copied_embed = m->embed;
     b->copied_lm_head = m->lm_head;
 
     double t0 = folo_now_s();
     size_t total = 0;
     for (int i = 0; i < n_tensors; i++) {
         const folo_tensor *t = copied_tensor(b, i);
-        if (!t->quant) total += (tensor_bytes(t) + 63) & ~(size_t)63;
+        if (!t->quant) total += block_bytes(t);
     }
     b->weight_block = folo_alloc_large(total);
     if (!b->weight_block && total > 0)
@@ -739,13 +736,12 @@ static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     for (int i = 0; i < n_tensors; i++) {
         folo_tensor *t = copied_tensor(b, i);
         if (t->quant) continue;
-        memcpy(next, t->data, tensor_bytes(t));
+        memcpy(next, t->data, folo_tensor_bytes(t));
         t->data = next;
-        next += (tensor_bytes(t) + 63) & ~(size_t)63;
+        next += block_bytes(t);
     }
-    if (m->embed.data == m->lm_head.data) b->copied_embed.data = b->copied_lm_head.data;
     b->layers = b->copied_layers;
-    b->embed = &b->copied_embed;
+    if (m->embed.data == m->lm_head.data) b->embed = &b->copied_lm_head;
     b->lm_head = &b->copied_lm_head;
     b->base.weight_copy_bytes = total;
     b->base.weight_copy_s = folo_now_s() - t0;
