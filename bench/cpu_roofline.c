@@ -11,9 +11,10 @@
  *     them (FLOPs count a multiply-add as 2);
  *     (these two loops live in src/bench/cpu_peak.c, shared with `folo
  *     bench`'s measured "cpu" hardware profile)
- *   - folo's matmul for each kernel table the CPU runs (kernels.h), and its
- *     matmul_bf16 (--dtype bfloat16) where a SIMD table has one: the
- *     decode shape (one token against a bf16 weight matrix as large as the
+ *   - folo's matmul for each kernel table the CPU runs (kernels.h), its
+ *     matmul_bf16 (--dtype bfloat16) where a SIMD table has one, and its
+ *     matmul_bf16_panels (the same on the backend's copy as row panels)
+ *     where it has that: the decode shape (one token against a bf16 weight matrix as large as the
  *     buffer above) as GB/s of weights, and the prefill shape (T tokens x
  *     [N, K] bf16) as GFLOP/s.
  * Prints a table, then one JSON line. Best of --repeat runs.
@@ -42,11 +43,12 @@ typedef void (*matmul_fn)(float *y, size_t ldy, const float *x, int n_tokens, in
                           float *rows_f32);
 
 typedef struct matmul_job {
-    matmul_fn matmul; /* a table's matmul or matmul_bf16 */
+    matmul_fn matmul; /* a table's matmul, matmul_bf16 or matmul_bf16_panels */
     float *y;       /* [T, N] */
     const float *x; /* [T, K] */
-    const uint16_t *w; /* [N, K] bf16 */
+    const void *w;  /* [N, K] bf16, or its row panels */
     int T, K, N;
+    int granule;    /* rows a thread's share is a multiple of */
     float *rows_f32; /* [threads, scratch] */
     size_t scratch;  /* floats of rows_f32 per thread */
 } matmul_job;
@@ -54,7 +56,7 @@ typedef struct matmul_job {
 static void matmul_worker(void *ctx, int thread, int n_threads) {
     matmul_job *job = ctx;
     size_t begin, end;
-    folo_split((size_t)job->N, FOLO_CPU_MATMUL_ROWS, thread, n_threads, &begin, &end);
+    folo_split((size_t)job->N, (size_t)job->granule, thread, n_threads, &begin, &end);
     if (begin < end)
         job->matmul(job->y, (size_t)job->N, job->x, job->T, job->K, job->w, FOLO_DTYPE_BF16,
                        (int)begin, (int)end,
@@ -132,17 +134,34 @@ int main(int argc, char **argv) {
                                              : prefill_tokens * prefill_N) *
                                 sizeof(float));
     for (size_t i = 0; i < (size_t)prefill_tokens * K; i++) x[i] = (float)(i % 13) * 0.1f - 0.6f;
-    /* Each table's matmul, then (variant 1) its matmul_bf16; the portable
-     * one, a token at a time, is a reference, not a contender. */
-    for (int run = 0; run < 2 * FOLO_CPU_ISA_COUNT; run++) {
-        int isa = run / 2, bf16 = run % 2;
+    /* Each table's matmul, then its matmul_bf16 (variant 1) and
+     * matmul_bf16_panels (variant 2, on a packed copy of the buffer); the
+     * portable one, a token at a time, is a reference, not a contender. */
+    static const char *const variants[] = {"", " bf16-activations", " bf16 panels"};
+    static const char *const keys[] = {"", "_bf16", "_bf16_panels"};
+    for (int run = 0; run < 3 * FOLO_CPU_ISA_COUNT; run++) {
+        int isa = run / 3, variant = run % 3;
         const folo_cpu_kernels *k = folo_cpu_kernels_for((folo_cpu_isa)isa);
-        if (!k || (bf16 && (!k->matmul_bf16 || isa == FOLO_CPU_ISA_PORTABLE))) continue;
+        matmul_fn fn = !k              ? NULL
+                       : variant == 1 ? k->matmul_bf16
+                       : variant == 2 ? k->matmul_bf16_panels
+                                      : k->matmul;
+        if (!fn || (variant > 0 && isa == FOLO_CPU_ISA_PORTABLE)) continue;
+        void *panels = NULL;
+        if (variant == 2) {
+            panels = folo_alloc_large(folo_cpu_bf16_panels_bytes(N_decode, K));
+            if (!panels) {
+                fprintf(stderr, "cpu_roofline: no memory for the row panels; skipped\n");
+                continue;
+            }
+            folo_cpu_bf16_pack_panels(panels, buf, N_decode, K);
+        }
         size_t scratch = k->matmul_scratch_floats(K);
         float *rows_f32 = folo_alloc_large((size_t)n_all * scratch * sizeof(float));
-        matmul_job mj = {.matmul = bf16 ? k->matmul_bf16 : k->matmul, .y = y, .x = x, .w = buf,
-                         .T = 1, .K = K, .N = N_decode, .rows_f32 = rows_f32,
-                         .scratch = scratch};
+        matmul_job mj = {.matmul = fn, .y = y, .x = x, .w = panels ? panels : (void *)buf,
+                         .T = 1, .K = K, .N = N_decode,
+                         .granule = panels ? FOLO_CPU_PANEL_ROWS : FOLO_CPU_MATMUL_ROWS,
+                         .rows_f32 = rows_f32, .scratch = scratch};
         double r[2], g[2];
         for (int p = 0; p < 2; p++)
             r[p] = (double)N_decode * K * 2 /
@@ -152,8 +171,8 @@ int main(int argc, char **argv) {
         double flops = 2.0 * prefill_tokens * K * prefill_N;
         for (int p = 0; p < 2; p++)
             g[p] = flops / folo_bench_best_of(pools[p], matmul_worker, &mj, repeat) / 1e9;
-        char name[32], label[96];
-        snprintf(name, sizeof name, "%s%s", k->name, bf16 ? " bf16-activations" : "");
+        char name[40], label[96];
+        snprintf(name, sizeof name, "%s%s", k->name, variants[variant]);
         snprintf(label, sizeof label, "matmul %s decode (bf16 weights)", name);
         printf("%-40s %8.1f GB/s %6.1f GB/s\n", label, r[0], r[1]);
         snprintf(label, sizeof label, "matmul %s %d x [%d, %d]", name, prefill_tokens,
@@ -161,8 +180,9 @@ int main(int argc, char **argv) {
         printf("%-40s %6.0f GFLOP/s %6.0f GFLOP/s\n", label, g[0], g[1]);
         jn += snprintf(json + jn, sizeof json - jn,
                        ",\"%s%s\":{\"decode_gbs\":[%.2f,%.2f],\"prefill_gflops\":[%.1f,%.1f]}",
-                       k->name, bf16 ? "_bf16" : "", r[0], r[1], g[0], g[1]);
+                       k->name, keys[variant], r[0], r[1], g[0], g[1]);
         folo_free_large(rows_f32);
+        folo_free_large(panels);
     }
     printf("%s}\n", json);
     folo_free_large(x);

@@ -73,6 +73,7 @@ struct folo_backend {
     size_t scratch_bytes;          /* bytes of activation buffers (their peak) */
     size_t weight_copy_bytes;      /* cpu: bytes of its copy of the weights (0: in place) */
     double weight_copy_s;          /* cpu: seconds that copy took at creation */
+    bool weight_panels;            /* cpu: its bf16 weights copied as row panels */
     /* Runs the batch; writes logits [n_logit_rows, V] (f32). */
     int (*forward)(folo_backend *b, const folo_batch *batch, float *logits, folo_error *err);
     /* Copies every layer's K and V of block copies[i].src into copies[i].dst

@@ -53,10 +53,11 @@ char *cli_model_dir(const char *cmd, const char *flag_value);
  * sequences of up to seq_tokens tokens each, sequence s in blocks
  * [s * B, (s + 1) * B) with B = folo_single_seq_blocks(seq_tokens,
  * FOLO_DEFAULT_BLOCK_SIZE), and activation scratch for max_batch_tokens
- * tokens in one forward. */
+ * tokens in one forward; no_weight_copy: the cpu backend's weights_in_place. */
 folo_backend *cli_backend_create(const folo_model *model, const char *device,
                                  folo_compute_dtype dtype, int n_threads, int n_seqs,
-                                 int seq_tokens, int max_batch_tokens, folo_error *err);
+                                 int seq_tokens, int max_batch_tokens, bool no_weight_copy,
+                                 folo_error *err);
 
 /* --dtype's values, indexed by folo_compute_dtype, NULL-terminated. */
 extern const char *const cli_dtype_names[];

@@ -27,7 +27,8 @@
 
 static const char k_usage[] =
     "usage: folo logits [-m DIR] --ids ID,ID,... --out FILE [--threads N] [--chunk N]\n"
-    "                   [--device cpu|cuda|auto] [--dtype auto|float32|bfloat16]\n";
+    "                   [--device cpu|cuda|auto] [--dtype auto|float32|bfloat16]\n"
+    "                   [--no-weight-copy]\n";
 
 static const char k_help[] =
     "Runs the token ids as one sequence and writes the logits of every position to FILE\n"
@@ -39,7 +40,9 @@ static const char k_help[] =
     "      --threads N    CPU threads (default: all cores)\n"
     "      --chunk N      feed the ids N at a time over several forwards (default: all at once)\n"
     "      --device D     cpu, cuda, or auto: cuda when built and a GPU is present (default)\n"
-    CLI_DTYPE_HELP;
+    CLI_DTYPE_HELP
+    "      --no-weight-copy       cpu: read the weights from the file mapping, as stored\n"
+    "                             (docs/switches.md)\n";
 
 typedef struct logits_options {
     const char *model;
@@ -49,6 +52,7 @@ typedef struct logits_options {
     int chunk;     /* 0: all ids in one forward */
     const char *device; /* "cpu", "cuda" or "auto" (the default) */
     folo_compute_dtype dtype;
+    bool no_weight_copy;
 } logits_options;
 
 /* Parses "1,2,3" into a new array; -1 on a malformed list. */
@@ -75,7 +79,16 @@ static int parse_ids(const char *text, int32_t **ids_out, int *n_out) {
 
 /* Returns 0 to go on, -1 after printing --help (exit 0), or 2 on a usage error. */
 static int parse_args(int argc, char **argv, logits_options *o) {
-    enum { OPT_IDS = 256, OPT_OUT, OPT_THREADS, OPT_CHUNK, OPT_DEVICE, OPT_DTYPE, OPT_HELP };
+    enum {
+        OPT_IDS = 256,
+        OPT_OUT,
+        OPT_THREADS,
+        OPT_CHUNK,
+        OPT_DEVICE,
+        OPT_DTYPE,
+        OPT_NO_WEIGHT_COPY,
+        OPT_HELP
+    };
     static const struct option longs[] = {
         {"model", required_argument, NULL, 'm'},
         {"ids", required_argument, NULL, OPT_IDS},
@@ -84,6 +97,7 @@ static int parse_args(int argc, char **argv, logits_options *o) {
         {"chunk", required_argument, NULL, OPT_CHUNK},
         {"device", required_argument, NULL, OPT_DEVICE},
         {"dtype", required_argument, NULL, OPT_DTYPE},
+        {"no-weight-copy", no_argument, NULL, OPT_NO_WEIGHT_COPY},
         {"help", no_argument, NULL, OPT_HELP},
         {0, 0, 0, 0},
     };
@@ -112,6 +126,7 @@ static int parse_args(int argc, char **argv, logits_options *o) {
         case OPT_DTYPE:
             if (cli_parse_dtype("logits", optarg, &o->dtype)) return 2;
             break;
+        case OPT_NO_WEIGHT_COPY: o->no_weight_copy = true; break;
         case OPT_HELP: printf("%s\n%s", k_usage, k_help); return -1;
         case '?':
             if (optopt)
@@ -158,7 +173,8 @@ static int run_logits(const logits_options *o, const folo_model *model, const in
 
     int chunk = o->chunk > 0 && o->chunk < n_ids ? o->chunk : n_ids;
     folo_backend *backend =
-        cli_backend_create(model, o->device, o->dtype, o->n_threads, 1, n_ids, chunk, err);
+        cli_backend_create(model, o->device, o->dtype, o->n_threads, 1, n_ids, chunk,
+                           o->no_weight_copy, err);
     if (!backend) return -1;
     float *logits =
         folo_alloc_large((size_t)chunk * c->vocab_size * sizeof(float)); /* [chunk, V] */

@@ -478,7 +478,7 @@ static int run(const ppl_options *o, folo_error *err) {
     for (int i = 0; i < n_sides; i++) {
         sides[i].backend =
             cli_backend_create(sides[i].model, o->device, i == 0 ? o->dtype : FOLO_COMPUTE_AUTO,
-                               o->n_threads, batch, o->ctx, batch * o->ctx, err);
+                               o->n_threads, batch, o->ctx, batch * o->ctx, false, err);
         if (!sides[i].backend) {
             folo_fail_prefix(err, "%s %s", sides[i].flag, sides[i].dir);
             goto done;

@@ -108,11 +108,13 @@ int cli_usage_error(const char *cmd, const char *usage, const char *fmt, ...) {
 
 folo_backend *cli_backend_create(const folo_model *model, const char *device,
                                  folo_compute_dtype dtype, int n_threads, int n_seqs,
-                                 int seq_tokens, int max_batch_tokens, folo_error *err) {
+                                 int seq_tokens, int max_batch_tokens, bool no_weight_copy,
+                                 folo_error *err) {
     folo_backend_options bo = {.n_threads = n_threads,
                                .dtype = dtype,
                                .kv_block_size = FOLO_DEFAULT_BLOCK_SIZE,
-                               .max_batch_tokens = max_batch_tokens};
+                               .max_batch_tokens = max_batch_tokens,
+                               .weights_in_place = no_weight_copy};
     bo.kv_n_blocks = n_seqs * folo_single_seq_blocks(seq_tokens, bo.kv_block_size);
     return folo_backend_create(device, model, &bo, err);
 }

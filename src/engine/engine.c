@@ -806,9 +806,10 @@ folo_engine *folo_engine_create_from(const folo_model *model, const folo_tokeniz
     e->row_first = folo_calloc(S + 1, sizeof(int32_t));
     e->sample_pool = folo_pool_create(o.n_threads);
     update_stats(e);
-    char weights[96] = "";
+    char weights[128] = "";
     if (backend->weight_copy_bytes > 0)
-        snprintf(weights, sizeof weights, "; weights copied into huge pages (%.2f GB in %.2f s)",
+        snprintf(weights, sizeof weights, "; weights copied into huge pages%s (%.2f GB in %.2f s)",
+                 backend->weight_panels ? ", bf16 as row panels" : "",
                  (double)backend->weight_copy_bytes / 1e9, backend->weight_copy_s);
     folo_log(FOLO_LOG_INFO,
              "engine: KV cache %d blocks x %d tokens = %d tokens (%.1f MiB, %s backend); "

@@ -2,16 +2,18 @@
  * avx512bf16, amx) against the portable kernels, on random data and shapes
  * with odd sizes and tails:
  *   - matmul for every weight dtype, and matmul_bf16 (bf16-rounded
- *     activations) where the table has it, on token counts on both sides of
- *     the register tile, the decode path and the token blocks, only inside
- *     the rows asked for, and a token alone bit-for-bit equal to its row in
- *     any batch (batch invariance within one table);
+ *     activations) and matmul_bf16_panels (the same on row panels) where
+ *     the table has them, on token counts on both sides of the register
+ *     tile, the decode path and the token blocks, only inside the rows
+ *     asked for, and a token alone bit-for-bit equal to its row in any
+ *     batch (batch invariance within one table);
  *   - SiLU·up across the range where exp saturates; RMSNorm;
  *   - grouped attention over shuffled block tables, with f32 and bf16
  *     caches, each query of a group bit-for-bit equal to the query alone;
  * and the FOLO_CPU_ISA override. On a CPU without a SIMD table only the
  * override is checked. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,13 +29,21 @@ typedef void (*matmul_fn)(float *y, size_t ldy, const float *x, int n_tokens, in
                           const void *w, folo_dtype w_dtype, int row_begin, int row_end,
                           float *rows_f32);
 
-/* bf16x: matmul_bf16 (activations rounded to bf16) against
- * folo_cpu_matmul_bf16, else matmul against folo_cpu_matmul. */
+typedef enum matmul_kind { MATMUL, MATMUL_BF16, MATMUL_BF16_PANELS } matmul_kind;
+
+/* MATMUL_BF16: matmul_bf16 (activations rounded to bf16) against
+ * folo_cpu_matmul_bf16; MATMUL_BF16_PANELS: matmul_bf16_panels on the
+ * weights packed by folo_cpu_bf16_pack_panels, against the same; MATMUL:
+ * matmul against folo_cpu_matmul. */
 static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T, int K, int N,
-                              int bf16x) {
-    matmul_fn simd = bf16x ? k->matmul_bf16 : k->matmul;
+                              matmul_kind kind) {
+    static const char *const names[] = {"matmul", "matmul_bf16", "matmul_bf16_panels"};
+    bool bf16x = kind != MATMUL;
+    matmul_fn simd = kind == MATMUL_BF16_PANELS ? k->matmul_bf16_panels
+                     : bf16x                    ? k->matmul_bf16
+                                                : k->matmul;
     matmul_fn portable = bf16x ? folo_cpu_matmul_bf16 : folo_cpu_matmul;
-    const char *name = bf16x ? "matmul_bf16" : "matmul";
+    const char *name = names[kind];
     float *x = malloc(sizeof(float) * T * K);        /* [T, K] */
     float *w_src = malloc(sizeof(float) * N * K);    /* [N, K] */
     float *w_stored = malloc(sizeof(float) * N * K); /* [N, K] as the kernels see it */
@@ -46,11 +56,20 @@ static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T
     fill_random(x, (size_t)T * K, 1.0f);
     fill_random(w_src, (size_t)N * K, 0.5f);
     store_weights(dtype, w_src, w, w_stored, (size_t)N * K);
+    void *panels = NULL; /* [panels of N rows] what the SIMD kernel reads */
+    if (kind == MATMUL_BF16_PANELS) {
+        panels = malloc(folo_cpu_bf16_panels_bytes(N, K));
+        folo_cpu_bf16_pack_panels(panels, w, N, K);
+    }
+    const void *w_simd = panels ? panels : w;
 
-    /* Rows [lo, hi) only: the columns outside must stay untouched. */
-    int lo = N > 2 ? 1 : 0, hi = N > 3 ? N - 1 : N;
+    /* Rows [lo, hi) only: the columns outside must stay untouched. Panels
+     * start where a panel does. */
+    int lo = kind == MATMUL_BF16_PANELS ? (N > FOLO_CPU_PANEL_ROWS + 8 ? FOLO_CPU_PANEL_ROWS : 0)
+                                        : (N > 2 ? 1 : 0);
+    int hi = N > 3 ? N - 1 : N;
     for (int i = 0; i < T * N; i++) y[i] = 12345.0f;
-    simd(y, (size_t)N, x, T, K, w, dtype, lo, hi, rows);
+    simd(y, (size_t)N, x, T, K, w_simd, dtype, lo, hi, rows);
     portable(y_ref, (size_t)N, x, T, K, w, dtype, lo, hi, rows_ref);
 
     double worst = 0.0;
@@ -87,13 +106,25 @@ static void test_matmul_shape(const folo_cpu_kernels *k, folo_dtype dtype, int T
     /* A token alone gives bit-for-bit the row it got inside the batch. */
     int same = 1;
     for (int t = 0; t < T; t++) {
-        simd(y_one, (size_t)N, x + (size_t)t * K, 1, K, w, dtype, lo, hi, rows);
+        simd(y_one, (size_t)N, x + (size_t)t * K, 1, K, w_simd, dtype, lo, hi, rows);
         same &= memcmp(y_one + lo, y + (size_t)t * N + lo, sizeof(float) * (size_t)(hi - lo)) == 0;
     }
     CHECK_MSG(same, "%s %s %s T=%d K=%d N=%d: a token alone differs from the batch", k->name,
               name, folo_dtype_name(dtype), T, K, N);
     free(x), free(w_src), free(w_stored), free(w), free(y), free(y_ref), free(y_one), free(rows),
-        free(rows_ref);
+        free(rows_ref), free(panels);
+}
+
+/* The n listed {T, K, N} shapes, then 10 random ones of up to 20 tokens,
+ * K up to 400 and N up to max_rows. */
+static void test_matmul_shapes(const folo_cpu_kernels *k, folo_dtype dtype,
+                               const int (*shapes)[3], size_t n, int max_rows,
+                               matmul_kind kind) {
+    for (size_t s = 0; s < n; s++)
+        test_matmul_shape(k, dtype, shapes[s][0], shapes[s][1], shapes[s][2], kind);
+    for (int i = 0; i < 10; i++)
+        test_matmul_shape(k, dtype, 1 + rng_int(20), 1 + rng_int(400), 1 + rng_int(max_rows),
+                          kind);
 }
 
 static void test_matmul(const folo_cpu_kernels *k) {
@@ -113,13 +144,8 @@ static void test_matmul(const folo_cpu_kernels *k) {
         {70, 3072, 19}, {5, 1024, 66},
     };
     folo_dtype dtypes[] = {FOLO_DTYPE_F32, FOLO_DTYPE_BF16, FOLO_DTYPE_F16};
-    for (size_t d = 0; d < 3; d++) {
-        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-            test_matmul_shape(k, dtypes[d], shapes[s][0], shapes[s][1], shapes[s][2], 0);
-        for (int i = 0; i < 10; i++)
-            test_matmul_shape(k, dtypes[d], 1 + rng_int(20), 1 + rng_int(400), 1 + rng_int(40),
-                              0);
-    }
+    for (size_t d = 0; d < 3; d++)
+        test_matmul_shapes(k, dtypes[d], shapes, sizeof shapes / sizeof shapes[0], 40, MATMUL);
     /* matmul_bf16 on bf16 weights, the only ones the backend gives it
      * (kernels_avx512bf16.c: 32-element pairs, so K around 32 and 64 too);
      * a 512-token call spans two token blocks at K = 1024. */
@@ -127,12 +153,19 @@ static void test_matmul(const folo_cpu_kernels *k) {
     static const int bf16_shapes[][3] = {{1, 31, 5}, {2, 32, 9}, {6, 33, 13}, {7, 64, 4},
                                          {13, 95, 22}, {1, 1024, 37}, {40, 1029, 9},
                                          {512, 1024, 6}, {97, 3072, 5}};
-    for (size_t s = 0; s < sizeof bf16_shapes / sizeof bf16_shapes[0]; s++)
-        test_matmul_shape(k, FOLO_DTYPE_BF16, bf16_shapes[s][0], bf16_shapes[s][1],
-                          bf16_shapes[s][2], 1);
-    for (int i = 0; i < 10; i++)
-        test_matmul_shape(k, FOLO_DTYPE_BF16, 1 + rng_int(20), 1 + rng_int(400), 1 + rng_int(40),
-                          1);
+    test_matmul_shapes(k, FOLO_DTYPE_BF16, bf16_shapes, sizeof bf16_shapes / sizeof bf16_shapes[0],
+                       40, MATMUL_BF16);
+    /* matmul_bf16_panels (kernels_avx512bf16.c: 8-token tiles of 32-row
+     * panels): token counts around 8, rows around a panel and in partial
+     * panels, odd K (a half pair), the 4096-byte single-token prefetch, a
+     * 300-token call over two token blocks at K = 1029. */
+    if (!k->matmul_bf16_panels) return;
+    static const int panel_shapes[][3] = {{1, 1, 1},     {1, 31, 5},    {2, 32, 32},
+                                          {7, 33, 33},   {8, 64, 40},   {9, 95, 64},
+                                          {16, 96, 70},  {17, 1024, 37}, {1, 3072, 100},
+                                          {300, 1029, 41}, {97, 3072, 5}};
+    test_matmul_shapes(k, FOLO_DTYPE_BF16, panel_shapes,
+                       sizeof panel_shapes / sizeof panel_shapes[0], 80, MATMUL_BF16_PANELS);
 }
 
 /* ---- SiLU ------------------------------------------------------------------------ */

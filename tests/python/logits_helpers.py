@@ -58,7 +58,8 @@ def random_qwen3(config, seed, tied, embed_std, head_std):
     return {k: v.astype(np.float32) for k, v in w.items()}
 
 
-def folo_logits(model_dir, ids, chunk=None, threads=None, dtype=None, env=None):
+def folo_logits(model_dir, ids, chunk=None, threads=None, dtype=None, env=None,
+                no_weight_copy=False):
     """Logits [len(ids), V] from `folo logits` (env: extra environment variables)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "logits.f32"
@@ -70,6 +71,8 @@ def folo_logits(model_dir, ids, chunk=None, threads=None, dtype=None, env=None):
             args += ["--threads", str(threads)]
         if dtype:
             args += ["--dtype", dtype]
+        if no_weight_copy:
+            args += ["--no-weight-copy"]
         proc = subprocess.run(args, capture_output=True, text=True,
                               env={**os.environ, **(env or {})})
         assert proc.returncode == 0, proc.stderr

@@ -247,13 +247,17 @@ def test_gptq_bfloat16_equals_bf16_twin(pairs, name, isa, tmp_path):
     it with the bf16-rounded activations: bit for bit what the twin holding
     those bf16 weights computes, for the prompt in one forward (panels of
     bf16 rows, matmul_bf16) and in chunks of 5 tokens (the bf16 GEMV where
-    the ISA has one), with the SIMD and the portable kernels."""
+    the ISA has one), with the SIMD and the portable kernels. Both read
+    their float weights as stored (--no-weight-copy): a copy would hold the
+    bf16 ones as row panels, which matmul_bf16_panels sums in another
+    order."""
     env = {"FOLO_CPU_ISA": "portable"} if isa == "portable" else None
     gptq_dir, twin_dir = pairs[name]
     twin16 = bf16_twin(twin_dir, tmp_path / "bf16-twin")
-    want = folo_logits(twin16, PROMPT, dtype="bfloat16", env=env)
+    want = folo_logits(twin16, PROMPT, dtype="bfloat16", env=env, no_weight_copy=True)
     for chunk in (None, 5):
-        got = folo_logits(gptq_dir, PROMPT, chunk=chunk, dtype="bfloat16", env=env)
+        got = folo_logits(gptq_dir, PROMPT, chunk=chunk, dtype="bfloat16", env=env,
+                          no_weight_copy=True)
         assert np.array_equal(got, want), f"{name} chunk {chunk}: max |diff| {np.abs(got - want).max()}"
     # the weights were rounded: the f32 twin's logits differ
     assert not np.array_equal(want, folo_logits(twin_dir, PROMPT, dtype="bfloat16", env=env))

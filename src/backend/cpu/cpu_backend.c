@@ -10,9 +10,12 @@
  *   - a copy of the float linears and the lm_head in their stored dtype,
  *     in memory backed by 2 MiB pages (folo_alloc_large), made once at
  *     creation: weights streamed out of the file mapping read ~1.3x slower
- *     on Zen4 (docs/performance.md). With weights_in_place the matmuls read
- *     the model's tensors where they lie instead (the quantizer's tables,
- *     which it swaps as it goes; --no-weight-copy);
+ *     on Zen4 (docs/performance.md). Under bfloat16, on a kernel table with
+ *     matmul_bf16_panels, the bf16 ones are copied as row panels (kernels.h),
+ *     which that kernel multiplies without a horizontal sum. With
+ *     weights_in_place the matmuls read the model's tensors where they lie
+ *     instead (the quantizer's tables, which it swaps as it goes;
+ *     --no-weight-copy);
  *   - the activation scratch, sized at creation for a worst-case batch of
  *     min(KV slots, max_batch_tokens or DEFAULT_MAX_TOKENS) tokens and grown
  *     only when a batch needs more, so the steady-state step allocates
@@ -54,7 +57,8 @@
 /* Matmuls of at most this many tokens are decode-sized: bound by the weight
  * stream (and, in kernels_avx512.c, run without packing their tokens), so
  * they are split in chunks of DECODE_CHUNK_ROWS rows (256 KiB of bf16
- * weights at K = 1024), a multiple of FOLO_CPU_MATMUL_ROWS. Each call packs
+ * weights at K = 1024), a multiple of FOLO_CPU_PANEL_ROWS (and so of
+ * FOLO_CPU_MATMUL_ROWS). Each call packs
  * its tokens again (kernels_amx.c): at 1 and 4 tokens on one core, chunks
  * of 128 rows streamed 5-25 % faster than 64 with AMX, 0-10 % with AVX-512,
  * and 256 no better than 128. */
@@ -101,6 +105,7 @@ typedef struct cpu_backend {
     const folo_cpu_kernels *kernels; /* matmul and attention for this CPU (kernels.h) */
     const folo_cpu_int4_kernels *int4; /* GPTQ linears, same ISA (kernels_int4.h) */
     bool bf16_matmul;       /* bf16 weights meet bf16-rounded activations (matmul_bf16) */
+    bool panels;            /* the copy's bf16 linears and lm_head are row panels */
     int n_slots;            /* kv_n_blocks * kv_block_size */
     void *k_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
     void *v_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
@@ -139,7 +144,8 @@ typedef struct cpu_backend {
  * Threads take chunks of rows from a shared counter, so one that starts late
  * (a busy core, a preemption) leaves its share to the others. A decode-sized
  * call uses small chunks (DECODE_CHUNK_ROWS); a larger one about one chunk
- * per thread, since each call packs its tokens once (kernels_avx512.c). */
+ * per thread, since each call packs its tokens once (kernels_avx512.c),
+ * rounded to whole row panels. */
 typedef struct matmul_job {
     cpu_backend *b;
     const float *x; /* [T, K] */
@@ -160,7 +166,10 @@ static void matmul_rows(const matmul_job *job, int i, int begin, int end, float 
     const folo_cpu_kernels *k = job->b->kernels;
     size_t ldy = (size_t)w->shape[0];
     if (!w->quant) {
-        if (job->b->bf16_matmul && w->dtype == FOLO_DTYPE_BF16)
+        if (job->b->panels && w->dtype == FOLO_DTYPE_BF16)
+            k->matmul_bf16_panels(job->y[i], ldy, job->x, job->n_tokens, job->K, w->data,
+                                  w->dtype, begin, end, scratch);
+        else if (job->b->bf16_matmul && w->dtype == FOLO_DTYPE_BF16)
             k->matmul_bf16(job->y[i], ldy, job->x, job->n_tokens, job->K, w->data, w->dtype,
                            begin, end, scratch);
         else
@@ -233,7 +242,7 @@ static void run_matmul(cpu_backend *b, matmul_job *job) {
             rows = DECODE_CHUNK_ROWS;
         } else {
             rows = (N + b->n_threads - 1) / b->n_threads;
-            rows = (rows + FOLO_CPU_MATMUL_ROWS - 1) / FOLO_CPU_MATMUL_ROWS * FOLO_CPU_MATMUL_ROWS;
+            rows = (rows + FOLO_CPU_PANEL_ROWS - 1) / FOLO_CPU_PANEL_ROWS * FOLO_CPU_PANEL_ROWS;
         }
         job->chunk_rows[i] = rows;
         job->n_chunks[i] = (N + rows - 1) / rows;
@@ -701,16 +710,27 @@ static folo_tensor *copied_tensor(cpu_backend *b, int i) {
                              (folo_linear_id)(i % FOLO_N_LINEARS));
 }
 
-/* Bytes t takes in the weight block: its data, to the next 64-byte boundary. */
-static size_t block_bytes(const folo_tensor *t) {
-    return (folo_tensor_bytes(t) + 63) & ~(size_t)63;
+/* Whether place_weights copies t as row panels. */
+static bool as_panels(const cpu_backend *b, const folo_tensor *t) {
+    return b->panels && t->dtype == FOLO_DTYPE_BF16;
+}
+
+/* Bytes t takes in the weight block: its data (as row panels or as
+ * stored), to the next 64-byte boundary. */
+static size_t block_bytes(const cpu_backend *b, const folo_tensor *t) {
+    size_t bytes = as_panels(b, t) ? folo_cpu_bf16_panels_bytes((int)t->shape[0],
+                                                                (int)t->shape[1])
+                                   : folo_tensor_bytes(t);
+    return (bytes + 63) & ~(size_t)63;
 }
 
 /* Points layers, embed and lm_head at the model's tensors (in_place: the
  * caller may swap them later), or at copies of their tables whose float
  * linears and lm_head (GPTQ linears are already repacked in memory of their
- * own) lie in one weight_block, each at a 64-byte boundary; a tied
- * embedding (the lm_head's very tensor) reads the lm_head's copy. */
+ * own) lie in one weight_block, each at a 64-byte boundary, bf16 ones as
+ * row panels where the kernels have matmul_bf16_panels; a tied embedding
+ * (the lm_head's very tensor) reads the lm_head's copy unless that is
+ * panels. */
 static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     const folo_model *m = b->model;
     int L = m->config.n_layers, n_tensors = L * FOLO_N_LINEARS + 1;
@@ -721,12 +741,13 @@ static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     b->copied_layers = folo_calloc((size_t)L, sizeof *b->copied_layers);
     memcpy(b->copied_layers, m->layers, (size_t)L * sizeof *b->copied_layers);
     b->copied_lm_head = m->lm_head;
+    b->panels = b->bf16_matmul && b->kernels->matmul_bf16_panels;
 
     double t0 = folo_now_s();
     size_t total = 0;
     for (int i = 0; i < n_tensors; i++) {
         const folo_tensor *t = copied_tensor(b, i);
-        if (!t->quant) total += block_bytes(t);
+        if (!t->quant) total += block_bytes(b, t);
     }
     b->weight_block = folo_alloc_large(total);
     if (!b->weight_block && total > 0)
@@ -736,15 +757,20 @@ static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     for (int i = 0; i < n_tensors; i++) {
         folo_tensor *t = copied_tensor(b, i);
         if (t->quant) continue;
-        memcpy(next, t->data, folo_tensor_bytes(t));
+        if (as_panels(b, t))
+            folo_cpu_bf16_pack_panels(next, t->data, (int)t->shape[0], (int)t->shape[1]);
+        else
+            memcpy(next, t->data, folo_tensor_bytes(t));
         t->data = next;
-        next += block_bytes(t);
+        next += block_bytes(b, t);
     }
     b->layers = b->copied_layers;
-    if (m->embed.data == m->lm_head.data) b->embed = &b->copied_lm_head;
+    if (m->embed.data == m->lm_head.data && !as_panels(b, &m->lm_head))
+        b->embed = &b->copied_lm_head;
     b->lm_head = &b->copied_lm_head;
     b->base.weight_copy_bytes = total;
     b->base.weight_copy_s = folo_now_s() - t0;
+    b->base.weight_panels = b->panels;
     return 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,6 +158,42 @@ void folo_cpu_matmul_bf16(float *y, size_t ldy, const float *x, int n_tokens, in
         for (int k = 0; k < K; k++) xr[k] = folo_bf16_round(xt[k]);
         folo_cpu_matmul(y + (size_t)t * ldy, ldy, xr, 1, K, w, w_dtype, row_begin, row_end,
                         rows_f32);
+    }
+}
+
+size_t folo_cpu_bf16_panels_bytes(int n_rows, int K) {
+    size_t panels = ((size_t)n_rows + FOLO_CPU_PANEL_ROWS - 1) / FOLO_CPU_PANEL_ROWS;
+    return panels * (size_t)((K + 1) / 2) * FOLO_CPU_PANEL_ROWS * sizeof(uint32_t);
+}
+
+/* Pairs of columns panel packing moves at once: a cache line of each row
+ * in, FOLO_CPU_PANEL_ROWS lines out, all within L1. */
+#define PACK_PAIRS 16
+
+void folo_cpu_bf16_pack_panels(void *panels, const uint16_t *w, int n_rows, int K) {
+    int pairs = (K + 1) / 2;
+    uint32_t *out = panels;
+    for (int r0 = 0; r0 < n_rows; r0 += FOLO_CPU_PANEL_ROWS) {
+        for (int c0 = 0; c0 < pairs; c0 += PACK_PAIRS) {
+            int n_pairs = pairs - c0 < PACK_PAIRS ? pairs - c0 : PACK_PAIRS;
+            bool whole = r0 + FOLO_CPU_PANEL_ROWS <= n_rows && 2 * (c0 + n_pairs) <= K;
+            for (int r = r0; r < r0 + FOLO_CPU_PANEL_ROWS; r++) {
+                const uint16_t *row = w + (size_t)r * K;
+                uint32_t *dst = out + (size_t)c0 * FOLO_CPU_PANEL_ROWS + (r - r0);
+                if (whole) {
+                    for (int c = 0; c < PACK_PAIRS; c++)
+                        dst[(size_t)c * FOLO_CPU_PANEL_ROWS] =
+                            row[2 * (c0 + c)] | (uint32_t)row[2 * (c0 + c) + 1] << 16;
+                    continue;
+                }
+                for (int c = c0; c < c0 + n_pairs; c++, dst += FOLO_CPU_PANEL_ROWS) {
+                    uint32_t lo = r < n_rows ? row[2 * c] : 0;
+                    uint32_t hi = r < n_rows && 2 * c + 1 < K ? row[2 * c + 1] : 0;
+                    *dst = lo | hi << 16;
+                }
+            }
+        }
+        out += (size_t)pairs * FOLO_CPU_PANEL_ROWS;
     }
 }
 

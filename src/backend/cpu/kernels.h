@@ -115,6 +115,19 @@ void folo_cpu_matmul_bf16(float *y, size_t ldy, const float *x, int n_tokens, in
                           const void *w, folo_dtype w_dtype, int row_begin, int row_end,
                           float *rows_f32);
 
+/* Row panels: the layout the backend copies bf16 weights into for a table
+ * with matmul_bf16_panels. Panel p holds rows FOLO_CPU_PANEL_ROWS·p and
+ * on; for each pair of columns (2c, 2c + 1) in order, its rows' pairs in
+ * one run of FOLO_CPU_PANEL_ROWS 32-bit words: [ceil(K / 2)][rows][2]
+ * bf16. Rows past n_rows and the column past an odd K are +0. */
+#define FOLO_CPU_PANEL_ROWS 32
+
+/* Bytes the panels of an [n_rows, K] weight take. */
+size_t folo_cpu_bf16_panels_bytes(int n_rows, int K);
+
+/* panels (folo_cpu_bf16_panels_bytes) = w [n_rows, K] bf16 as row panels. */
+void folo_cpu_bf16_pack_panels(void *panels, const uint16_t *w, int n_rows, int K);
+
 /* inv_freq[i] = 1 / theta^(2i / D) for i < D/2, rounded as transformers
  * rounds it (f32 exponent, f32 power, f32 division). */
 void folo_cpu_rope_inv_freq(float *inv_freq, int head_dim, double theta);
@@ -187,8 +200,16 @@ typedef struct folo_cpu_kernels {
     void (*matmul_bf16)(float *y, size_t ldy, const float *x, int n_tokens, int K,
                         const void *w, folo_dtype w_dtype, int row_begin, int row_end,
                         float *rows_f32);
-    /* Floats of the rows_f32 scratch one matmul or matmul_bf16 call needs
-     * for inner size K (each thread its own). */
+    /* matmul_bf16 on weights packed as row panels (w: the panels, w_dtype
+     * FOLO_DTYPE_BF16; row_begin a multiple of FOLO_CPU_PANEL_ROWS), in an
+     * order of its own: its results agree with matmul_bf16's to f32
+     * rounding, and are batch-invariant among themselves. NULL: the backend
+     * keeps the rows as stored. */
+    void (*matmul_bf16_panels)(float *y, size_t ldy, const float *x, int n_tokens, int K,
+                               const void *w, folo_dtype w_dtype, int row_begin, int row_end,
+                               float *rows_f32);
+    /* Floats of the rows_f32 scratch one matmul, matmul_bf16 or
+     * matmul_bf16_panels call needs for inner size K (each thread its own). */
     size_t (*matmul_scratch_floats)(int K);
     void (*silu_mul)(float *gate, const float *up, size_t n);
     /* folo_cpu_rmsnorm's twin: the same double sum of squares in its own

@@ -43,11 +43,12 @@
 
 #define TILE_ROWS FOLO_CPU_MATMUL_ROWS
 #define TILE_TOKENS 6
+#define PANEL_TOKENS 8 /* tokens of a panel tile (below) */
 /* Rounded activations of a token block: within a 1 MiB L2 beside the
  * weight rows; at least MIN_BLOCK_TOKENS tokens, so that the weights of a
  * 512-token prefill come from memory a few times at most. */
 #define TOKEN_BLOCK_BYTES (512 * 1024)
-#define MIN_BLOCK_TOKENS (16 * TILE_TOKENS)
+#define MIN_BLOCK_TOKENS 96 /* 16 row tiles, 12 panel tiles */
 /* How far ahead of its loads a tile prefetches each weight row (the
  * hardware prefetcher alone keeps too few lines in flight; on Zen4 a
  * single token's row stream reached 28-32 GB/s with 4 KiB, 26-30 with 8 KiB
@@ -56,13 +57,16 @@
 
 _Static_assert(TILE_ROWS == 4, "a tile reduces its rows with reduce4");
 
-static int block_tokens(int K) {
-    int block = TOKEN_BLOCK_BYTES / (bf16_padded(K) * 2) / TILE_TOKENS * TILE_TOKENS;
+/* Tokens a block rounds at once, whole tiles of `tile` tokens. */
+static int block_tokens(int K, int tile) {
+    int block = TOKEN_BLOCK_BYTES / (bf16_padded(K) * 2) / tile * tile;
     return block < MIN_BLOCK_TOKENS ? MIN_BLOCK_TOKENS : block;
 }
 
+/* Floats of one block of rounded tokens, for either tile. */
 static size_t matmul_bf16_scratch(int K) {
-    return (size_t)block_tokens(K) * bf16_padded(K) / 2; /* one block of rounded tokens */
+    int rows = block_tokens(K, TILE_TOKENS), panels = block_tokens(K, PANEL_TOKENS);
+    return (size_t)(rows > panels ? rows : panels) * bf16_padded(K) / 2;
 }
 
 /* y[t, r] = xb_t · w_r for t < n_tokens, r < n_rows (both constants once
@@ -138,7 +142,7 @@ static void matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_t
                                    const void *w, folo_dtype w_dtype, int row_begin, int row_end,
                                    float *scratch) {
     (void)w_dtype; /* FOLO_DTYPE_BF16 */
-    int Kp = bf16_padded(K), block = block_tokens(K);
+    int Kp = bf16_padded(K), block = block_tokens(K, TILE_TOKENS);
     uint16_t *xb = (uint16_t *)scratch; /* [block, Kp] */
     if (n_tokens == 1) {
         bf16_round_tokens(xb, x, 1, K);
@@ -166,6 +170,85 @@ static void matmul_bf16_avx512bf16(float *y, size_t ldy, const float *x, int n_t
                  * alternating runs) */
                 tile_n(y + (size_t)(t0 + t) * ldy + r0, ldy, xb + (size_t)t * Kp, Kp, K, rows,
                        n_rows, n, (size_t)TILE_ROWS * K * sizeof(uint16_t));
+            }
+        }
+    }
+}
+
+/* ---- matmul_bf16 on row panels ------------------------------------------- */
+
+/* The weights the backend copies at start-up, as row panels (kernels.h): a
+ * pair of columns of a panel's 32 rows is two registers, 16 rows each. A
+ * tile broadcasts one pair of each of its PANEL_TOKENS tokens and
+ * multiplies it with both, so the lanes are rows and a (token, row)'s dot
+ * product runs down one lane over K in order: no reduction, each register
+ * stored as it stands; any batch size sums the same way. A panel is one
+ * stream in memory; every tile prefetches the same columns of the next
+ * panel into L2, as the row tiles above do for their next group. */
+_Static_assert(FOLO_CPU_PANEL_ROWS == 32, "a pair of a panel's columns is two registers");
+
+/* y[t, r] for t < n_tokens (a constant once inlined) and the rows m0 / m1
+ * keep of the panel's two halves; xb: the tokens rounded, as pairs, rows of
+ * Kp2; panel: [K2][32] pairs, the next panel right after it. */
+static inline __attribute__((always_inline)) void
+panel_tile(float *y, size_t ldy, const uint32_t *xb, int Kp2, int K2, const uint32_t *panel,
+           __mmask16 m0, __mmask16 m1, const int n_tokens) {
+    __m512 acc[PANEL_TOKENS][2];
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    size_t next = n_tokens == 1 ? PREFETCH_BYTES / sizeof(uint32_t) : (size_t)K2 * FOLO_CPU_PANEL_ROWS;
+    for (int c = 0; c < K2; c++) {
+        const uint32_t *p = panel + (size_t)c * FOLO_CPU_PANEL_ROWS;
+        _mm_prefetch((const char *)(p + next), n_tokens == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
+        _mm_prefetch((const char *)(p + next + 16), n_tokens == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512(p);
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512(p + 16);
+#pragma GCC unroll 8
+        for (int t = 0; t < n_tokens; t++) {
+            __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xb[(size_t)t * Kp2 + c]);
+            acc[t][0] = _mm512_dpbf16_ps(acc[t][0], xv, w0);
+            acc[t][1] = _mm512_dpbf16_ps(acc[t][1], xv, w1);
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < n_tokens; t++) {
+        _mm512_mask_storeu_ps(y + (size_t)t * ldy, m0, acc[t][0]);
+        _mm512_mask_storeu_ps(y + (size_t)t * ldy + 16, m1, acc[t][1]);
+    }
+}
+
+static void panel_tile_n(float *y, size_t ldy, const uint32_t *xb, int Kp2, int K2,
+                         const uint32_t *panel, __mmask16 m0, __mmask16 m1, int n_tokens) {
+    switch (n_tokens) {
+    case 1: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, 1); break;
+    case 2: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, 2); break;
+    case 3: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, 3); break;
+    case 4: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, 4); break;
+    case 5: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, 5); break;
+    case 6: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, 6); break;
+    case 7: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, 7); break;
+    default: panel_tile(y, ldy, xb, Kp2, K2, panel, m0, m1, PANEL_TOKENS); break;
+    }
+}
+
+/* kernels.h's matmul_bf16_panels. */
+static void matmul_bf16_panels_avx512bf16(float *y, size_t ldy, const float *x, int n_tokens,
+                                          int K, const void *w, folo_dtype w_dtype,
+                                          int row_begin, int row_end, float *scratch) {
+    (void)w_dtype; /* FOLO_DTYPE_BF16 */
+    int Kp2 = bf16_padded(K) / 2, K2 = (K + 1) / 2, block = block_tokens(K, PANEL_TOKENS);
+    uint16_t *xb = (uint16_t *)scratch; /* [block, Kp] */
+    for (int t0 = 0; t0 < n_tokens; t0 += block) {
+        int nt = n_tokens - t0 < block ? n_tokens - t0 : block;
+        bf16_round_tokens(xb, x + (size_t)t0 * K, nt, K);
+        for (int r0 = row_begin; r0 < row_end; r0 += FOLO_CPU_PANEL_ROWS) {
+            const uint32_t *panel =
+                (const uint32_t *)w + (size_t)(r0 / FOLO_CPU_PANEL_ROWS) * K2 * FOLO_CPU_PANEL_ROWS;
+            __mmask16 m0 = lanes_below(row_end - r0), m1 = lanes_below(row_end - r0 - 16);
+            for (int t = 0; t < nt; t += PANEL_TOKENS) {
+                int n = nt - t < PANEL_TOKENS ? nt - t : PANEL_TOKENS;
+                panel_tile_n(y + (size_t)(t0 + t) * ldy + r0, ldy,
+                             (const uint32_t *)xb + (size_t)t * Kp2, Kp2, K2, panel, m0, m1, n);
             }
         }
     }
@@ -439,6 +522,7 @@ const folo_cpu_kernels folo_cpu_kernels_avx512bf16 = {
     .name = "avx512bf16",
     .matmul = matmul_avx512bf16,
     .matmul_bf16 = matmul_bf16_avx512bf16,
+    .matmul_bf16_panels = matmul_bf16_panels_avx512bf16,
     .matmul_scratch_floats = matmul_scratch_avx512bf16,
     .silu_mul = silu_mul_avx512bf16,
     .rmsnorm = rmsnorm_avx512bf16,
