@@ -24,7 +24,11 @@
  * the block's other tiles. A single token (batch-1 decode) takes the rows
  * one at a time instead, one stream of weights that the prefetchers follow
  * (Zen4: 30 GB/s against 25 for four interleaved rows); its register is
- * reduced by the same tree. */
+ * reduced by the same tree.
+ *
+ * matmul_bf16_panels multiplies the same tokens with the backend's copy of
+ * the weights as row panels (kernels.h), lanes as rows and no reduction
+ * (below); its own order, batch-invariant the same way. */
 #include "backend/cpu/kernels.h"
 
 #if defined(__x86_64__)
