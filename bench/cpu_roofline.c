@@ -14,9 +14,9 @@
  *   - folo's matmul for each kernel table the CPU runs (kernels.h), its
  *     matmul_bf16 (--dtype bfloat16) where a SIMD table has one, and its
  *     matmul_bf16_panels (the same on the backend's copy as row panels)
- *     where it has that: the decode shape (one token against a bf16 weight matrix as large as the
- *     buffer above) as GB/s of weights, and the prefill shape (T tokens x
- *     [N, K] bf16) as GFLOP/s.
+ *     where it has that: the decode shape (one token against a bf16 weight
+ *     matrix as large as the buffer above) as GB/s of weights, and the
+ *     prefill shape (T tokens x [N, K] bf16) as GFLOP/s.
  * Prints a table, then one JSON line. Best of --repeat runs.
  *
  * usage: cpu_roofline [--mib N] [--repeat N] [--threads N] [--tokens T] [--file PATH] */

@@ -105,7 +105,6 @@ typedef struct cpu_backend {
     const folo_cpu_kernels *kernels; /* matmul and attention for this CPU (kernels.h) */
     const folo_cpu_int4_kernels *int4; /* GPTQ linears, same ISA (kernels_int4.h) */
     bool bf16_matmul;       /* bf16 weights meet bf16-rounded activations (matmul_bf16) */
-    bool panels;            /* the copy's bf16 linears and lm_head are row panels */
     int n_slots;            /* kv_n_blocks * kv_block_size */
     void *k_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
     void *v_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
@@ -161,12 +160,18 @@ typedef struct matmul_job {
     atomic_int next_chunk;               /* chunks handed out so far */
 } matmul_job;
 
+/* Whether t (one of the weights the forward reads) is held as row panels:
+ * every bf16 tensor of the copy, when place_weights packed them. */
+static bool as_panels(const cpu_backend *b, const folo_tensor *t) {
+    return b->base.weight_panels && t->dtype == FOLO_DTYPE_BF16;
+}
+
 static void matmul_rows(const matmul_job *job, int i, int begin, int end, float *scratch) {
     const folo_tensor *w = job->w[i];
     const folo_cpu_kernels *k = job->b->kernels;
     size_t ldy = (size_t)w->shape[0];
     if (!w->quant) {
-        if (job->b->panels && w->dtype == FOLO_DTYPE_BF16)
+        if (as_panels(job->b, w))
             k->matmul_bf16_panels(job->y[i], ldy, job->x, job->n_tokens, job->K, w->data,
                                   w->dtype, begin, end, scratch);
         else if (job->b->bf16_matmul && w->dtype == FOLO_DTYPE_BF16)
@@ -710,11 +715,6 @@ static folo_tensor *copied_tensor(cpu_backend *b, int i) {
                              (folo_linear_id)(i % FOLO_N_LINEARS));
 }
 
-/* Whether place_weights copies t as row panels. */
-static bool as_panels(const cpu_backend *b, const folo_tensor *t) {
-    return b->panels && t->dtype == FOLO_DTYPE_BF16;
-}
-
 /* Bytes t takes in the weight block: its data (as row panels or as
  * stored), to the next 64-byte boundary. */
 static size_t block_bytes(const cpu_backend *b, const folo_tensor *t) {
@@ -741,7 +741,7 @@ static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     b->copied_layers = folo_calloc((size_t)L, sizeof *b->copied_layers);
     memcpy(b->copied_layers, m->layers, (size_t)L * sizeof *b->copied_layers);
     b->copied_lm_head = m->lm_head;
-    b->panels = b->bf16_matmul && b->kernels->matmul_bf16_panels;
+    b->base.weight_panels = b->bf16_matmul && b->kernels->matmul_bf16_panels;
 
     double t0 = folo_now_s();
     size_t total = 0;
@@ -770,7 +770,6 @@ static int place_weights(cpu_backend *b, bool in_place, folo_error *err) {
     b->lm_head = &b->copied_lm_head;
     b->base.weight_copy_bytes = total;
     b->base.weight_copy_s = folo_now_s() - t0;
-    b->base.weight_panels = b->panels;
     return 0;
 }
 

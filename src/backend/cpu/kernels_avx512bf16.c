@@ -200,7 +200,8 @@ panel_tile(float *y, size_t ldy, const uint32_t *xb, int Kp2, int K2, const uint
     __m512 acc[PANEL_TOKENS][2];
 #pragma GCC unroll 8
     for (int t = 0; t < n_tokens; t++) acc[t][0] = acc[t][1] = _mm512_setzero_ps();
-    size_t next = n_tokens == 1 ? PREFETCH_BYTES / sizeof(uint32_t) : (size_t)K2 * FOLO_CPU_PANEL_ROWS;
+    size_t next = n_tokens == 1 ? PREFETCH_BYTES / sizeof(uint32_t)
+                                : (size_t)K2 * FOLO_CPU_PANEL_ROWS;
     for (int c = 0; c < K2; c++) {
         const uint32_t *p = panel + (size_t)c * FOLO_CPU_PANEL_ROWS;
         _mm_prefetch((const char *)(p + next), n_tokens == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
