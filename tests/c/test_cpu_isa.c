@@ -157,13 +157,14 @@ static void test_matmul(const folo_cpu_kernels *k) {
                        40, MATMUL_BF16);
     /* matmul_bf16_panels (kernels_avx512bf16.c: 8-token tiles of 32-row
      * panels): token counts around 8, rows around a panel and in partial
-     * panels, odd K (a half pair), the 4096-byte single-token prefetch, a
+     * panels, odd K (a half pair), K = 40 (the packer's last block of
+     * pairs short in whole panels), the 4096-byte single-token prefetch, a
      * 300-token call over two token blocks at K = 1029. */
     if (!k->matmul_bf16_panels) return;
     static const int panel_shapes[][3] = {{1, 1, 1},     {1, 31, 5},    {2, 32, 32},
                                           {7, 33, 33},   {8, 64, 40},   {9, 95, 64},
                                           {16, 96, 70},  {17, 1024, 37}, {1, 3072, 100},
-                                          {300, 1029, 41}, {97, 3072, 5}};
+                                          {300, 1029, 41}, {97, 3072, 5}, {5, 40, 64}};
     test_matmul_shapes(k, FOLO_DTYPE_BF16, panel_shapes,
                        sizeof panel_shapes / sizeof panel_shapes[0], 80, MATMUL_BF16_PANELS);
 }

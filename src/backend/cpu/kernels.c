@@ -176,7 +176,8 @@ void folo_cpu_bf16_pack_panels(void *panels, const uint16_t *w, int n_rows, int 
     for (int r0 = 0; r0 < n_rows; r0 += FOLO_CPU_PANEL_ROWS) {
         for (int c0 = 0; c0 < pairs; c0 += PACK_PAIRS) {
             int n_pairs = pairs - c0 < PACK_PAIRS ? pairs - c0 : PACK_PAIRS;
-            bool whole = r0 + FOLO_CPU_PANEL_ROWS <= n_rows && 2 * (c0 + n_pairs) <= K;
+            bool whole = r0 + FOLO_CPU_PANEL_ROWS <= n_rows && n_pairs == PACK_PAIRS &&
+                         2 * (c0 + n_pairs) <= K;
             for (int r = r0; r < r0 + FOLO_CPU_PANEL_ROWS; r++) {
                 const uint16_t *row = w + (size_t)r * K;
                 uint32_t *dst = out + (size_t)c0 * FOLO_CPU_PANEL_ROWS + (r - r0);

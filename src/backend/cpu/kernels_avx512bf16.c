@@ -61,6 +61,15 @@
 
 _Static_assert(TILE_ROWS == 4, "a tile reduces its rows with reduce4");
 
+/* A prefetch into L1 (l1) or L2: a branch, as the hint must be a constant
+ * even where the caller's is one only once inlined (-O0). */
+static inline __attribute__((always_inline)) void prefetch_to(const void *p, int l1) {
+    if (l1)
+        _mm_prefetch((const char *)p, _MM_HINT_T0);
+    else
+        _mm_prefetch((const char *)p, _MM_HINT_T1);
+}
+
 /* Tokens a block rounds at once, whole tiles of `tile` tokens. */
 static int block_tokens(int K, int tile) {
     int block = TOKEN_BLOCK_BYTES / (bf16_padded(K) * 2) / tile * tile;
@@ -90,8 +99,7 @@ tile(float *y, size_t ldy, const uint16_t *xb, int Kp, int K, const uint16_t *co
         __m512bh wv[TILE_ROWS];
 #pragma GCC unroll 8
         for (int r = 0; r < rows; r++) {
-            _mm_prefetch((const char *)(w[r] + k) + prefetch,
-                         rows == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
+            prefetch_to((const char *)(w[r] + k) + prefetch, rows == 1);
             wv[r] = (__m512bh)_mm512_loadu_si512(w[r] + k);
         }
 #pragma GCC unroll 8
@@ -204,8 +212,8 @@ panel_tile(float *y, size_t ldy, const uint32_t *xb, int Kp2, int K2, const uint
                                 : (size_t)K2 * FOLO_CPU_PANEL_ROWS;
     for (int c = 0; c < K2; c++) {
         const uint32_t *p = panel + (size_t)c * FOLO_CPU_PANEL_ROWS;
-        _mm_prefetch((const char *)(p + next), n_tokens == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
-        _mm_prefetch((const char *)(p + next + 16), n_tokens == 1 ? _MM_HINT_T0 : _MM_HINT_T1);
+        prefetch_to(p + next, n_tokens == 1);
+        prefetch_to(p + next + 16, n_tokens == 1);
         __m512bh w0 = (__m512bh)_mm512_loadu_si512(p);
         __m512bh w1 = (__m512bh)_mm512_loadu_si512(p + 16);
 #pragma GCC unroll 8
