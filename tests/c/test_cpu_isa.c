@@ -8,8 +8,9 @@
  *     asked for, and a token alone bit-for-bit equal to its row in any
  *     batch (batch invariance within one table);
  *   - SiLU·up across the range where exp saturates; RMSNorm;
- *   - grouped attention over shuffled block tables, with f32 and bf16
- *     caches, each query of a group bit-for-bit equal to the query alone;
+ *   - grouped attention (queries over one or more kv heads) over shuffled
+ *     block tables, with f32 and bf16 caches, each query of a group
+ *     bit-for-bit equal to the query alone;
  * and the FOLO_CPU_ISA override. On a CPU without a SIMD table only the
  * override is checked. */
 #include <math.h>
@@ -270,7 +271,9 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
         ctx[i] = n_ctx - (n_queries - 1 - i) / 2;
         if (ctx[i] < 1) ctx[i] = 1;
     }
-    int kv_head = Hkv - 1;
+    /* The queries in runs over n_heads kv heads, from the last one down. */
+    int kv_head[FOLO_CPU_ATTN_QUERIES], n_heads = 1 + rng_int(Hkv);
+    for (int i = 0; i < n_queries; i++) kv_head[i] = Hkv - 1 - i * n_heads / n_queries;
     float scale = 1.0f / sqrtf((float)D);
     k->attention_group(out, q, ctx, n_queries, kc, vc, kv_dtype, table, block_size, Hkv, kv_head,
                        D, scale);
@@ -279,10 +282,10 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
     double widened = 0.0; /* bf16 cache against its f32 copy, in units of max |v| */
     for (int i = 0; i < n_queries; i++) {
         folo_cpu_attention(ref_buf + (size_t)i * D, q[i], kc, vc, kv_dtype, table, ctx[i],
-                           block_size, Hkv, kv_head, D, scale);
+                           block_size, Hkv, kv_head[i], D, scale);
         if (kv_dtype == FOLO_DTYPE_BF16) {
             folo_cpu_attention(alone, q[i], k_cache, v_cache, FOLO_DTYPE_F32, table, ctx[i],
-                               block_size, Hkv, kv_head, D, scale);
+                               block_size, Hkv, kv_head[i], D, scale);
             for (int d = 0; d < D; d++) {
                 double err = fabs((double)alone[d] - ref_buf[(size_t)i * D + d]);
                 if (!(err <= widened)) widened = err;
@@ -294,13 +297,13 @@ static void test_attention_case(const folo_cpu_kernels *k, int block_size, int H
         }
         float *one[1] = {alone};
         k->attention_group(one, &q[i], &ctx[i], 1, kc, vc, kv_dtype, table, block_size, Hkv,
-                           kv_head, D, scale);
+                           &kv_head[i], D, scale);
         same &= memcmp(alone, out[i], sizeof(float) * D) == 0;
     }
     const char *kv = folo_dtype_name(kv_dtype);
     CHECK_MSG(worst <= 2e-6 * (1.0 + q_scale),
-              "%s attention %s bs=%d Hkv=%d D=%d ctx=%d queries=%d: difference %g from portable",
-              k->name, kv, block_size, Hkv, D, n_ctx, n_queries, worst);
+              "%s attention %s bs=%d Hkv=%d (%d read) D=%d ctx=%d queries=%d: difference %g from "
+              "portable", k->name, kv, block_size, Hkv, n_heads, D, n_ctx, n_queries, worst);
     CHECK_MSG(same, "%s attention %s bs=%d D=%d ctx=%d queries=%d: a query alone differs",
               k->name, kv, block_size, D, n_ctx, n_queries);
     /* The bf16 path's only other rounding is P's, 2^-9 of each weight:

@@ -345,16 +345,38 @@ static void qk_worker(void *ctx, int thread, int n_threads) {
 }
 
 /* Causal attention of every (token, query head) of the batch for one layer.
- * An item is one kv head of a run of up to FOLO_CPU_ATTN_QUERIES / group
- * consecutive tokens of one sequence, with all the query heads that read
- * that kv head: the kernel reads each key and value once for the item's
- * queries. */
+ * An item is a run of consecutive tokens of one sequence with some of its
+ * kv heads and all the query heads that read them, at most
+ * FOLO_CPU_ATTN_QUERIES queries, so the kernel reads each key and value
+ * once for the item's queries:
+ * - a sequence with more tokens than that takes one kv head per item, for
+ *   runs of FOLO_CPU_ATTN_QUERIES / group tokens (prefill);
+ * - one with fewer (decode) takes its tokens with Hkv / short_split kv
+ *   heads per item, which a bf16 cache reads as one run per block. */
 typedef struct attention_job {
     const cpu_backend *b;
     const folo_batch *batch;
     const void *k_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
     const void *v_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
+    int short_split;     /* items per short sequence, a divisor of Hkv (attention_split) */
 } attention_job;
+
+/* Whether a sequence of n tokens has all its queries in one item. */
+static bool short_sequence(int n, int n_heads) { return n * n_heads <= FOLO_CPU_ATTN_QUERIES; }
+
+/* Items per short sequence: the fewest (a divisor of Hkv) that share out
+ * evenly over the threads, or give each several. */
+static int attention_split(const folo_batch *batch, int n_heads, int n_kv_heads, int n_threads) {
+    int n_short = 0;
+    for (int seq = 0; seq < batch->n_seqs; seq++)
+        n_short += short_sequence(batch->seq_starts[seq + 1] - batch->seq_starts[seq], n_heads);
+    int split = 1;
+    while (split < n_kv_heads && (n_kv_heads % split != 0 ||
+                                  ((n_short * split) % n_threads != 0 &&
+                                   n_short * split < 4 * n_threads)))
+        split++;
+    return split;
+}
 
 static void attention_worker(void *ctx, int thread, int n_threads) {
     const attention_job *job = ctx;
@@ -362,34 +384,40 @@ static void attention_worker(void *ctx, int thread, int n_threads) {
     const folo_config *c = &job->b->model->config;
     const cpu_scratch *s = &job->b->s;
     int Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim, group = Hq / Hkv;
-    int run = FOLO_CPU_ATTN_QUERIES / group; /* tokens per item */
     float scale = 1.0f / sqrtf((float)D);
     float *out[FOLO_CPU_ATTN_QUERIES];
     const float *q[FOLO_CPU_ATTN_QUERIES];
-    int n_ctx[FOLO_CPU_ATTN_QUERIES];
+    int n_ctx[FOLO_CPU_ATTN_QUERIES], kv_of[FOLO_CPU_ATTN_QUERIES];
     /* Items interleave across threads: late tokens of a prefill have long
      * contexts, and striding spreads them evenly. */
     int item = 0;
     for (int seq = 0; seq < batch->n_seqs; seq++) {
         const int32_t *table = batch->block_tables + (size_t)seq * batch->max_blocks_per_seq;
-        int end = batch->seq_starts[seq + 1];
-        for (int t0 = batch->seq_starts[seq]; t0 < end; t0 += run) {
+        int start = batch->seq_starts[seq], end = batch->seq_starts[seq + 1];
+        bool is_short = short_sequence(end - start, Hq);
+        int run = is_short ? end - start : FOLO_CPU_ATTN_QUERIES / group; /* tokens per item */
+        int heads = is_short ? Hkv / job->short_split : 1;                /* kv heads per item */
+        for (int t0 = start; t0 < end; t0 += run) {
             int t1 = end - t0 < run ? end : t0 + run;
-            for (int kv_head = 0; kv_head < Hkv; kv_head++, item++) {
+            for (int kv0 = 0; kv0 < Hkv; kv0 += heads, item++) {
                 if (item % n_threads != thread) continue;
                 int n = 0;
-                for (int t = t0; t < t1; t++) {
-                    for (int head = kv_head * group; head < (kv_head + 1) * group; head++, n++) {
-                        size_t offset = (size_t)t * Hq * D + (size_t)head * D;
-                        out[n] = s->att + offset;
-                        q[n] = s->q + offset;
-                        n_ctx[n] = batch->positions[t] + 1;
+                for (int kv_head = kv0; kv_head < kv0 + heads; kv_head++) {
+                    for (int t = t0; t < t1; t++) {
+                        for (int head = kv_head * group; head < (kv_head + 1) * group;
+                             head++, n++) {
+                            size_t offset = (size_t)t * Hq * D + (size_t)head * D;
+                            out[n] = s->att + offset;
+                            q[n] = s->q + offset;
+                            n_ctx[n] = batch->positions[t] + 1;
+                            kv_of[n] = kv_head;
+                        }
                     }
                 }
                 job->b->kernels->attention_group(out, q, n_ctx, n, job->k_cache, job->v_cache,
-                                                 job->b->kv_dtype,
-                                                 table, job->b->base.kv_block_size, Hkv, kv_head,
-                                                 D, scale);
+                                                 job->b->kv_dtype, table,
+                                                 job->b->base.kv_block_size, Hkv, kv_of, D,
+                                                 scale);
             }
         }
     }
@@ -497,7 +525,11 @@ static const float *attention_block(cpu_backend *b, int layer, const folo_batch 
     qk_job qk = {.b = b, .batch = batch, .norms = n, .k_cache = k_cache, .v_cache = v_cache};
     folo_pool_run(b->pool, qk_worker, &qk);
 
-    attention_job att = {.b = b, .batch = batch, .k_cache = k_cache, .v_cache = v_cache};
+    attention_job att = {.b = b,
+                         .batch = batch,
+                         .k_cache = k_cache,
+                         .v_cache = v_cache,
+                         .short_split = attention_split(batch, c->n_heads, Hkv, b->n_threads)};
     folo_pool_run(b->pool, b->naive ? attention_naive_worker : attention_worker, &att);
     if (stop == FOLO_CPU_TAP_O) return s->att;
 

@@ -284,10 +284,10 @@ void folo_cpu_attention(float *out, const float *q, const void *k_cache, const v
 void folo_cpu_attention_group(float *const *out, const float *const *q, const int *n_ctx,
                               int n_queries, const void *k_cache, const void *v_cache,
                               folo_dtype kv_dtype, const int32_t *block_table, int block_size,
-                              int n_kv_heads, int kv_head, int head_dim, float scale) {
+                              int n_kv_heads, const int *kv_head, int head_dim, float scale) {
     for (int i = 0; i < n_queries; i++)
         folo_cpu_attention(out[i], q[i], k_cache, v_cache, kv_dtype, block_table, n_ctx[i],
-                           block_size, n_kv_heads, kv_head, head_dim, scale);
+                           block_size, n_kv_heads, kv_head[i], head_dim, scale);
 }
 
 /* ---- dispatch ------------------------------------------------------------ */

@@ -162,18 +162,20 @@ void folo_cpu_attention(float *out, const float *q, const void *k_cache, const v
                         folo_dtype kv_dtype, const int32_t *block_table, int n_ctx, int block_size,
                         int n_kv_heads, int kv_head, int head_dim, float scale);
 
-/* Causal attention of n_queries queries that read the same kv head of one
- * sequence (the query heads of a GQA group, for a run of its tokens): query
- * i reads q[i] [D], sees positions 0..n_ctx[i]-1 and writes out[i] [D], all
- * as folo_cpu_attention does. Each query's result is the same, bit for bit,
- * as in a call with that query alone, so grouping keeps batch invariance; a
- * SIMD twin may reorder its loops so that a tile of keys and values is read
- * once for all queries. n_queries <= FOLO_CPU_ATTN_QUERIES. */
+/* Causal attention of n_queries queries of one sequence (query heads of
+ * its tokens): query i reads kv head kv_head[i] and q[i] [D], sees
+ * positions 0..n_ctx[i]-1 and writes out[i] [D], all as folo_cpu_attention
+ * does. The queries of one kv head are consecutive. Each query's result is
+ * the same, bit for bit, as in a call with that query alone, so grouping
+ * keeps batch invariance; a SIMD twin may reorder its loops so that a tile
+ * of keys and values is read once for all the queries of its kv head, and
+ * the kv heads of a block one after the other, as they lie in the cache.
+ * n_queries <= FOLO_CPU_ATTN_QUERIES. */
 #define FOLO_CPU_ATTN_QUERIES 32
 void folo_cpu_attention_group(float *const *out, const float *const *q, const int *n_ctx,
                               int n_queries, const void *k_cache, const void *v_cache,
                               folo_dtype kv_dtype, const int32_t *block_table, int block_size,
-                              int n_kv_heads, int kv_head, int head_dim, float scale);
+                              int n_kv_heads, const int *kv_head, int head_dim, float scale);
 
 /* ---- dispatch ------------------------------------------------------------ */
 
@@ -218,7 +220,7 @@ typedef struct folo_cpu_kernels {
     void (*attention_group)(float *const *out, const float *const *q, const int *n_ctx,
                             int n_queries, const void *k_cache, const void *v_cache,
                             folo_dtype kv_dtype, const int32_t *block_table, int block_size,
-                            int n_kv_heads, int kv_head, int head_dim, float scale);
+                            int n_kv_heads, const int *kv_head, int head_dim, float scale);
 } folo_cpu_kernels;
 
 /* The table of one ISA, or NULL when this build or this CPU lacks it (for

@@ -349,7 +349,8 @@ static void rmsnorm_amx(float *out, const float *x, const float *weight, int n, 
 static void attention_group_amx(float *const *out, const float *const *q, const int *n_ctx,
                                 int n_queries, const void *k_cache, const void *v_cache,
                                 folo_dtype kv_dtype, const int32_t *block_table, int block_size,
-                                int n_kv_heads, int kv_head, int head_dim, float scale) {
+                                int n_kv_heads, const int *kv_head, int head_dim,
+                                float scale) {
     folo_cpu_kernels_avx512bf16.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache,
                                                 kv_dtype, block_table, block_size, n_kv_heads,
                                                 kv_head, head_dim, scale);

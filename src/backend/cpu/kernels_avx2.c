@@ -161,10 +161,12 @@ static inline void scale_axpy(float *y, float scale, float a, const float *x, in
 static void attention_group_avx2(float *const *out, const float *const *q, const int *n_ctx,
                                  int n_queries, const void *k_cache, const void *v_cache,
                                  folo_dtype kv_dtype, const int32_t *block_table, int block_size,
-                                 int n_kv_heads, int kv_head, int head_dim, float scale) {
+                                 int n_kv_heads, const int *kv_head, int head_dim,
+                                 float scale) {
     for (int i = 0; i < n_queries; i++)
         folo_attention_online(out[i], q[i], k_cache, v_cache, kv_dtype, block_table, n_ctx[i],
-                              block_size, n_kv_heads, kv_head, head_dim, scale, dot, scale_axpy);
+                              block_size, n_kv_heads, kv_head[i], head_dim, scale, dot,
+                              scale_axpy);
 }
 
 const folo_cpu_kernels folo_cpu_kernels_avx2 = {

@@ -402,17 +402,14 @@ attend_tile(float *out, const float *q, const float *const *k_row, const float *
     *running_max = new_max;
 }
 
-/* The key tile is the outer loop and the queries the inner one, so a tile's
- * keys and values come from memory once and from L1 for the other queries;
- * each query still sees exactly its own tiles in order, so its result is the
- * one it gets alone. An f32 cache only: a bf16 one (`--dtype bfloat16`)
- * goes to kernels_avx512bf16.c's attention, on CPUs that have it. */
-static void attention_group_avx512(float *const *out, const float *const *q, const int *n_ctx,
-                                   int n_queries, const void *k_cache, const void *v_cache,
-                                   folo_dtype kv_dtype, const int32_t *block_table,
-                                   int block_size, int n_kv_heads, int kv_head, int head_dim,
-                                   float scale) {
-    (void)kv_dtype; /* FOLO_DTYPE_F32: the backend gives bf16 caches only to bf16 tables */
+/* The queries of one kv head. The key tile is the outer loop and the
+ * queries the inner one, so a tile's keys and values come from memory once
+ * and from L1 for the other queries; each query still sees exactly its own
+ * tiles in order, so its result is the one it gets alone. */
+static void attention_head_avx512(float *const *out, const float *const *q, const int *n_ctx,
+                                  int n_queries, const void *k_cache, const void *v_cache,
+                                  const int32_t *block_table, int block_size, int n_kv_heads,
+                                  int kv_head, int head_dim, float scale) {
     float running_max[FOLO_CPU_ATTN_QUERIES]; /* [n_queries] max score seen so far */
     float denom[FOLO_CPU_ATTN_QUERIES];       /* [n_queries] Σ e^(score - running_max) */
     int max_ctx = 0;
@@ -459,6 +456,22 @@ static void attention_group_avx512(float *const *out, const float *const *q, con
             _mm512_mask_storeu_ps(out[i] + d, m,
                                   _mm512_mul_ps(_mm512_maskz_loadu_ps(m, out[i] + d), inv));
         }
+    }
+}
+
+/* kernels.h's attention_group, one kv head's queries at a time. An f32
+ * cache only: a bf16 one (`--dtype bfloat16`) goes to
+ * kernels_avx512bf16.c's attention, on CPUs that have it. */
+static void attention_group_avx512(float *const *out, const float *const *q, const int *n_ctx,
+                                   int n_queries, const void *k_cache, const void *v_cache,
+                                   folo_dtype kv_dtype, const int32_t *block_table,
+                                   int block_size, int n_kv_heads, const int *kv_head,
+                                   int head_dim, float scale) {
+    (void)kv_dtype; /* FOLO_DTYPE_F32: the backend gives bf16 caches only to bf16 tables */
+    for (int i = 0, end; i < n_queries; i = end) {
+        for (end = i + 1; end < n_queries && kv_head[end] == kv_head[i]; end++) continue;
+        attention_head_avx512(out + i, q + i, n_ctx + i, end - i, k_cache, v_cache, block_table,
+                              block_size, n_kv_heads, kv_head[i], head_dim, scale);
     }
 }
 

@@ -470,13 +470,48 @@ static inline const uint32_t *values_at(const kv_head_at *at, int p) {
     return (const uint32_t *)at->v_cache + region + (size_t)(o / 2) * at->head_dim;
 }
 
+/* One tile (keys p0 and on, up to max_ctx) of one kv head for its
+ * n_queries queries: their scores, softmax and values, the next tile's
+ * regions prefetched. */
+static void attend_tile(const kv_head_at *at, att_state *st, const int *n_ctx, int n_queries,
+                        int p0, int max_ctx, int pairs, float scale) {
+    int n_tile = max_ctx - p0 < ATT_KEYS ? max_ctx - p0 : ATT_KEYS;
+    /* a half past the context reads the first again: its lanes are masked */
+    const uint32_t *kh[2] = {keys_at(at, p0), keys_at(at, n_tile > 16 ? p0 + 16 : p0)};
+    const uint32_t *vp[ATT_KEYS / 2]; /* [(n_tile + 1) / 2] */
+    for (int m = 0; m < (n_tile + 1) / 2; m++)
+        vp[m] = m % 8 == 0 ? values_at(at, p0 + 2 * m) : vp[m - 1] + at->head_dim;
+    /* the next tile's regions, scattered over the pool, into L2 */
+    for (int p = p0 + ATT_KEYS; p < max_ctx && p < p0 + 2 * ATT_KEYS; p += 16) {
+        const char *k = (const char *)keys_at(at, p), *v = (const char *)values_at(at, p);
+        for (int c = 0; c < pairs; c++)
+            _mm_prefetch(k + (size_t)c * at->block_size * 4, _MM_HINT_T1);
+        for (size_t b = 0; b < (size_t)16 * at->head_dim * 2; b += 64)
+            _mm_prefetch(v + b, _MM_HINT_T1);
+    }
+    att_state *active[FOLO_CPU_ATTN_QUERIES];
+    int n_active = 0;
+    for (int i = 0; i < n_queries; i++) {
+        int n = n_ctx[i] - p0 < n_tile ? n_ctx[i] - p0 : n_tile;
+        if (n <= 0) continue;
+        st[i].n = n;
+        active[n_active++] = &st[i];
+    }
+    tile_queries(active, n_active, kh, at->block_size, pairs, scale, vp, at->head_dim);
+}
+
 /* kernels.h's attention_group on a bf16 cache (queries holding bf16
- * values); an f32 cache goes to AVX-512's. */
+ * values); an f32 cache goes to AVX-512's. The tiles are the outer loop and
+ * the kv heads the inner one: a block holds its kv heads' regions one after
+ * the other (kernels.h), so a tile of all a sequence's heads reads one run
+ * of the cache, which streams at about the read loop's rate, where one
+ * head's regions alone (4 KiB, n_kv_heads regions apart) came at two
+ * thirds of it. */
 static void attention_group_avx512bf16(float *const *out, const float *const *q, const int *n_ctx,
                                        int n_queries, const void *k_cache, const void *v_cache,
                                        folo_dtype kv_dtype, const int32_t *block_table,
-                                       int block_size, int n_kv_heads, int kv_head, int head_dim,
-                                       float scale) {
+                                       int block_size, int n_kv_heads, const int *kv_head,
+                                       int head_dim, float scale) {
     if (kv_dtype != FOLO_DTYPE_BF16) {
         folo_cpu_kernels_avx512.attention_group(out, q, n_ctx, n_queries, k_cache, v_cache,
                                                 kv_dtype, block_table, block_size, n_kv_heads,
@@ -486,40 +521,26 @@ static void attention_group_avx512bf16(float *const *out, const float *const *q,
     int Dp = bf16_padded(head_dim), pairs = head_dim / 2; /* head_dim is even */
     _Alignas(64) uint16_t qb[FOLO_CPU_ATTN_QUERIES * FOLO_CPU_MAX_HEAD_DIM]; /* [n_queries, Dp] */
     att_state state[FOLO_CPU_ATTN_QUERIES];
-    int max_ctx = 0;
+    /* runs of one kv head: queries run[r] to run[r + 1] - 1, context run_ctx[r] */
+    int run[FOLO_CPU_ATTN_QUERIES + 1], run_ctx[FOLO_CPU_ATTN_QUERIES], n_runs = 0, max_ctx = 0;
     for (int i = 0; i < n_queries; i++) {
         bf16_round_tokens(qb + (size_t)i * Dp, q[i], 1, head_dim); /* exact: q is bf16 */
         state[i] = (att_state){.q = (const uint32_t *)(qb + (size_t)i * Dp), .out = out[i],
                                .max = -INFINITY};
         memset(out[i], 0, (size_t)head_dim * sizeof(float));
+        if (i == 0 || kv_head[i] != kv_head[i - 1]) run[n_runs] = i, run_ctx[n_runs++] = 0;
+        if (n_ctx[i] > run_ctx[n_runs - 1]) run_ctx[n_runs - 1] = n_ctx[i];
         if (n_ctx[i] > max_ctx) max_ctx = n_ctx[i];
     }
-    const kv_head_at at = {k_cache,    v_cache, block_table, block_size,
-                           n_kv_heads, kv_head, head_dim};
+    run[n_runs] = n_queries;
     for (int p0 = 0; p0 < max_ctx; p0 += ATT_KEYS) {
-        int n_tile = max_ctx - p0 < ATT_KEYS ? max_ctx - p0 : ATT_KEYS;
-        /* a half past the context reads the first again: its lanes are masked */
-        const uint32_t *kh[2] = {keys_at(&at, p0), keys_at(&at, n_tile > 16 ? p0 + 16 : p0)};
-        const uint32_t *vp[ATT_KEYS / 2]; /* [(n_tile + 1) / 2] */
-        for (int m = 0; m < (n_tile + 1) / 2; m++)
-            vp[m] = m % 8 == 0 ? values_at(&at, p0 + 2 * m) : vp[m - 1] + head_dim;
-        /* the next tile's regions, scattered over the pool, into L2 */
-        for (int p = p0 + ATT_KEYS; p < max_ctx && p < p0 + 2 * ATT_KEYS; p += 16) {
-            const char *k = (const char *)keys_at(&at, p), *v = (const char *)values_at(&at, p);
-            for (int c = 0; c < pairs; c++)
-                _mm_prefetch(k + (size_t)c * block_size * 4, _MM_HINT_T1);
-            for (size_t b = 0; b < (size_t)16 * head_dim * 2; b += 64)
-                _mm_prefetch(v + b, _MM_HINT_T1);
+        for (int r = 0; r < n_runs; r++) {
+            if (p0 >= run_ctx[r]) continue;
+            const kv_head_at at = {k_cache,    v_cache,         block_table, block_size,
+                                   n_kv_heads, kv_head[run[r]], head_dim};
+            attend_tile(&at, state + run[r], n_ctx + run[r], run[r + 1] - run[r], p0,
+                        run_ctx[r], pairs, scale);
         }
-        att_state *active[FOLO_CPU_ATTN_QUERIES];
-        int n_active = 0;
-        for (int i = 0; i < n_queries; i++) {
-            int n = n_ctx[i] - p0 < n_tile ? n_ctx[i] - p0 : n_tile;
-            if (n <= 0) continue;
-            state[i].n = n;
-            active[n_active++] = &state[i];
-        }
-        tile_queries(active, n_active, kh, block_size, pairs, scale, vp, head_dim);
     }
     for (int i = 0; i < n_queries; i++) {
         __m512 inv = _mm512_set1_ps(1.0f / state[i].denom);
