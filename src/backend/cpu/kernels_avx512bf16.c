@@ -293,7 +293,7 @@ static void rmsnorm_avx512bf16(float *out, const float *x, const float *weight, 
 /* ---- attention on vdpbf16ps -------------------------------------------- */
 
 /* A bf16 cache's attention as two small matrix products per tile of
- * ATT_KEYS keys, for all of a group's queries at once, reading the cache
+ * ATT_KEYS keys, for all the queries of a kv head at once, reading the cache
  * in the layout kernels.h gives it (no copy, no transpose):
  *
  * - scores S = Q·Kᵀ with the keys across the lanes: a register of a key
