@@ -492,12 +492,13 @@ static void attend_tile(const kv_head_at *at, att_state *st, const int *n_ctx, i
     for (int m = 0; m < (n_tile + 1) / 2; m++)
         vp[m] = m % 8 == 0 ? values_at(at, p0 + 2 * m) : vp[m - 1] + at->head_dim;
     /* the next tile's regions, scattered over the pool, into L2 as the
-     * scores are summed (tile_scores) */
-    const char *next[4] = {(const char *)kh[0], (const char *)kh[1], (const char *)vp[0],
-                           (const char *)vp[0]};
-    for (int h = 0; h < 2 && p0 + ATT_KEYS + 16 * h < max_ctx; h++) {
-        next[h] = (const char *)keys_at(at, p0 + ATT_KEYS + 16 * h);
-        next[2 + h] = (const char *)values_at(at, p0 + ATT_KEYS + 16 * h);
+     * scores are summed (tile_scores); a half past the context repeats the
+     * first, and the last tile has none */
+    int p1 = p0 + ATT_KEYS, p2 = p1 + 16 < max_ctx ? p1 + 16 : p1;
+    const char *next[4] = {NULL}, *const *prefetch = p1 < max_ctx ? next : NULL;
+    if (prefetch) {
+        next[0] = (const char *)keys_at(at, p1), next[1] = (const char *)keys_at(at, p2);
+        next[2] = (const char *)values_at(at, p1), next[3] = (const char *)values_at(at, p2);
     }
     att_state *active[FOLO_CPU_ATTN_QUERIES];
     int n_active = 0;
@@ -507,16 +508,16 @@ static void attend_tile(const kv_head_at *at, att_state *st, const int *n_ctx, i
         st[i].n = n;
         active[n_active++] = &st[i];
     }
-    tile_queries(active, n_active, kh, at->block_size, pairs, scale, vp, at->head_dim, next);
+    tile_queries(active, n_active, kh, at->block_size, pairs, scale, vp, at->head_dim, prefetch);
 }
 
 /* kernels.h's attention_group on a bf16 cache (queries holding bf16
  * values); an f32 cache goes to AVX-512's. The tiles are the outer loop and
  * the kv heads the inner one: a block holds its kv heads' regions one after
- * the other (kernels.h), so a tile of all a sequence's heads reads one run
- * of the cache, which streams at about the read loop's rate, where one
- * head's regions alone (4 KiB, n_kv_heads regions apart) came at two
- * thirds of it. */
+ * the other (kernels.h), so a tile of all a sequence's heads reads them in
+ * the cache's order rather than one head's regions n_kv_heads apart
+ * (docs/performance.md, "Decode attention over all of a sequence's kv
+ * heads", for what that order bought and what it did not). */
 static void attention_group_avx512bf16(float *const *out, const float *const *q, const int *n_ctx,
                                        int n_queries, const void *k_cache, const void *v_cache,
                                        folo_dtype kv_dtype, const int32_t *block_table,
