@@ -301,7 +301,9 @@ static void rmsnorm_avx512bf16(float *out, const float *x, const float *weight, 
  *   multiplies one pair of a query (broadcast) with it. No horizontal sums:
  *   lane j of a query's two registers is key j's score, summed over the
  *   pairs in order. Up to QK_QUERIES queries share each load;
- * - the online softmax of each query's 32 scores in those registers; the
+ * - the online softmax of each query's 32 scores in those registers, the
+ *   block's maxima, rescalings and denominators eight queries to a
+ *   register (reduce8: no scalar exp, no call that spills the scores); the
  *   probabilities P rounded to bf16 (the denominator sums them in f32, as
  *   FlashAttention does);
  * - the value update O = O·rescale + P·V, again on `vdpbf16ps`: a
@@ -319,6 +321,7 @@ static void rmsnorm_avx512bf16(float *out, const float *x, const float *weight, 
 #define PV_REGS 4
 
 _Static_assert(ATT_KEYS == 32, "a query's tile of scores is two registers");
+_Static_assert(QK_QUERIES == 8, "reduce8 reduces a block of queries");
 _Static_assert(FOLO_CPU_KV_BF16_BLOCK == 16, "a register of keys is 16 positions of a block");
 
 /* Per query of a group: the online softmax's state, and the tile's
@@ -333,12 +336,43 @@ typedef struct att_state {
     uint32_t p[ATT_KEYS / 2]; /* e^(score - max) of the tile's keys as bf16 pairs, +0 past n */
 } att_state;
 
+/* Lane of query i's result in reduce8's. */
+#define REDUCE8_LANE(i) (4 * ((i) % 4) + 2 * ((i) / 4))
+
+/* The max (max != 0, a constant once inlined) or the sum of each of v[0..7]
+ * over its 16 lanes, v[i]'s at lane REDUCE8_LANE(i): the tree of
+ * _mm512_reduce_max_ps and _mm512_reduce_add_ps (halves, then quarters,
+ * then the two lanes' pairs, then the lanes), so each result has the bits
+ * that reducing its register alone gives, and eight reductions share a
+ * quarter of the shuffles and none of the latency chain. */
+static inline __attribute__((always_inline)) __m512 reduce8(const __m512 v[8], const int max) {
+#define REDUCE8_OP(a, b) (max ? _mm512_max_ps(a, b) : _mm512_add_ps(a, b))
+    __m512 h[4], q[2];
+    for (int j = 0; j < 4; j++) /* [v[2j] halves combined | v[2j+1]'s] */
+        h[j] = REDUCE8_OP(_mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int j = 0; j < 2; j++) /* quarter k: v[4j + k]'s quarters combined */
+        q[j] = REDUCE8_OP(_mm512_shuffle_f32x4(h[2 * j], h[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                          _mm512_shuffle_f32x4(h[2 * j], h[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* quarter k: lanes 0-1 v[k]'s pairs, lanes 2-3 v[4 + k]'s */
+    __m512 p = REDUCE8_OP(_mm512_shuffle_ps(q[0], q[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_ps(q[0], q[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    return REDUCE8_OP(p, _mm512_permute_ps(p, _MM_SHUFFLE(2, 3, 0, 1)));
+#undef REDUCE8_OP
+}
+
+/* Lane `lane` of v in every lane. */
+static inline __m512 lane_of(__m512 v, int lane) {
+    return _mm512_permutexvar_ps(_mm512_set1_epi32(lane), v);
+}
+
 /* Scores, softmax and probabilities of one tile for nq (a constant once
- * inlined) queries. next, unless NULL: the next tile's two key regions and
- * two value regions, `pairs` lines each, which go into L2 a line of each
- * per column pair, spread over the sums rather than asked for at once (on
- * the Zen4 a 16-sequence decode's attention read its cache at 25-26 GB/s
- * so, at 22-23 with the whole tile asked for at its start). */
+ * inlined) queries; their maxima, rescalings and denominators a register
+ * at a time (reduce8). next, unless NULL: the next tile's two key regions
+ * and two value regions, `pairs` lines each, which go into L2 a line of
+ * each per column pair, spread over the sums rather than asked for at once
+ * (on the Zen4 a 16-sequence decode's attention read its cache at 25-26
+ * GB/s so, at 22-23 with the whole tile asked for at its start). */
 static inline __attribute__((always_inline)) void
 tile_scores(att_state *const *st, const int nq, const uint32_t *const kh[2], int block_size,
             int pairs, float scale, const char *const next[4]) {
@@ -361,18 +395,57 @@ tile_scores(att_state *const *st, const int nq, const uint32_t *const kh[2], int
         }
     }
     __m512 minus_inf = _mm512_set1_ps(-INFINITY), scale_v = _mm512_set1_ps(scale);
+    __m512 v[QK_QUERIES]; /* each query's larger score per lane, then its e0 + e1 */
+    __m512 prev_max = minus_inf, prev_denom = _mm512_setzero_ps();
+    for (int i = 0; i < QK_QUERIES; i++) {
+        if (i >= nq) {
+            v[i] = v[0]; /* a lane no query reads */
+            continue;
+        }
+        __mmask16 lane = (__mmask16)(1u << REDUCE8_LANE(i));
+        s[i][0] = _mm512_mask_mul_ps(minus_inf, lanes_below(st[i]->n), s[i][0], scale_v);
+        s[i][1] = _mm512_mask_mul_ps(minus_inf, lanes_below(st[i]->n - 16), s[i][1], scale_v);
+        v[i] = _mm512_max_ps(s[i][0], s[i][1]);
+        prev_max = _mm512_mask_mov_ps(prev_max, lane, _mm512_set1_ps(st[i]->max));
+        prev_denom = _mm512_mask_mov_ps(prev_denom, lane, _mm512_set1_ps(st[i]->denom));
+    }
+    __m512 new_max = _mm512_max_ps(reduce8(v, 1), prev_max);
+    __m512 rescale = exp16(_mm512_sub_ps(prev_max, new_max)); /* 0 on the first tile */
     for (int i = 0; i < nq; i++) {
-        att_state *a = st[i];
-        __m512 x0 = _mm512_mask_mul_ps(minus_inf, lanes_below(a->n), s[i][0], scale_v);
-        __m512 x1 = _mm512_mask_mul_ps(minus_inf, lanes_below(a->n - 16), s[i][1], scale_v);
-        float tile_max = _mm512_reduce_max_ps(_mm512_max_ps(x0, x1));
-        float new_max = tile_max > a->max ? tile_max : a->max;
-        a->rescale = expf(a->max - new_max); /* 0 on the first tile */
-        __m512 m = _mm512_set1_ps(new_max);
-        __m512 e0 = exp16(_mm512_sub_ps(x0, m)), e1 = exp16(_mm512_sub_ps(x1, m));
-        _mm512_storeu_si512(a->p, (__m512i)_mm512_cvtne2ps_pbh(e1, e0)); /* keys 0-15 low */
-        a->denom = a->denom * a->rescale + _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
-        a->max = new_max;
+        __m512 m = lane_of(new_max, REDUCE8_LANE(i));
+        __m512 e0 = exp16(_mm512_sub_ps(s[i][0], m)), e1 = exp16(_mm512_sub_ps(s[i][1], m));
+        _mm512_storeu_si512(st[i]->p, (__m512i)_mm512_cvtne2ps_pbh(e1, e0)); /* keys 0-15 low */
+        v[i] = _mm512_add_ps(e0, e1);
+    }
+    __m512 denom = _mm512_add_ps(_mm512_mul_ps(prev_denom, rescale), reduce8(v, 0));
+    _Alignas(64) float max_l[16], rescale_l[16], denom_l[16];
+    _mm512_store_ps(max_l, new_max);
+    _mm512_store_ps(rescale_l, rescale);
+    _mm512_store_ps(denom_l, denom);
+    for (int i = 0; i < nq; i++) {
+        st[i]->max = max_l[REDUCE8_LANE(i)];
+        st[i]->rescale = rescale_l[REDUCE8_LANE(i)];
+        st[i]->denom = denom_l[REDUCE8_LANE(i)];
+    }
+}
+
+/* acc += p[pair] · v over PV_REGS registers of columns for nq queries, vrow
+ * the value region's row of the pair's two positions, odd (a constant) when
+ * the second may not have been written: its halves are read as +0. */
+static inline __attribute__((always_inline)) void
+pair_values(__m512 acc[PV_QUERIES][PV_REGS], att_state *const *st, const int nq, int pair,
+            const uint32_t *vrow, const __mmask16 m[PV_REGS], const int odd) {
+    __m512bh v[PV_REGS];
+#pragma GCC unroll 4
+    for (int c = 0; c < PV_REGS; c++) {
+        __m512i x = _mm512_maskz_loadu_epi32(m[c], vrow + 16 * c);
+        v[c] = (__m512bh)(odd ? _mm512_maskz_mov_epi16(0x55555555u, x) : x);
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < nq; i++) {
+        __m512bh p = (__m512bh)_mm512_set1_epi32((int)st[i]->p[pair]);
+#pragma GCC unroll 4
+        for (int c = 0; c < PV_REGS; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], p, v[c]);
     }
 }
 
@@ -396,20 +469,9 @@ tile_values(att_state *const *st, const int nq, const uint32_t *const *vp, int n
                 acc[i][c] = _mm512_mul_ps(
                     _mm512_maskz_loadu_ps(m[c], st[i]->out + d0 + 16 * c), r);
         }
-        for (int pair = 0; pair < (n_keys + 1) / 2; pair++) {
-            __mmask32 both = 2 * pair + 1 < n_keys ? 0xffffffffu : 0x55555555u;
-            __m512bh v[PV_REGS];
-#pragma GCC unroll 4
-            for (int c = 0; c < PV_REGS; c++)
-                v[c] = (__m512bh)_mm512_maskz_mov_epi16(
-                    both, _mm512_maskz_loadu_epi32(m[c], vp[pair] + d0 + 16 * c));
-#pragma GCC unroll 6
-            for (int i = 0; i < nq; i++) {
-                __m512bh p = (__m512bh)_mm512_set1_epi32((int)st[i]->p[pair]);
-#pragma GCC unroll 4
-                for (int c = 0; c < PV_REGS; c++) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], p, v[c]);
-            }
-        }
+        int pair = 0;
+        for (; pair < n_keys / 2; pair++) pair_values(acc, st, nq, pair, vp[pair] + d0, m, 0);
+        if (n_keys % 2) pair_values(acc, st, nq, pair, vp[pair] + d0, m, 1);
 #pragma GCC unroll 6
         for (int i = 0; i < nq; i++)
 #pragma GCC unroll 4
