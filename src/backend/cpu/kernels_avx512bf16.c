@@ -368,22 +368,22 @@ static inline __m512 lane_of(__m512 v, int lane) {
 
 /* Scores, softmax and probabilities of one tile for nq (a constant once
  * inlined) queries; their maxima, rescalings and denominators a register
- * at a time (reduce8). next, unless NULL: the next tile's two key regions
- * and two value regions, `pairs` lines each, which go into L2 a line of
- * each per column pair, spread over the sums rather than asked for at once
- * (on the Zen4 a 16-sequence decode's attention read its cache at 25-26
- * GB/s so, at 22-23 with the whole tile asked for at its start). */
+ * at a time (reduce8). next_k, unless NULL: the next tile's two key
+ * regions, `pairs` lines each, which go into L2 a line of each per column
+ * pair, spread over the sums rather than asked for at once (tile_values
+ * does the same with the value regions; on the Zen4 a 16-sequence decode's
+ * attention read its cache at 22-23 GB/s with the whole next tile asked
+ * for at a tile's start, 25-26 with it spread over the scores, 29-30 over
+ * the scores and the values). */
 static inline __attribute__((always_inline)) void
 tile_scores(att_state *const *st, const int nq, const uint32_t *const kh[2], int block_size,
-            int pairs, float scale, const char *const next[4]) {
+            int pairs, float scale, const char *const next_k[2]) {
     __m512 s[QK_QUERIES][2];
     for (int i = 0; i < nq; i++) s[i][0] = s[i][1] = _mm512_setzero_ps();
     for (int c = 0; c < pairs; c++) {
-        if (next) {
-            _mm_prefetch(next[0] + (size_t)c * block_size * 4, _MM_HINT_T1);
-            _mm_prefetch(next[1] + (size_t)c * block_size * 4, _MM_HINT_T1);
-            _mm_prefetch(next[2] + (size_t)c * 64, _MM_HINT_T1);
-            _mm_prefetch(next[3] + (size_t)c * 64, _MM_HINT_T1);
+        if (next_k) {
+            _mm_prefetch(next_k[0] + (size_t)c * block_size * 4, _MM_HINT_T1);
+            _mm_prefetch(next_k[1] + (size_t)c * block_size * 4, _MM_HINT_T1);
         }
         __m512bh k0 = (__m512bh)_mm512_loadu_si512(kh[0] + (size_t)c * block_size);
         __m512bh k1 = (__m512bh)_mm512_loadu_si512(kh[1] + (size_t)c * block_size);
@@ -453,10 +453,12 @@ pair_values(__m512 acc[PV_QUERIES][PV_REGS], att_state *const *st, const int nq,
  * pair m of them at vp[m] [head_dim] (a value region's row of position
  * pairs), for nq (a constant once inlined) queries; past a query's own keys
  * its p is +0, which adds +0 (an odd last key's partner, which may not
- * have been written, is read as +0). */
+ * have been written, is read as +0). next_v, unless NULL: the next tile's
+ * two value regions, into L2 two lines of each per pair and pass (the
+ * head_dim / 4 iterations of a whole tile cover head_dim / 2 lines). */
 static inline __attribute__((always_inline)) void
 tile_values(att_state *const *st, const int nq, const uint32_t *const *vp, int n_keys,
-            int head_dim) {
+            int head_dim, const char *const next_v[2]) {
     for (int d0 = 0; d0 < head_dim; d0 += PV_REGS * 16) {
         __mmask16 m[PV_REGS];
         __m512 acc[PV_QUERIES][PV_REGS];
@@ -470,7 +472,16 @@ tile_values(att_state *const *st, const int nq, const uint32_t *const *vp, int n
                     _mm512_maskz_loadu_ps(m[c], st[i]->out + d0 + 16 * c), r);
         }
         int pair = 0;
-        for (; pair < n_keys / 2; pair++) pair_values(acc, st, nq, pair, vp[pair] + d0, m, 0);
+        for (; pair < n_keys / 2; pair++) {
+            if (next_v) {
+                size_t line = ((size_t)(d0 / (PV_REGS * 16)) * 16 + pair) * 128;
+                _mm_prefetch(next_v[0] + line, _MM_HINT_T1);
+                _mm_prefetch(next_v[0] + line + 64, _MM_HINT_T1);
+                _mm_prefetch(next_v[1] + line, _MM_HINT_T1);
+                _mm_prefetch(next_v[1] + line + 64, _MM_HINT_T1);
+            }
+            pair_values(acc, st, nq, pair, vp[pair] + d0, m, 0);
+        }
         if (n_keys % 2) pair_values(acc, st, nq, pair, vp[pair] + d0, m, 1);
 #pragma GCC unroll 6
         for (int i = 0; i < nq; i++)
@@ -482,34 +493,38 @@ tile_values(att_state *const *st, const int nq, const uint32_t *const *vp, int n
 
 /* The register blocks of one tile: the scores in blocks of QK_QUERIES
  * queries, then the values in blocks of PV_QUERIES, each block's length a
- * constant for the compiler. */
+ * constant for the compiler; the first block of each prefetches the next
+ * tile's key regions (next[0..1]) and value regions (next[2..3]) unless
+ * next is NULL. */
 static void tile_queries(att_state *const *st, int n_active, const uint32_t *const kh[2],
                          int block_size, int pairs, float scale, const uint32_t *const *vp,
                          int head_dim, const char *const next[4]) {
     for (int i = 0; i < n_active; i += QK_QUERIES) {
         att_state *const *b = st + i;
+        const char *const *k = i == 0 ? next : NULL;
         switch (n_active - i < QK_QUERIES ? n_active - i : QK_QUERIES) {
-        case 1: tile_scores(b, 1, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
-        case 2: tile_scores(b, 2, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
-        case 3: tile_scores(b, 3, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
-        case 4: tile_scores(b, 4, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
-        case 5: tile_scores(b, 5, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
-        case 6: tile_scores(b, 6, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
-        case 7: tile_scores(b, 7, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
-        default: tile_scores(b, 8, kh, block_size, pairs, scale, i == 0 ? next : NULL); break;
+        case 1: tile_scores(b, 1, kh, block_size, pairs, scale, k); break;
+        case 2: tile_scores(b, 2, kh, block_size, pairs, scale, k); break;
+        case 3: tile_scores(b, 3, kh, block_size, pairs, scale, k); break;
+        case 4: tile_scores(b, 4, kh, block_size, pairs, scale, k); break;
+        case 5: tile_scores(b, 5, kh, block_size, pairs, scale, k); break;
+        case 6: tile_scores(b, 6, kh, block_size, pairs, scale, k); break;
+        case 7: tile_scores(b, 7, kh, block_size, pairs, scale, k); break;
+        default: tile_scores(b, 8, kh, block_size, pairs, scale, k); break;
         }
     }
     for (int i = 0; i < n_active; i += PV_QUERIES) {
         att_state *const *b = st + i;
         int nq = n_active - i < PV_QUERIES ? n_active - i : PV_QUERIES, n_keys = 0;
         for (int k = 0; k < nq; k++) n_keys = b[k]->n > n_keys ? b[k]->n : n_keys;
+        const char *const *v = i == 0 && next ? next + 2 : NULL;
         switch (nq) {
-        case 1: tile_values(b, 1, vp, n_keys, head_dim); break;
-        case 2: tile_values(b, 2, vp, n_keys, head_dim); break;
-        case 3: tile_values(b, 3, vp, n_keys, head_dim); break;
-        case 4: tile_values(b, 4, vp, n_keys, head_dim); break;
-        case 5: tile_values(b, 5, vp, n_keys, head_dim); break;
-        default: tile_values(b, 6, vp, n_keys, head_dim); break;
+        case 1: tile_values(b, 1, vp, n_keys, head_dim, v); break;
+        case 2: tile_values(b, 2, vp, n_keys, head_dim, v); break;
+        case 3: tile_values(b, 3, vp, n_keys, head_dim, v); break;
+        case 4: tile_values(b, 4, vp, n_keys, head_dim, v); break;
+        case 5: tile_values(b, 5, vp, n_keys, head_dim, v); break;
+        default: tile_values(b, 6, vp, n_keys, head_dim, v); break;
         }
     }
 }
@@ -554,8 +569,9 @@ static void attend_tile(const kv_head_at *at, att_state *st, const int *n_ctx, i
     for (int m = 0; m < (n_tile + 1) / 2; m++)
         vp[m] = m % 8 == 0 ? values_at(at, p0 + 2 * m) : vp[m - 1] + at->head_dim;
     /* the next tile's regions, scattered over the pool, into L2 as the
-     * scores are summed (tile_scores); a half past the context repeats the
-     * first, and the last tile has none */
+     * scores and values are summed (tile_scores, tile_values): keys then
+     * values; a half past the context repeats the first, and the last tile
+     * has none */
     int p1 = p0 + ATT_KEYS, p2 = p1 + 16 < max_ctx ? p1 + 16 : p1;
     const char *next[4] = {NULL}, *const *prefetch = p1 < max_ctx ? next : NULL;
     if (prefetch) {
