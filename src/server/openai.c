@@ -324,9 +324,10 @@ static int parse_body(folo_oai_request *r, int vocab_size, folo_oai_error *err) 
         parse_stop_ids(root, r, err) || parse_stream(root, r, err) ||
         parse_logprobs(root, r->kind, sp, err) || refuse_unsupported(root, r->kind, err))
         return -1;
-    if (r->prompt_logprobs >= 0 && r->stream)
+    if (r->prompt_logprobs > 0 && r->stream)
         return folo_oai_fail(err, 400, "prompt_logprobs",
-                             "prompt_logprobs are not available when stream is true");
+                             "prompt_logprobs above 0 are not available when stream is true");
+    if (r->stream) r->prompt_logprobs = -1; /* 0: accepted and left out, as vLLM does */
     if (p->max_tokens == 0) {
         if (!r->echo)
             return folo_oai_fail(err, 400, "max_tokens",

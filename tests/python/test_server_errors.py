@@ -69,7 +69,7 @@ BAD = [
     ("POST", COMP, {"prompt": "hi", "prompt_logprobs": 1.5}, 400, "prompt_logprobs"),
     ("POST", COMP, {"prompt": "hi", "prompt_logprobs": "1"}, 400, "prompt_logprobs"),
     ("POST", COMP, {"prompt": "hi", "prompt_logprobs": True}, 400, "prompt_logprobs"),
-    ("POST", COMP, {"prompt": "hi", "prompt_logprobs": 0, "stream": True}, 400,
+    ("POST", COMP, {"prompt": "hi", "prompt_logprobs": 1, "stream": True}, 400,
      "prompt_logprobs"),
     ("POST", CHAT, {"messages": OK_MSGS, "prompt_logprobs": 25}, 400, "prompt_logprobs"),
     ("POST", CHAT, {"messages": OK_MSGS, "prompt_logprobs": 2, "stream": True}, 400,

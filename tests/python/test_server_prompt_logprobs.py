@@ -210,3 +210,23 @@ def test_no_prompt_logprobs_unless_asked(server):
     status, raw = server.request("POST", CHAT, {"messages": [{"role": "user", "content": "hi"}],
                                                 "max_tokens": 1})
     assert status == 200 and "prompt_logprobs" not in json.loads(raw)
+
+
+@pytest.mark.parametrize("path", [COMP, CHAT])
+def test_a_stream_accepts_prompt_logprobs_0_and_leaves_them_out(server, path):
+    # vLLM's rule: K > 0 is refused with stream (test_server_errors), 0 is
+    # accepted and no chunk carries the member.
+    body = ({"prompt": PROMPT} if path == COMP else
+            {"messages": [{"role": "user", "content": PROMPT}]})
+    body.update(model=MODEL_NAME, max_tokens=3, temperature=0, ignore_eos=True,
+                prompt_logprobs=0)
+    status, raw = server.request("POST", path, {**body, "stream": True})
+    assert status == 200, raw
+    chunks = [json.loads(line[6:]) for line in raw.decode().split("\n\n")
+              if line.startswith("data: {")]
+    assert chunks and not any("prompt_logprobs" in json.dumps(c) for c in chunks)
+    pieces = [c["choices"][0]["text"] if path == COMP
+              else c["choices"][0]["delta"].get("content") or "" for c in chunks]
+    status, whole = server.request("POST", path, body)
+    whole = json.loads(whole)["choices"][0]
+    assert "".join(pieces) == (whole["text"] if path == COMP else whole["message"]["content"])
