@@ -48,6 +48,8 @@ static void load(void) {
     g_table.dgemm = (void (*)(int, int, int, int, int, int, double, const double *, int,
                               const double *, int, double, double *, int))entry(blas, BLAS_LIBRARY,
                                                                                "cblas_dgemm");
+    /* optional: not an error when missing */
+    g_table.set_threads = blas ? (void (*)(int))dlsym(blas, "openblas_set_num_threads") : NULL;
     g_loaded = !g_reason.message[0];
 }
 

@@ -45,6 +45,10 @@ typedef struct folo_linalg {
     void (*dgemm)(int layout, int trans_a, int trans_b, int m, int n, int k, double alpha,
                   const double *a, int lda, const double *b, int ldb, double beta, double *c,
                   int ldc);
+    /* OpenBLAS's openblas_set_num_threads: how many threads its products
+     * use from now on; NULL when the BLAS has no such call (the reference
+     * BLAS runs on the caller's thread). */
+    void (*set_threads)(int n);
 } folo_linalg;
 
 /* The process's table, loading the libraries on the first call; NULL (with

@@ -335,6 +335,7 @@ int folo_quantize(const folo_quantize_opts *o, folo_error *err) {
     if (r.params.method == FOLO_QUANT_GPTQ || o->calib_path) {
         r.la = folo_linalg_get(err);
         if (!r.la) rc = -1;
+        else if (o->n_threads > 0 && r.la->set_threads) r.la->set_threads(o->n_threads);
     }
     if (rc == 0 && !r.params.sym && !o->format_v2)
         folo_log(FOLO_LOG_WARN, "quantize: GPTQModel 7 refuses asymmetric checkpoints in format "

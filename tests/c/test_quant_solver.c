@@ -13,8 +13,12 @@
  *   - a linear taller than one chunk of rows (solver.c: 32 MiB of doubles,
  *     4096 rows at K = 1024) gets, in every row, what that row gets alone,
  *     across the chunk boundary, with or without Ŵ kept;
- *   - a non-finite weight is an error naming the linear and the element. */
+ *   - a non-finite weight is an error naming the linear and the element;
+ *   - with OpenBLAS, the thread count quantize's --threads sets is the one
+ *     OpenBLAS then reports. */
+#include <dlfcn.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -207,6 +211,26 @@ static void test_chunks_are_rows_alone(const folo_linalg *la) {
     free(H);
 }
 
+/* When the BLAS is OpenBLAS, set_threads is its openblas_set_num_threads:
+ * what it sets, OpenBLAS's own openblas_get_num_threads reads back. */
+static void test_set_threads(const folo_linalg *la) {
+    const char *path = getenv("FOLO_BLAS_LIBRARY");
+    void *blas = dlopen(path && path[0] ? path : "libblas.so.3", RTLD_NOW | RTLD_NOLOAD);
+    int (*get)(void) = blas ? (int (*)(void))dlsym(blas, "openblas_get_num_threads") : NULL;
+    if (!get) {
+        fprintf(stderr, "test_quant_solver: the BLAS is not OpenBLAS; set_threads not checked\n");
+        CHECK(la->set_threads == NULL);
+    } else {
+        CHECK(la->set_threads != NULL);
+        int was = get();
+        la->set_threads(1);
+        CHECK(get() == 1);
+        la->set_threads(was);
+        CHECK(get() == was);
+    }
+    if (blas) dlclose(blas);
+}
+
 int main(void) {
     rng_seed(14);
     folo_log_set_level(FOLO_LOG_ERROR);
@@ -219,6 +243,7 @@ int main(void) {
         test_chunks_are_rows_alone(la);
         test_damping(la);
         test_relative_error(la);
+        test_set_threads(la);
     }
     test_grid_corners();
     return check_summary("test_quant_solver");
