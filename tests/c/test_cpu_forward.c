@@ -1,6 +1,9 @@
 /* The CPU forward pass on the tiny model at $FOLO_TEST_MODEL: a flat batch of
  * several sequences (one continuing its prefill, one decoding from its
- * cache, one starting) gives the logits each sequence gets alone; a prefill
+ * cache, one starting) gives the logits each sequence gets alone, for
+ * every row or for some (the last layer then runs on those rows alone, and
+ * on none in a step that wants no logits, yet writes every token's K and
+ * V, which the later steps read); a prefill
  * fed in chunks gives the one-shot logits; malformed batches are refused
  * with an error, not a crash. Naive attention (--attention naive) equals the
  * online-softmax kernel within f32 rounding, kernel against kernel and in
@@ -74,8 +77,16 @@ static float *run_alone(const folo_model *m, const int32_t *ids, int n_ids, int 
     return run_alone_with(m, ids, n_ids, chunk, 0, false);
 }
 
+/* Which logit rows test_mixed_batch asks for. */
+typedef enum {
+    EVERY_ROW,
+    SOME_ROWS,    /* each sequence's last token and, from 3 tokens on, its first;
+                     none at all in the first step */
+    SOME_REVERSED /* the same rows last to first */
+} row_choice;
+
 static void test_mixed_batch(const folo_model *m, int32_t *const ids[N_SEQS],
-                             float *const alone[N_SEQS]) {
+                             float *const alone[N_SEQS], row_choice choice) {
     int V = m->config.vocab_size;
     /* The three sequences' blocks ([N_SEQS, 6]), interleaved and out of
      * order in the pool; -1 marks entries past a sequence's length. */
@@ -107,6 +118,20 @@ static void test_mixed_batch(const folo_model *m, int32_t *const ids[N_SEQS],
         int32_t step_tables[N_SEQS * 6]; /* [n_seqs, 6] rows of the sequences present */
         for (int i = 0; i < st.n_seqs; i++)
             memcpy(step_tables + i * 6, tables + st.seq_index[i] * 6, 6 * sizeof(int32_t));
+        int32_t rows[MIXED_STEP_MAX_TOKENS], seq_of[MIXED_STEP_MAX_TOKENS], n_rows = 0;
+        for (int i = 0; i < st.n_seqs; i++) {
+            int first = st.seq_starts[i], end = st.seq_starts[i + 1];
+            for (int t = first; t < end; t++) {
+                bool wanted = choice == EVERY_ROW ||
+                              (k > 0 && (t == end - 1 || (t == first && end - first >= 3)));
+                if (wanted) seq_of[n_rows] = st.seq_index[i], rows[n_rows++] = t;
+            }
+        }
+        for (int r = 0; choice == SOME_REVERSED && r < n_rows / 2; r++) {
+            int32_t t = rows[r], s = seq_of[r];
+            rows[r] = rows[n_rows - 1 - r], seq_of[r] = seq_of[n_rows - 1 - r];
+            rows[n_rows - 1 - r] = t, seq_of[n_rows - 1 - r] = s;
+        }
         folo_batch batch = {
             .n_tokens = st.n_tokens,
             .token_ids = st.ids,
@@ -117,22 +142,22 @@ static void test_mixed_batch(const folo_model *m, int32_t *const ids[N_SEQS],
             .seq_lens = st.seq_lens,
             .block_tables = step_tables,
             .max_blocks_per_seq = 6,
-            .n_logit_rows = st.n_tokens,
-            .logit_rows = st.logit_rows,
+            .n_logit_rows = n_rows,
+            .logit_rows = rows,
         };
         int rc = folo_backend_forward(b, &batch, logits, &err);
         CHECK_MSG(rc == 0, "step %zu: %s", k, err.message);
-        for (int i = 0; i < st.n_seqs; i++) {
-            int s = st.seq_index[i];
-            for (int t = st.seq_starts[i]; t < st.seq_starts[i + 1]; t++) {
-                double d = max_abs_diff(logits + (size_t)t * V,
-                                        alone[s] + (size_t)st.positions[t] * V, (size_t)V);
-                if (d > worst) worst = d;
-            }
+        for (int r = 0; r < n_rows; r++) {
+            double d = max_abs_diff(logits + (size_t)r * V,
+                                    alone[seq_of[r]] + (size_t)st.positions[rows[r]] * V,
+                                    (size_t)V);
+            if (d > worst) worst = d;
         }
     }
-    printf("mixed batch vs each sequence alone: max |diff| %g\n", worst);
-    CHECK_MSG(worst <= 1e-5, "mixed batch differs from sequences alone by %g", worst);
+    static const char *const names[] = {"every row", "some rows", "some rows reversed"};
+    printf("mixed batch (%s) vs each sequence alone: max |diff| %g\n", names[choice], worst);
+    CHECK_MSG(worst <= 1e-5, "mixed batch (%s) differs from sequences alone by %g",
+              names[choice], worst);
     free(logits);
     folo_backend_destroy(b);
 }
@@ -378,7 +403,9 @@ int main(void) {
     }
     if (alone[0] && alone[1] && alone[2]) {
         test_chunked(m, ids[1], k_seq_len[1], alone[1]);
-        test_mixed_batch(m, ids, alone);
+        test_mixed_batch(m, ids, alone, EVERY_ROW);
+        test_mixed_batch(m, ids, alone, SOME_ROWS);
+        test_mixed_batch(m, ids, alone, SOME_REVERSED);
         test_naive_forward(m, ids[1], k_seq_len[1], alone[1]);
         float *in_place = run_alone_with(m, ids[1], k_seq_len[1], k_seq_len[1], 0, true);
         CHECK(in_place && memcmp(in_place, alone[1],

@@ -95,6 +95,7 @@ typedef struct cpu_scratch {
     float *up;          /* [T, I] */
     float *rope_cos;    /* [T, D/2] at each token's position */
     float *rope_sin;    /* [T, D/2] */
+    int32_t *kept;      /* [3T + 1] the last layer's batch of logit rows (logit_rows_batch) */
 } cpu_scratch;
 
 typedef struct cpu_backend {
@@ -368,8 +369,10 @@ static bool short_sequence(int n, int n_heads) { return n * n_heads <= FOLO_CPU_
  * evenly over the threads, or give each several. */
 static int attention_split(const folo_batch *batch, int n_heads, int n_kv_heads, int n_threads) {
     int n_short = 0;
-    for (int seq = 0; seq < batch->n_seqs; seq++)
-        n_short += short_sequence(batch->seq_starts[seq + 1] - batch->seq_starts[seq], n_heads);
+    for (int seq = 0; seq < batch->n_seqs; seq++) {
+        int n = batch->seq_starts[seq + 1] - batch->seq_starts[seq];
+        n_short += n > 0 && short_sequence(n, n_heads); /* the last layer's may be empty */
+    }
     int split = 1;
     while (split < n_kv_heads && (n_kv_heads % split != 0 ||
                                   ((n_short * split) % n_threads != 0 &&
@@ -438,6 +441,7 @@ static void attention_naive_worker(void *ctx, int thread, int n_threads) {
     for (int seq = 0; seq < batch->n_seqs; seq++) {
         const int32_t *table = batch->block_tables + (size_t)seq * batch->max_blocks_per_seq;
         int t0 = batch->seq_starts[seq], n = batch->seq_starts[seq + 1] - t0;
+        if (n == 0) continue; /* a sequence the last layer keeps no row of */
         for (int head = 0; head < Hq; head++, item++) {
             if (item % n_threads != thread) continue;
             size_t offset = (size_t)t0 * Hq * D + (size_t)head * D;
@@ -499,12 +503,65 @@ static void prepare_batch(cpu_backend *b, const folo_batch *batch) {
     b->short_split = attention_split(batch, c->n_heads, c->n_kv_heads, b->n_threads);
 }
 
+/* The batch's logit rows alone, as a batch of their own for the last
+ * layer: past its K and V, which every token's later queries read, a
+ * layer's output matters only for the rows whose logits are wanted, so
+ * cpu_forward runs the last layer's attention, o-projection and MLP on those
+ * rows alone (rows 0..R-1 of the scratch, keep_rows). Positions and
+ * sequences are the rows' own (a sequence may keep no row), the block
+ * tables the batch's. False when every token is a logit row, or the rows
+ * are not in increasing token order (keep_rows moves each row down, to
+ * its place at or before its own). Nothing else of the kept batch is read:
+ * its token ids and slots are NULL. */
+static bool logit_rows_batch(cpu_backend *b, const folo_batch *batch, folo_batch *kept) {
+    int R = batch->n_logit_rows, T = batch->n_tokens;
+    if (R == T) return false;
+    for (int r = 1; r < R; r++)
+        if (batch->logit_rows[r] <= batch->logit_rows[r - 1]) return false;
+    int32_t *positions = b->s.kept, *rows = positions + T, *starts = rows + T; /* [n_seqs + 1] */
+    int seq = 0;
+    starts[0] = 0;
+    for (int r = 0; r < R; r++) {
+        int t = batch->logit_rows[r];
+        while (t >= batch->seq_starts[seq + 1]) starts[++seq] = r;
+        positions[r] = batch->positions[t];
+        rows[r] = r;
+    }
+    while (seq < batch->n_seqs) starts[++seq] = R;
+    *kept = (folo_batch){.n_tokens = R,
+                         .positions = positions,
+                         .n_seqs = batch->n_seqs,
+                         .seq_starts = starts,
+                         .seq_lens = batch->seq_lens,
+                         .block_tables = batch->block_tables,
+                         .max_blocks_per_seq = batch->max_blocks_per_seq,
+                         .n_logit_rows = R,
+                         .logit_rows = rows};
+    return true;
+}
+
+/* Moves the queries and residual rows of the kept batch's tokens (the full
+ * batch's logit rows) to rows 0..R-1, and splits its attention items. */
+static void keep_rows(cpu_backend *b, const folo_batch *batch, const folo_batch *kept) {
+    const folo_config *c = &b->model->config;
+    size_t q_width = (size_t)c->n_heads * c->head_dim, H = (size_t)c->hidden_size;
+    for (int r = 0; r < kept->n_tokens; r++) {
+        size_t t = (size_t)batch->logit_rows[r];
+        if (t == (size_t)r) continue;
+        memcpy(b->s.q + r * q_width, b->s.q + t * q_width, q_width * sizeof(float));
+        memcpy(b->s.x + r * H, b->s.x + t * H, H * sizeof(float));
+    }
+    b->short_split = attention_split(kept, c->n_heads, c->n_kv_heads, b->n_threads);
+}
+
 /* DESIGN §4 steps 1-6: h = rmsnorm(x); q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ;
- * per-head q/k norms; RoPE; K and V into the cache; x += attention · Woᵀ.
- * Stops early at the input of q/k/v or o when `stop` names it (cpu_backend.h)
- * and returns that input; NULL after the whole block. */
+ * per-head q/k norms; RoPE; K and V into the cache; x += attention · Woᵀ,
+ * the last two for the tokens of `queries`: the batch, or its logit rows
+ * (logit_rows_batch). Stops early at the input of q/k/v or o when `stop`
+ * names it (cpu_backend.h) and returns that input; NULL after the whole
+ * block. */
 static const float *attention_block(cpu_backend *b, int layer, const folo_batch *batch,
-                                    folo_cpu_tap stop) {
+                                    const folo_batch *queries, folo_cpu_tap stop) {
     const folo_config *c = &b->model->config;
     const folo_layer_weights *w = &b->layers[layer];
     const cpu_layer_norms *n = &b->norms[layer];
@@ -528,12 +585,16 @@ static const float *attention_block(cpu_backend *b, int layer, const folo_batch 
     char *v_cache = (char *)b->v_cache + (size_t)layer * layer_bytes; /* [n_blocks, Hkv, bs, D] */
     qk_job qk = {.b = b, .batch = batch, .norms = n, .k_cache = k_cache, .v_cache = v_cache};
     folo_pool_run(b->pool, qk_worker, &qk);
+    if (queries != batch) {
+        keep_rows(b, batch, queries);
+        if (queries->n_tokens == 0) return NULL;
+    }
 
-    attention_job att = {.b = b, .batch = batch, .k_cache = k_cache, .v_cache = v_cache};
+    attention_job att = {.b = b, .batch = queries, .k_cache = k_cache, .v_cache = v_cache};
     folo_pool_run(b->pool, b->naive ? attention_naive_worker : attention_worker, &att);
     if (stop == FOLO_CPU_TAP_O) return s->att;
 
-    matmul1(b, s->h, s->att, T, &w->wo, s->x);
+    matmul1(b, s->h, s->att, queries->n_tokens, &w->wo, s->x);
     return NULL;
 }
 
@@ -606,6 +667,8 @@ static int scratch_alloc(cpu_scratch *s, const folo_config *c, int cap_tokens, f
                          total * sizeof(float), cap_tokens);
     folo_free_large(s->block);
     s->block = block;
+    free(s->kept);
+    s->kept = folo_calloc(3 * (size_t)cap_tokens + 1, sizeof(int32_t));
     s->bytes = total * sizeof(float);
     s->cap_tokens = cap_tokens;
     float *next = block;
@@ -634,11 +697,15 @@ static int cpu_forward(folo_backend *base, const folo_batch *batch, float *logit
     if (b->naive && ensure_naive_scores(b, batch, err) != 0) return -1;
     embed_tokens(b, batch);
     prepare_batch(b, batch);
-    for (int layer = 0; layer < b->model->config.n_layers; layer++) {
-        attention_block(b, layer, batch, FOLO_CPU_TAP_ATTENTION);
-        mlp_block(b, layer, batch, FOLO_CPU_TAP_MLP);
+    int last = b->model->config.n_layers - 1;
+    folo_batch kept;
+    const folo_batch *rows = logit_rows_batch(b, batch, &kept) ? &kept : batch;
+    for (int layer = 0; layer <= last; layer++) {
+        const folo_batch *queries = layer == last ? rows : batch;
+        attention_block(b, layer, batch, queries, FOLO_CPU_TAP_ATTENTION);
+        if (queries->n_tokens > 0) mlp_block(b, layer, queries, FOLO_CPU_TAP_MLP);
     }
-    if (batch->n_logit_rows > 0) lm_head(b, batch, logits);
+    if (rows->n_logit_rows > 0) lm_head(b, rows, logits);
     folo_batch_fill_argmax(batch, logits, b->model->config.vocab_size);
     return 0;
 }
@@ -674,7 +741,7 @@ const float *folo_cpu_layer_run(folo_backend *base, const folo_batch *batch, int
     const float *input;
     if (tap <= FOLO_CPU_TAP_ATTENTION) {
         prepare_batch(b, batch);
-        input = attention_block(b, layer, batch, tap);
+        input = attention_block(b, layer, batch, batch, tap);
     } else {
         input = mlp_block(b, layer, batch, tap);
     }
@@ -727,6 +794,7 @@ static void cpu_destroy(folo_backend *base) {
     folo_free_large(b->norm_block);
     folo_free_large(b->rows_f32);
     folo_free_large(b->s.block);
+    free(b->s.kept);
     folo_free_large(b->naive_scores);
     free(b->norms);
     free(b->inv_freq);
