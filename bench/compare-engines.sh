@@ -61,6 +61,8 @@
 #   START_TIMEOUT   seconds a server may take to become healthy (default 1200)
 #   LOAD_WARN       1-minute load above which a run is flagged (default 1.5)
 #   FOLO_BUILD      folo's build directory (default build)
+#   FOLO_FLAGS      extra flags for `folo serve`, e.g. "--dtype bfloat16" (the
+#                   arithmetic vLLM and llama.cpp use on bf16 weights)
 #   PYTHON          a Python with torch and transformers (default .venv/bin/python)
 #   CACHE_DIR       where the venvs go (default ~/.cache/folo/bench)
 #   WORK_DIR        where the model files and raw runs go (default bench/results/tmp)
@@ -74,6 +76,7 @@ FOLO_BUILD=$(cd "$ROOT" && realpath -m "${FOLO_BUILD:-build}")
 FOLO="$FOLO_BUILD/folo"
 [ -x "$FOLO" ] || die "$FOLO is missing (build folo first, or set FOLO_BUILD)"
 ENGINES=${ENGINES:-"folo llama.cpp vllm transformers"}
+read -r -a FOLO_EXTRA <<< "${FOLO_FLAGS:-}"
 THREADS=${THREADS:-2}
 CONCURRENCIES=${CONCURRENCIES:-"1 4"}
 REQUEST_RATES=${REQUEST_RATES:-inf}
@@ -248,7 +251,8 @@ if wants folo; then
     > "$RUN/folo.version"
   PORT=$(free_port)
   if start_server folo "$PORT" "$FOLO" serve -m "$MODEL" --host 127.0.0.1 --port "$PORT" \
-       --served-model-name "$NAME" --threads "$THREADS" --kv-memory "${KV_GIB}G"; then
+       --served-model-name "$NAME" --threads "$THREADS" --kv-memory "${KV_GIB}G" \
+       "${FOLO_EXTRA[@]}"; then
     bench_server folo "$PORT"
     stop_server
   fi
