@@ -106,7 +106,6 @@ typedef struct cpu_backend {
     const folo_cpu_kernels *kernels; /* matmul and attention for this CPU (kernels.h) */
     const folo_cpu_int4_kernels *int4; /* GPTQ linears, same ISA (kernels_int4.h) */
     bool bf16_matmul;       /* bf16 weights meet bf16-rounded activations (matmul_bf16) */
-    int short_split;        /* the batch's attention items per short sequence (prepare_batch) */
     int n_slots;            /* kv_n_blocks * kv_block_size */
     void *k_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
     void *v_cache;          /* [L, n_blocks, Hkv, block_size, D] of kv_dtype */
@@ -353,13 +352,14 @@ static void qk_worker(void *ctx, int thread, int n_threads) {
  * once for the item's queries:
  * - a sequence with more tokens than that takes one kv head per item, for
  *   runs of FOLO_CPU_ATTN_QUERIES / group tokens (prefill);
- * - one with fewer (decode) takes its tokens with Hkv / b->short_split kv
+ * - one with fewer (decode) takes its tokens with Hkv / short_split kv
  *   heads per item, which a bf16 cache reads as one run per block. */
 typedef struct attention_job {
     const cpu_backend *b;
     const folo_batch *batch;
     const void *k_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
     const void *v_cache; /* [n_blocks, Hkv, block_size, D] this layer, b->kv_dtype */
+    int short_split;     /* items per short sequence, a divisor of Hkv (attention_split) */
 } attention_job;
 
 /* Whether a sequence of n tokens has all its queries in one item. */
@@ -399,7 +399,7 @@ static void attention_worker(void *ctx, int thread, int n_threads) {
         int start = batch->seq_starts[seq], end = batch->seq_starts[seq + 1];
         bool is_short = short_sequence(end - start, Hq);
         int run = is_short ? end - start : FOLO_CPU_ATTN_QUERIES / group; /* tokens per item */
-        int heads = is_short ? Hkv / job->b->short_split : 1;             /* kv heads per item */
+        int heads = is_short ? Hkv / job->short_split : 1;                /* kv heads per item */
         for (int t0 = start; t0 < end; t0 += run) {
             int t1 = end - t0 < run ? end : t0 + run;
             for (int kv0 = 0; kv0 < Hkv; kv0 += heads, item++) {
@@ -492,15 +492,11 @@ static void embed_tokens(cpu_backend *b, const folo_batch *batch) {
                     b->s.x + (size_t)t * H, (size_t)H);
 }
 
-/* What every layer's attention block reads of the batch: the RoPE angles
- * at its positions and how its attention items split short sequences. */
-static void prepare_batch(cpu_backend *b, const folo_batch *batch) {
-    const folo_config *c = &b->model->config;
-    int half = c->head_dim / 2;
+static void prepare_positions(cpu_backend *b, const folo_batch *batch) {
+    int half = b->model->config.head_dim / 2;
     for (int t = 0; t < batch->n_tokens; t++)
         folo_cpu_rope_cos_sin(b->s.rope_cos + (size_t)t * half, b->s.rope_sin + (size_t)t * half,
                               batch->positions[t], b->inv_freq, half);
-    b->short_split = attention_split(batch, c->n_heads, c->n_kv_heads, b->n_threads);
 }
 
 /* The batch's logit rows alone, as a batch of their own for the last
@@ -541,7 +537,7 @@ static bool logit_rows_batch(cpu_backend *b, const folo_batch *batch, folo_batch
 }
 
 /* Moves the queries and residual rows of the kept batch's tokens (the full
- * batch's logit rows) to rows 0..R-1, and splits its attention items. */
+ * batch's logit rows) to rows 0..R-1. */
 static void keep_rows(cpu_backend *b, const folo_batch *batch, const folo_batch *kept) {
     const folo_config *c = &b->model->config;
     size_t q_width = (size_t)c->n_heads * c->head_dim, H = (size_t)c->hidden_size;
@@ -551,7 +547,6 @@ static void keep_rows(cpu_backend *b, const folo_batch *batch, const folo_batch 
         memcpy(b->s.q + r * q_width, b->s.q + t * q_width, q_width * sizeof(float));
         memcpy(b->s.x + r * H, b->s.x + t * H, H * sizeof(float));
     }
-    b->short_split = attention_split(kept, c->n_heads, c->n_kv_heads, b->n_threads);
 }
 
 /* DESIGN §4 steps 1-6: h = rmsnorm(x); q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ;
@@ -590,7 +585,11 @@ static const float *attention_block(cpu_backend *b, int layer, const folo_batch 
         if (queries->n_tokens == 0) return NULL;
     }
 
-    attention_job att = {.b = b, .batch = queries, .k_cache = k_cache, .v_cache = v_cache};
+    attention_job att = {.b = b,
+                         .batch = queries,
+                         .k_cache = k_cache,
+                         .v_cache = v_cache,
+                         .short_split = attention_split(queries, c->n_heads, Hkv, b->n_threads)};
     folo_pool_run(b->pool, b->naive ? attention_naive_worker : attention_worker, &att);
     if (stop == FOLO_CPU_TAP_O) return s->att;
 
@@ -696,7 +695,7 @@ static int cpu_forward(folo_backend *base, const folo_batch *batch, float *logit
     if (ensure_scratch(b, batch->n_tokens, err) != 0) return -1;
     if (b->naive && ensure_naive_scores(b, batch, err) != 0) return -1;
     embed_tokens(b, batch);
-    prepare_batch(b, batch);
+    prepare_positions(b, batch);
     int last = b->model->config.n_layers - 1;
     folo_batch kept;
     const folo_batch *rows = logit_rows_batch(b, batch, &kept) ? &kept : batch;
@@ -740,7 +739,7 @@ const float *folo_cpu_layer_run(folo_backend *base, const folo_batch *batch, int
     memcpy(b->s.x, x, x_bytes);
     const float *input;
     if (tap <= FOLO_CPU_TAP_ATTENTION) {
-        prepare_batch(b, batch);
+        prepare_positions(b, batch);
         input = attention_block(b, layer, batch, batch, tap);
     } else {
         input = mlp_block(b, layer, batch, tap);

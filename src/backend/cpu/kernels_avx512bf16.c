@@ -474,7 +474,7 @@ tile_values(att_state *const *st, const int nq, const uint32_t *const *vp, int n
         int pair = 0;
         for (; pair < n_keys / 2; pair++) {
             if (next_v) {
-                size_t line = ((size_t)(d0 / (PV_REGS * 16)) * 16 + pair) * 128;
+                size_t line = ((size_t)(d0 / (PV_REGS * 16)) * (ATT_KEYS / 2) + pair) * 128;
                 _mm_prefetch(next_v[0] + line, _MM_HINT_T1);
                 _mm_prefetch(next_v[0] + line + 64, _MM_HINT_T1);
                 _mm_prefetch(next_v[1] + line, _MM_HINT_T1);
